@@ -1,0 +1,43 @@
+# Flux Box firmware. `make run` and `make test` are all the set-up a fresh Debian machine needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := dcmtk orthanc
+STAMP := $(VENV)/.installed
+
+.PHONY: run test unit bench lint deps apt clean
+
+run: $(STAMP)
+	$(VENV)/bin/fluxbox run
+
+test: apt $(STAMP)
+	$(PY) -m pytest -q tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+bench: apt $(STAMP)
+	$(PY) -m tests.bench.run
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check appliance hw tests
+
+deps: $(STAMP)
+
+# Debian packages the tests use as real peers (modality, PACS, worklist server).
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,100 @@
+"""Encryption of blobs and index values, and keyed hashes of UIDs.
+
+Blobs use libsodium's secretstream (XChaCha20-Poly1305) in fixed-size chunks,
+so an instance of any size is encrypted and decrypted with bounded memory and a
+truncated or altered blob fails to decrypt. Index values use SecretBox. Each
+purpose gets its own subkey derived from the one data key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import nacl.bindings as sodium
+import nacl.secret
+
+CHUNK_BYTES = 256 * 1024
+BLOB_MAGIC = b"FLXB\x01"
+_LEN = struct.Struct(">I")
+_TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+_TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
+
+
+class BlobCorrupt(Exception):
+    """A blob failed authentication, was truncated, or is not a blob at all."""
+
+
+def derive_subkey(data_key: bytes, purpose: bytes) -> bytes:
+    return hashlib.blake2b(b"", key=data_key, person=purpose.ljust(16, b"\0")[:16]).digest()[:32]
+
+
+class Keys:
+    """The subkeys of one data key: blob stream key, index box, UID hash key."""
+
+    def __init__(self, data_key: bytes) -> None:
+        self.blob_key = derive_subkey(data_key, b"fluxbox-blob")
+        self._index_box = nacl.secret.SecretBox(derive_subkey(data_key, b"fluxbox-index"))
+        self._uid_key = derive_subkey(data_key, b"fluxbox-uid")
+
+    def uid_hash(self, uid: str) -> bytes:
+        """A 16-byte keyed hash: stable for one data key, meaningless without it."""
+        return hashlib.blake2b(uid.encode(), key=self._uid_key, digest_size=16).digest()
+
+    def seal(self, plaintext: bytes) -> bytes:
+        return bytes(self._index_box.encrypt(plaintext))
+
+    def open(self, sealed: bytes) -> bytes:
+        try:
+            return self._index_box.decrypt(sealed)
+        except nacl.exceptions.CryptoError as exc:
+            raise BlobCorrupt("index value failed authentication") from exc
+
+
+def encrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *, feed=None) -> int:
+    """Encrypt all of `source` into `sink`; returns plaintext bytes.
+
+    `feed`, when given, is called with every plaintext chunk (for digests).
+    """
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, key)
+    sink.write(BLOB_MAGIC + header)
+    total = 0
+    chunk = source.read(CHUNK_BYTES)
+    while True:
+        following = source.read(CHUNK_BYTES) if chunk else b""
+        tag = _TAG_FINAL if not following else _TAG_MESSAGE
+        if feed is not None and chunk:
+            feed(chunk)
+        sealed = sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, tag=tag)
+        sink.write(_LEN.pack(len(sealed)) + sealed)
+        total += len(chunk)
+        if tag == _TAG_FINAL:
+            return total
+        chunk = following
+
+
+def decrypt_stream(key: bytes, source: BinaryIO) -> Iterator[bytes]:
+    """Yield the plaintext chunks of a blob; raises BlobCorrupt on any defect."""
+    head = source.read(len(BLOB_MAGIC) + sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES)
+    if not head.startswith(BLOB_MAGIC) or len(head) != 29:
+        raise BlobCorrupt("not a blob")
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, head[len(BLOB_MAGIC):], key)
+    while True:
+        raw_len = source.read(_LEN.size)
+        if len(raw_len) != _LEN.size:
+            raise BlobCorrupt("blob truncated")
+        (length,) = _LEN.unpack(raw_len)
+        sealed = source.read(length)
+        if len(sealed) != length:
+            raise BlobCorrupt("blob truncated")
+        try:
+            chunk, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(state, sealed)
+        except Exception as exc:  # nacl raises several types for a bad tag
+            raise BlobCorrupt("blob failed authentication") from exc
+        yield chunk
+        if tag == _TAG_FINAL:
+            return

@@ -1,0 +1,305 @@
+"""Sending to one destination: batches, acknowledgments, back-off.
+
+Each destination has one worker. Its position lives in the store: every
+success or warning is committed the moment it arrives, so after a link drop
+or a restart only unacknowledged instances are sent again (at most those in
+flight at the drop can reach the PACS twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydicom import dcmread
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE
+
+from appliance import dimse
+from appliance.config import DestinationConfig, TransmitConfig
+from appliance.logs import event
+from appliance.store import Queued, Store, StudyRecord
+
+log = logging.getLogger("fluxbox.delivery")
+
+# Syntaxes that differ only in encoding: converting among them changes no value.
+UNCOMPRESSED = (
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+)
+MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1-255
+
+
+class LinkDown(Exception):
+    """The destination could not be reached, or the association broke."""
+
+
+class PeerRejected(Exception):
+    """The destination rejected the association (wrong AE title, busy, ...)."""
+
+
+class TransientRefusal(Exception):
+    """The destination answered with a status worth trying again (out of resources)."""
+
+
+@dataclass
+class Backoff:
+    """Exponential back-off with jitter, doubling up to a cap; `clear` resets it."""
+
+    initial_s: float
+    cap_s: float
+    failures: int = 0
+    next_at: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def failed(self, now: float) -> float:
+        self.failures += 1
+        delay = min(self.cap_s, self.initial_s * 2 ** (self.failures - 1))
+        delay *= 0.75 + self.rng.random() * 0.5
+        self.next_at = now + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.next_at = 0.0
+
+    def clear(self) -> None:
+        self.succeeded()
+
+    def ready(self, now: float) -> bool:
+        return now >= self.next_at
+
+
+@dataclass
+class Outcome:
+    sent: int = 0
+    failed: int = 0
+    error: str | None = None
+    completed: list[str] = field(default_factory=list)
+
+
+def proposed_syntaxes(stored: str) -> list[str]:
+    """The stored syntax first; uncompressed data may also travel in another encoding."""
+    if stored in UNCOMPRESSED:
+        return [stored] + [ts for ts in UNCOMPRESSED if ts != stored]
+    return [stored]
+
+
+def contexts_for(items: list[Queued]) -> dict[str, list[str]]:
+    """SOP class -> transfer syntaxes to propose, for the instances in a batch."""
+    wanted: dict[str, list[str]] = {}
+    for item in items:
+        syntaxes = wanted.setdefault(item.instance.sop_class_uid, [])
+        for ts in proposed_syntaxes(item.instance.transfer_syntax):
+            if ts not in syntaxes:
+                syntaxes.append(ts)
+    return wanted
+
+
+class DestinationWorker:
+    """Delivers one destination's queue. `deliver_once` is the one step; `run` loops it."""
+
+    def __init__(
+        self, store: Store, dest_id: str, dest: DestinationConfig, transmit: TransmitConfig,
+        *, calling_ae: str, gate: Callable[[StudyRecord, float], str | None],
+        on_progress: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.dest_id = dest_id
+        self.dest = dest
+        self.transmit = transmit
+        self.calling_ae = calling_ae
+        self.gate = gate
+        self.on_progress = on_progress
+        self.backoff = Backoff(transmit.retry_initial_s, transmit.retry_max_s)
+        self.last_error: str | None = None
+        self.last_success_at: float | None = None
+        self.in_flight = 0
+        self._lock = threading.Lock()
+
+    # -- one step ------------------------------------------------------------
+
+    def deliver_once(self, now: float | None = None) -> Outcome:
+        """Send the next batch, if back-off and policy allow; record every response."""
+        now = time.time() if now is None else now
+        if not self.backoff.ready(now):
+            return Outcome()
+        batch = self._next_batch(now)
+        if not batch:
+            return Outcome()
+        parts = self._split(batch)
+        outcomes = [Outcome() for _ in parts]
+        if len(parts) == 1:
+            self._send_part(parts[0], outcomes[0])
+        else:
+            threads = [threading.Thread(target=self._send_part, args=(p, o), daemon=True)
+                       for p, o in zip(parts, outcomes, strict=True)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        return self._settle(outcomes, time.time())
+
+    def _next_batch(self, now: float) -> list[Queued]:
+        t = self.transmit
+        max_count = t.batch_count if t.batch == "count" else 10_000
+        max_bytes = t.batch_mb * 1024 * 1024 if t.batch == "size" else 1 << 62
+        batch = self.store.next_batch(
+            self.dest_id, max_count=max_count, max_bytes=max_bytes,
+            whole_study=t.batch == "study", allowed=lambda s: self.gate(s, now) is None,
+        )
+        return self._fit_contexts(batch)
+
+    @staticmethod
+    def _fit_contexts(batch: list[Queued]) -> list[Queued]:
+        """Keep the batch within what one association can negotiate; the rest waits."""
+        fitted: list[Queued] = []
+        count = 0
+        seen: set[tuple[str, str]] = set()
+        for item in batch:
+            new = {(item.instance.sop_class_uid, ts)
+                   for ts in proposed_syntaxes(item.instance.transfer_syntax)} - seen
+            if count + len(new) > MAX_CONTEXTS:
+                break
+            seen |= new
+            count += len(new)
+            fitted.append(item)
+        return fitted
+
+    def _split(self, batch: list[Queued]) -> list[list[Queued]]:
+        n = max(1, min(self.transmit.associations, len(batch)))
+        return [batch[i::n] for i in range(n)]
+
+    def _settle(self, outcomes: list[Outcome], now: float) -> Outcome:
+        total = Outcome()
+        for o in outcomes:
+            total.sent += o.sent
+            total.failed += o.failed
+            total.completed += o.completed
+            total.error = total.error or o.error
+        if total.error:
+            delay = self.backoff.failed(now)
+            if self.last_error != total.error or self.backoff.failures <= 1:
+                event(log, "delivery interrupted", logging.WARNING, destination=self.dest_id,
+                      reason=total.error, retry_in_s=round(delay, 1), sent=total.sent)
+            self.last_error = total.error
+        else:
+            self.backoff.succeeded()
+            self.last_error = None
+        if total.sent:
+            self.last_success_at = now
+        for study_key in total.completed:
+            event(log, "study delivered", destination=self.dest_id, study=study_key[:12])
+        if total.sent or total.failed:
+            self.on_progress()
+        return total
+
+    # -- one association -----------------------------------------------------
+
+    def _send_part(self, items: list[Queued], outcome: Outcome) -> None:
+        try:
+            assoc = self._associate(contexts_for(items))
+        except (LinkDown, PeerRejected) as exc:
+            outcome.error = str(exc)
+            return
+        try:
+            for item in items:
+                self._send_one(assoc, item, outcome)
+        except (LinkDown, TransientRefusal) as exc:
+            outcome.error = str(exc)
+            assoc.abort()
+            return
+        assoc.release()
+
+    def _associate(self, wanted: dict[str, list[str]]):
+        t = self.transmit
+        ae = AE(ae_title=self.calling_ae)
+        ae.acse_timeout = t.connect_timeout_s
+        ae.connection_timeout = t.connect_timeout_s
+        ae.dimse_timeout = t.dimse_timeout_s
+        ae.network_timeout = t.dimse_timeout_s
+        for sop_class, syntaxes in wanted.items():
+            ae.add_requested_context(sop_class, syntaxes)
+        assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title)
+        if assoc.is_established:
+            return assoc
+        if assoc.is_rejected:
+            raise PeerRejected(f"association rejected by {self.dest.ae_title}")
+        raise LinkDown(f"cannot reach {self.dest.host}:{self.dest.port}")
+
+    def _send_one(self, assoc, item: Queued, outcome: Outcome) -> None:
+        record = item.instance
+        accepted = [cx for cx in assoc.accepted_contexts
+                    if cx.abstract_syntax == record.sop_class_uid]
+        if not accepted:
+            self._fail(item, outcome, f"PACS does not accept SOP class {_sop_name(record)}")
+            return
+        exact = any(cx.transfer_syntax[0] == record.transfer_syntax for cx in accepted)
+        if not exact and record.transfer_syntax not in UNCOMPRESSED:
+            self._fail(item, outcome, "PACS does not accept transfer syntax "
+                       f"{UID(record.transfer_syntax).name} for {_sop_name(record)}")
+            return
+        if not assoc.is_established:
+            raise LinkDown("association lost")
+        with self.store.plaintext(record) as path:
+            dataset = path if exact else _decoded(path)
+            status = assoc.send_c_store(dataset)
+        if "Status" not in status:
+            raise LinkDown("no response from PACS (association aborted or timed out)")
+        code = int(status.Status)
+        if dimse.is_success_or_warning(code):
+            if self.store.record_delivered(self.dest_id, item, time.time()):
+                outcome.completed.append(item.study.key)
+            outcome.sent += 1
+        elif dimse.is_transient(code):
+            raise TransientRefusal(f"PACS answered 0x{code:04X} (out of resources)")
+        else:
+            self._fail(item, outcome, f"PACS refused the instance: status 0x{code:04X}")
+
+    def _fail(self, item: Queued, outcome: Outcome, reason: str) -> None:
+        self.store.record_failed(self.dest_id, item, reason, time.time())
+        event(log, "instance refused", logging.WARNING, destination=self.dest_id,
+              study=item.study.key[:12], reason=reason)
+        outcome.failed += 1
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self, stop: threading.Event, wake: threading.Event, idle_s: float = 5.0) -> None:
+        """Loop `deliver_once` until `stop`; sleeps on `wake` when idle or backing off."""
+        while not stop.is_set():
+            try:
+                outcome = self.deliver_once()
+            except Exception as exc:  # a worker never dies; the error is visible in status
+                event(log, "delivery error", logging.ERROR, destination=self.dest_id,
+                      error=type(exc).__name__)
+                self.last_error = f"internal error: {type(exc).__name__}"
+                self.backoff.failed(time.time())
+                outcome = Outcome(error=self.last_error)
+            if outcome.sent or outcome.failed:
+                continue
+            wait_s = idle_s
+            if self.backoff.next_at:
+                wait_s = max(0.05, min(idle_s, self.backoff.next_at - time.time()))
+            wake.wait(wait_s)
+            wake.clear()
+
+
+def _decoded(path):
+    """Load the dataset for an encoding change. This holds the instance in memory, so it
+    is used only when the PACS refuses the encoding the modality used."""
+    return dcmread(path)
+
+
+def _sop_name(record) -> str:
+    name = UID(record.sop_class_uid).name
+    return name if name != record.sop_class_uid else record.sop_class_uid

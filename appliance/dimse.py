@@ -1,0 +1,66 @@
+"""pynetdicom settings and DIMSE status codes, set in one place.
+
+Importing this module applies the settings once: chunked receive and send
+(large instances never sit in memory), identifier logging off (no patient data
+in logs), and TCP_NODELAY on every association socket (pynetdicom never sets
+it, and Nagle's algorithm costs small instances a round trip each).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from pynetdicom import _config
+from pynetdicom.transport import AssociationSocket
+
+# DIMSE status codes, PS3.4 Annex B and PS3.7 Annex C.
+SUCCESS = 0x0000
+WARNING_COERCION = 0xB000
+WARNING_ELEMENTS_DISCARDED = 0xB007
+WARNING_DATASET_MISMATCH = 0xB006
+OUT_OF_RESOURCES = 0xA700
+DATASET_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+PROCESSING_FAILURE = 0x0110
+
+
+def is_success_or_warning(status: int) -> bool:
+    return status == SUCCESS or status in (0x0001, 0x0107, 0x0116) or (status & 0xF000) == 0xB000
+
+
+def is_transient(status: int) -> bool:
+    """Out of resources (0xA7xx) and processing failure may pass on a later try."""
+    return (status & 0xFF00) == 0xA700 or status == PROCESSING_FAILURE
+
+
+def _nodelay(sock: socket.socket | None) -> None:
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _apply() -> None:
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+    if getattr(AssociationSocket, "_fluxbox_nodelay", False):
+        return
+    create_socket, init = AssociationSocket._create_socket, AssociationSocket.__init__
+
+    def _create_socket(self, address):  # outgoing associations
+        sock = create_socket(self, address)
+        _nodelay(sock)
+        return sock
+
+    def __init__(self, *args, **kwargs):  # accepted associations arrive with a socket
+        init(self, *args, **kwargs)
+        _nodelay(getattr(self, "socket", None))
+
+    AssociationSocket._create_socket = _create_socket
+    AssociationSocket.__init__ = __init__
+    AssociationSocket._fluxbox_nodelay = True
+
+
+_apply()

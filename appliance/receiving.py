@@ -1,0 +1,156 @@
+"""The DICOM listener: accepted callers, C-ECHO and C-STORE handlers, outcomes -> status codes.
+
+No success goes back before `Store.put_instance` returns: the instance is then
+encrypted on disk, fsynced and indexed (PRODUCT.md, Guarantees).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+from appliance import dimse
+from appliance.config import BoxConfig
+from appliance.logs import event
+from appliance.sites import SiteDecision
+from appliance.store import Outcome, Store, StoreFault, StoreFull
+from appliance.validation import InvalidDataset, read_header
+
+log = logging.getLogger("fluxbox.receiving")
+
+
+class OpenAssociations:
+    """Which studies are still arriving over an open association (quiet time starts at release)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._studies: dict[int, set[str]] = {}
+
+    def opened(self, assoc_id: int) -> None:
+        with self._lock:
+            self._studies.setdefault(assoc_id, set())
+
+    def touched(self, assoc_id: int, study_key: str) -> None:
+        with self._lock:
+            self._studies.setdefault(assoc_id, set()).add(study_key)
+
+    def closed(self, assoc_id: int) -> None:
+        with self._lock:
+            self._studies.pop(assoc_id, None)
+
+    def studies(self) -> set[str]:
+        with self._lock:
+            return set().union(*self._studies.values()) if self._studies else set()
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._studies)
+
+
+class Receiver:
+    """The box's SCP. `handle_store` is the C-STORE step, callable directly in tests."""
+
+    def __init__(
+        self, box: BoxConfig, store: Store, site: Callable[[], SiteDecision],
+        on_stored: Callable[[], None] = lambda: None,
+        extra_handlers: list | None = None,
+    ) -> None:
+        self.box = box
+        self.store = store
+        self.site = site
+        self.on_stored = on_stored
+        self.associations = OpenAssociations()
+        self.extra_handlers = extra_handlers or []
+        self.counters = {"stored": 0, "duplicate": 0, "replaced": 0, "refused": 0, "failed": 0}
+        self.last_error: str | None = None
+        self._server = None
+
+    def start(self, host: str = "0.0.0.0") -> None:
+        ae = AE(ae_title=self.box.ae_title)
+        ae.maximum_pdu_size = self.box.max_pdu
+        ae.require_calling_aet = list(self.box.allowed_calling_aets)
+        ae.maximum_associations = 16
+        ae.network_timeout = 120
+        ae.dimse_timeout = 120
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        handlers = [
+            (evt.EVT_C_ECHO, lambda event: dimse.SUCCESS),
+            (evt.EVT_C_STORE, self._on_c_store),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_RELEASED, self._on_ended),
+            (evt.EVT_ABORTED, self._on_ended),
+            (evt.EVT_CONN_CLOSE, self._on_ended),
+            (evt.EVT_REJECTED, self._on_rejected),
+            *self.extra_handlers,
+        ]
+        self._server = ae.start_server((host, self.box.port), block=False, evt_handlers=handlers)
+        event(log, "listening", ae_title=self.box.ae_title, port=self.box.port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    # -- handlers ------------------------------------------------------------
+
+    def _on_accepted(self, ev) -> None:
+        self.associations.opened(id(ev.assoc))
+
+    def _on_ended(self, ev) -> None:
+        self.associations.closed(id(ev.assoc))
+        self.on_stored()
+
+    def _on_rejected(self, ev) -> None:
+        event(log, "association rejected", logging.WARNING,
+              calling_ae=ev.assoc.requestor.ae_title)
+
+    def _on_c_store(self, ev) -> int:
+        request = ev.request
+        return self.handle_store(
+            Path(ev.dataset_path), assoc_id=id(ev.assoc),
+            sop_class=str(request.AffectedSOPClassUID),
+            sop_instance=str(request.AffectedSOPInstanceUID),
+            calling_aet=ev.assoc.requestor.ae_title,
+        )
+
+    def handle_store(self, path: Path, *, assoc_id: int, sop_class: str, sop_instance: str,
+                     calling_aet: str) -> int:
+        """Validate and store one received instance; returns the DIMSE status to answer."""
+        try:
+            header = read_header(path, command_sop_class=sop_class,
+                                 command_sop_instance=sop_instance)
+        except InvalidDataset as exc:
+            self.counters["refused"] += 1
+            event(log, "instance refused", logging.WARNING, calling_ae=calling_aet,
+                  status=f"0x{exc.status:04X}", reason=exc.reason)
+            return exc.status
+        decision = self.site()
+        try:
+            outcome = self.store.put_instance(
+                path, header, calling_aet=calling_aet, site=decision.id,
+                site_source=decision.source,
+            )
+        except (StoreFull, StoreFault) as exc:
+            return self._store_failed(type(exc).__name__, exc)
+        except Exception as exc:  # any fault: the modality keeps its copy and the box serves on
+            log.exception("store error")
+            return self._store_failed("internal", exc)
+        self.counters[outcome.value] += 1
+        self.associations.touched(assoc_id, self.store.uid_key(header.study_uid))
+        if outcome is not Outcome.DUPLICATE:
+            self.on_stored()
+        return dimse.SUCCESS
+
+    def _store_failed(self, kind: str, exc: Exception) -> int:
+        self.counters["failed"] += 1
+        self.last_error = f"store failed: {kind}"
+        event(log, "instance not stored", logging.ERROR, cause=kind,
+              status=f"0x{dimse.OUT_OF_RESOURCES:04X}", detail=type(exc).__name__)
+        return dimse.OUT_OF_RESOURCES

@@ -1,0 +1,95 @@
+"""A study's destinations, and whether policy lets it move now (no I/O).
+
+A study is only ever routed to destinations of the site stamped on it when it
+arrived (PRODUCT.md: a study acquired at one site is delivered only to that
+site's destinations).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from datetime import datetime
+
+from appliance.config import Config, DestinationConfig, SiteConfig
+from appliance.store import StudyRecord
+
+SITE_UNKNOWN = "site-unknown"
+NO_DESTINATION = "no-destination"
+ISOLATED = "isolated"
+POLICY_LINK = "policy:link"
+POLICY_WINDOW = "policy:window"
+
+
+@dataclass(frozen=True)
+class Route:
+    destinations: tuple[str, ...]  # destination ids, "site/name"
+    held_reason: str | None = None
+
+
+def destination_id(site: SiteConfig, dest: DestinationConfig) -> str:
+    return f"{site.id}/{dest.name}"
+
+
+_MATCH_FIELDS = {
+    "Modality": "modality",
+    "StationName": "station_name",
+    "StudyDescription": "study_description",
+    "CallingAETitle": "calling_aet",
+}
+
+
+def matches(dest: DestinationConfig, study: StudyRecord) -> bool:
+    """Every `match` pattern must match (shell-style wildcards, case-insensitive)."""
+    for keyword, pattern in dest.match:
+        value = getattr(study, _MATCH_FIELDS.get(keyword, ""), None)
+        if value is None or not fnmatch.fnmatchcase(str(value).upper(), pattern.upper()):
+            return False
+    return True
+
+
+def route_study(study: StudyRecord, config: Config) -> Route:
+    site = config.site(study.site) if study.site else None
+    if site is None:
+        return Route((), SITE_UNKNOWN)
+    chosen = tuple(destination_id(site, d) for d in site.destinations if matches(d, study))
+    return Route(chosen, None if chosen else NO_DESTINATION)
+
+
+def in_windows(windows: tuple[str, ...], now: datetime) -> bool:
+    """Windows are "HH:MM-HH:MM" local time; one that ends before it starts spans midnight."""
+    if not windows:
+        return True
+    minute = now.hour * 60 + now.minute
+    for window in windows:
+        start_text, end_text = window.split("-")
+        start = _minutes(start_text)
+        end = _minutes(end_text)
+        inside = start <= minute < end if start <= end else (minute >= start or minute < end)
+        if inside:
+            return True
+    return False
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.strip().split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def block_reason(
+    study: StudyRecord, config: Config, *, current_site: str | None, link_class: str,
+    now: datetime,
+) -> str | None:
+    """Why `study` may not move now, or None when it may."""
+    if study.held_reason:
+        return study.held_reason
+    site = config.site(study.site) if study.site else None
+    if site is None:
+        return SITE_UNKNOWN
+    if config.detect.isolate and current_site != study.site:
+        return ISOLATED
+    if link_class not in site.policy.links:
+        return POLICY_LINK
+    if not in_windows(site.policy.windows, now):
+        return POLICY_WINDOW
+    return None

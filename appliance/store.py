@@ -1,0 +1,658 @@
+"""Encrypted blobs and the LMDB index: the only module that opens LMDB or holds the data key.
+
+Durability order for every instance (PRODUCT.md, Guarantees): encrypt into a
+temporary file, fsync, rename into place, fsync the directory, commit the
+index in one LMDB transaction, and only then return. A crash at any point
+leaves either the old state or the new one; `repair()` removes the leftovers.
+
+Index layout (every value that may hold patient data is sealed; every UID used
+as a key or file name is a keyed hash):
+
+- ``instances``  inst_key -> sealed InstanceRecord
+- ``studies``    study_key -> sealed StudyRecord
+- ``members``    study_key + inst_seq -> inst_key (a study's instances in arrival order)
+- ``pending`` / ``acked`` / ``failed``  dest + NUL + study_seq + inst_seq -> the
+  delivery position of one instance at one destination (pending and failed hold
+  inst_key + study_key, failed then the reason; acked holds the digest sent). ``pending`` keys
+  sort oldest study first, so a destination's queue is a cursor walk.
+- ``events``     time_ns + counter -> sealed audit event
+- ``meta``       counters and settings (the pinned site)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+
+import lmdb
+
+from appliance.crypto import BlobCorrupt, Keys, decrypt_stream, encrypt_stream
+from appliance.validation import InstanceHeader
+
+_SEQ = struct.Struct(">Q")
+_EVENT_KEY = struct.Struct(">QI")
+MAP_SIZE_BYTES = 8 << 30
+EVENTS_KEPT = 100_000
+
+
+class StoreFull(Exception):
+    """Free space is below the reserve, or a write hit ENOSPC: answer 0xA700."""
+
+
+class StoreFault(Exception):
+    """The store could not make an instance durable for another reason: answer 0xA700."""
+
+
+class Outcome(Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    key: str
+    seq: int
+    study_key: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_uid: str
+    transfer_syntax: str
+    size_bytes: int
+    blob: str
+    digest: str
+    received_at: float
+    facts: dict = field(default_factory=dict)
+    version: int = 1
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    key: str
+    seq: int
+    study_uid: str
+    site: str | None
+    site_source: str | None
+    phase: str = "receiving"  # "receiving" | "closed"; delivery state is derived, see studies.py
+    held_reason: str | None = None
+    destinations: tuple[str, ...] = ()
+    first_at: float = 0.0
+    last_at: float = 0.0
+    closed_at: float | None = None
+    completed_at: float | None = None
+    instances: int = 0
+    size_bytes: int = 0
+    findings: tuple[str, ...] = ()
+    corrections: int = 0
+    modality: str = ""
+    station_name: str = ""
+    calling_aet: str = ""
+    study_description: str = ""
+
+    @property
+    def seq_bytes(self) -> bytes:
+        return _SEQ.pack(self.seq)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """One instance waiting at one destination, as handed to a delivery worker."""
+
+    pending_key: bytes
+    instance: InstanceRecord
+    study: StudyRecord
+
+
+@dataclass(frozen=True)
+class DeliveryCounts:
+    delivered: int
+    pending: int
+    failed: int
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass
+class RepairReport:
+    temp_files_removed: int = 0
+    orphan_blobs_removed: int = 0
+    missing_blobs: int = 0
+    studies_checked: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"temp_files_removed={self.temp_files_removed} "
+            f"orphan_blobs_removed={self.orphan_blobs_removed} missing_blobs={self.missing_blobs}"
+        )
+
+
+def _record_from_json(cls, raw: bytes):
+    data = json.loads(raw)
+    for name in ("destinations", "findings"):
+        if name in data:
+            data[name] = tuple(data[name])
+    return cls(**data)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    """The box's persistent state. Thread-safe: LMDB serialises writers."""
+
+    def __init__(self, data_dir: Path, data_key: bytes, *, reserve_bytes: int = 0) -> None:
+        self.data_dir = Path(data_dir)
+        self.reserve_bytes = reserve_bytes
+        self.keys = Keys(data_key)
+        self.blob_dir = self.data_dir / "blobs"
+        self.temp_dir = self.data_dir / "tmp"
+        self.spool_dir = self.data_dir / "spool"
+        for path in (self.data_dir, self.blob_dir, self.temp_dir, self.spool_dir):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.env = lmdb.open(
+            str(self.data_dir / "index"), map_size=MAP_SIZE_BYTES, max_dbs=12,
+            max_readers=256, subdir=True,
+        )
+        names = ("instances", "studies", "members", "pending", "acked", "failed", "events", "meta")
+        self._db = {name: self.env.open_db(name.encode()) for name in names}
+        self._event_counter = 0
+        self._event_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.env.close()
+
+    # -- small helpers -------------------------------------------------------
+
+    def uid_key(self, uid: str) -> str:
+        return self.keys.uid_hash(uid).hex()
+
+    def _seal_record(self, record) -> bytes:
+        return self.keys.seal(json.dumps(asdict(record), separators=(",", ":")).encode())
+
+    def _get(self, txn, db: str, key: bytes, cls):
+        raw = txn.get(key, db=self._db[db])
+        return None if raw is None else _record_from_json(cls, self.keys.open(raw))
+
+    def _next_seq(self, txn) -> int:
+        raw = txn.get(b"seq", db=self._db["meta"])
+        seq = (_SEQ.unpack(raw)[0] if raw else 0) + 1
+        txn.put(b"seq", _SEQ.pack(seq), db=self._db["meta"])
+        return seq
+
+    def _blob_path(self, name: str) -> Path:
+        return self.blob_dir / name[:2] / f"{name}.blob"
+
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.data_dir)
+        return stats.f_bavail * stats.f_frsize
+
+    def check_space(self) -> None:
+        if self.free_bytes() < self.reserve_bytes:
+            raise StoreFull("free space below reserve")
+
+    # -- ingest --------------------------------------------------------------
+
+    def put_instance(
+        self, path: Path, header: InstanceHeader, *, calling_aet: str, site: str | None,
+        site_source: str | None, now: float | None = None,
+    ) -> Outcome:
+        """Make one received instance durable; returns once payload and index are on disk.
+
+        Raises StoreFull (below reserve, ENOSPC) or StoreFault; nothing half-stored
+        remains either way. The same content again changes nothing (DUPLICATE); the
+        same SOP Instance UID with other content replaces the old version (REPLACED)
+        and queues it again wherever the old one was routed.
+        """
+        now = time.time() if now is None else now
+        self.check_space()
+        temp, digest, size = self._encrypt_to_temp(path, header)
+        inst_key = self.keys.uid_hash(header.sop_instance_uid)
+        with self.env.begin() as txn:
+            existing = self._get(txn, "instances", inst_key, InstanceRecord)
+        if existing is not None and existing.digest == digest:
+            temp.unlink(missing_ok=True)
+            return Outcome.DUPLICATE
+        blob = self.uid_key(f"{header.sop_instance_uid}\0{digest}")
+        final = self._blob_path(blob)
+        try:
+            self._place(temp, final)
+            outcome, old_blob = self._commit_instance(
+                inst_key, header, blob, digest, size, calling_aet, site, site_source, now
+            )
+        except lmdb.MapFullError as exc:
+            final.unlink(missing_ok=True)
+            raise StoreFull("index full") from exc
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+            raise (StoreFull if exc.errno == errno.ENOSPC else StoreFault)(str(exc)) from exc
+        if old_blob and old_blob != blob:
+            self._blob_path(old_blob).unlink(missing_ok=True)
+        return outcome
+
+    def _encrypt_to_temp(self, path: Path, header: InstanceHeader) -> tuple[Path, str, int]:
+        """Encrypt the received file into tmp/, fsynced; digest covers syntax + dataset bytes."""
+        digest = hashlib.blake2b(header.transfer_syntax.encode() + b"\0", digest_size=32)
+        skip = [header.dataset_offset]
+
+        def feed(chunk: bytes) -> None:
+            if skip[0] >= len(chunk):
+                skip[0] -= len(chunk)
+                return
+            digest.update(memoryview(chunk)[skip[0]:])
+            skip[0] = 0
+
+        temp = self.temp_dir / f"{uuid.uuid4().hex}.part"
+        try:
+            with open(path, "rb") as source, open(temp, "wb") as sink:
+                size = encrypt_stream(self.keys.blob_key, source, sink, feed=feed)
+                sink.flush()
+                os.fsync(sink.fileno())
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise (StoreFull if exc.errno == errno.ENOSPC else StoreFault)(str(exc)) from exc
+        return temp, digest.hexdigest(), size
+
+    def _place(self, temp: Path, final: Path) -> None:
+        if not final.parent.exists():
+            final.parent.mkdir(mode=0o700, exist_ok=True)
+            _fsync_dir(self.blob_dir)
+        os.replace(temp, final)
+        _fsync_dir(final.parent)
+
+    def _commit_instance(
+        self, inst_key: bytes, header: InstanceHeader, blob: str, digest: str, size: int,
+        calling_aet: str, site: str | None, site_source: str | None, now: float,
+    ) -> tuple[Outcome, str | None]:
+        study_key = self.keys.uid_hash(header.study_uid)
+        with self.env.begin(write=True) as txn:
+            existing = self._get(txn, "instances", inst_key, InstanceRecord)
+            if existing is not None and existing.digest == digest:
+                return Outcome.DUPLICATE, None
+            study = self._get(txn, "studies", study_key, StudyRecord) or StudyRecord(
+                key=study_key.hex(), seq=self._next_seq(txn), study_uid=header.study_uid,
+                site=site, site_source=site_source, first_at=now, modality=header.modality,
+                station_name=header.station_name, calling_aet=calling_aet,
+                study_description=header.study_description,
+            )
+            facts = {
+                "series_number": header.series_number,
+                "instance_number": header.instance_number,
+                "images_in_acquisition": header.images_in_acquisition,
+                "number_of_frames": header.number_of_frames,
+            }
+            record = InstanceRecord(
+                key=inst_key.hex(), seq=existing.seq if existing else self._next_seq(txn),
+                study_key=study.key, sop_instance_uid=header.sop_instance_uid,
+                sop_class_uid=header.sop_class_uid, series_uid=header.series_uid,
+                transfer_syntax=header.transfer_syntax, size_bytes=size, blob=blob,
+                digest=digest, received_at=now, facts=facts,
+                version=existing.version + 1 if existing else 1,
+            )
+            study = replace(
+                study, phase="receiving", last_at=now, closed_at=None, completed_at=None,
+                instances=study.instances + (0 if existing else 1),
+                size_bytes=study.size_bytes + size - (existing.size_bytes if existing else 0),
+                corrections=study.corrections + (1 if existing else 0),
+            )
+            txn.put(inst_key, self._seal_record(record), db=self._db["instances"])
+            txn.put(study_key, self._seal_record(study), db=self._db["studies"])
+            txn.put(study_key + _SEQ.pack(record.seq), inst_key, db=self._db["members"])
+            if existing is not None:
+                self._requeue(txn, study, record)
+                self._event(txn, now, "instance corrected", study=study.key[:12],
+                            instance=record.key[:12], version=record.version)
+            return (Outcome.REPLACED if existing else Outcome.STORED), (
+                existing.blob if existing else None
+            )
+
+    def _requeue(self, txn, study: StudyRecord, record: InstanceRecord) -> None:
+        """A new version must reach every destination the old one was routed to."""
+        for dest in study.destinations:
+            key = self._position_key(dest, study.seq, record.seq)
+            txn.delete(key, db=self._db["acked"])
+            txn.delete(key, db=self._db["failed"])
+            txn.put(key, bytes.fromhex(record.key) + bytes.fromhex(study.key),
+                    db=self._db["pending"])
+
+    # -- studies -------------------------------------------------------------
+
+    def studies(self) -> list[StudyRecord]:
+        """Every study, oldest first."""
+        with self.env.begin() as txn:
+            records = [
+                _record_from_json(StudyRecord, self.keys.open(value))
+                for _, value in txn.cursor(db=self._db["studies"])
+            ]
+        return sorted(records, key=lambda s: s.seq)
+
+    def study(self, study_key: str) -> StudyRecord | None:
+        with self.env.begin() as txn:
+            return self._get(txn, "studies", bytes.fromhex(study_key), StudyRecord)
+
+    def study_by_uid(self, study_uid: str) -> StudyRecord | None:
+        return self.study(self.uid_key(study_uid))
+
+    def update_study(self, study_key: str, expect_last_at: float | None = None,
+                     **changes) -> StudyRecord | None:
+        """Change fields of a study in one transaction.
+
+        With `expect_last_at`, nothing changes if an instance arrived meanwhile
+        (so a closing decision never races a late arrival). Returns the new record.
+        """
+        key = bytes.fromhex(study_key)
+        with self.env.begin(write=True) as txn:
+            study = self._get(txn, "studies", key, StudyRecord)
+            if study is None or (expect_last_at is not None and study.last_at != expect_last_at):
+                return None
+            study = replace(study, **changes)
+            txn.put(key, self._seal_record(study), db=self._db["studies"])
+            return study
+
+    def study_instances(self, study_key: str) -> list[InstanceRecord]:
+        prefix = bytes.fromhex(study_key)
+        with self.env.begin() as txn:
+            return [
+                self._get(txn, "instances", inst_key, InstanceRecord)
+                for _, inst_key in self._prefixed(txn, "members", prefix)
+            ]
+
+    def _prefixed(self, txn, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        cursor = txn.cursor(db=self._db[db])
+        if not cursor.set_range(prefix):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    # -- delivery positions ----------------------------------------------------
+
+    @staticmethod
+    def _position_key(dest: str, study_seq: int, inst_seq: int) -> bytes:
+        return dest.encode() + b"\0" + _SEQ.pack(study_seq) + _SEQ.pack(inst_seq)
+
+    def enqueue(self, study_key: str, destinations: tuple[str, ...], now: float) -> int:
+        """Route a study: every instance not yet delivered or failed becomes pending.
+
+        Safe to repeat; returns how many positions were added.
+        """
+        key = bytes.fromhex(study_key)
+        added = 0
+        with self.env.begin(write=True) as txn:
+            study = self._get(txn, "studies", key, StudyRecord)
+            if study is None:
+                return 0
+            members = list(self._prefixed(txn, "members", key))
+            for dest in destinations:
+                for member_key, inst_key in members:
+                    position = dest.encode() + b"\0" + study.seq_bytes + member_key[16:]
+                    if any(txn.get(position, db=self._db[db]) is not None
+                           for db in ("pending", "acked", "failed")):
+                        continue
+                    txn.put(position, inst_key + key, db=self._db["pending"])
+                    added += 1
+            merged = tuple(dict.fromkeys(study.destinations + destinations))
+            txn.put(key, self._seal_record(replace(study, destinations=merged)),
+                    db=self._db["studies"])
+            if added:
+                self._event(txn, now, "study queued", study=study.key[:12], positions=added)
+        return added
+
+    def next_batch(
+        self, dest: str, *, max_count: int, max_bytes: int, whole_study: bool,
+        allowed: Callable[[StudyRecord], bool], skip: frozenset[bytes] = frozenset(),
+    ) -> list[Queued]:
+        """The next instances to send to `dest`, oldest study first.
+
+        Studies for which `allowed` is false are skipped whole; positions in
+        `skip` (in flight elsewhere) are passed over. At least one instance is
+        returned when any is allowed, even if it alone exceeds `max_bytes`.
+        """
+        prefix = dest.encode() + b"\0"
+        batch: list[Queued] = []
+        total = 0
+        verdicts: dict[bytes, StudyRecord | None] = {}
+        with self.env.begin() as txn:
+            for position, value in self._prefixed(txn, "pending", prefix):
+                if position in skip:
+                    continue
+                inst_key, study_key = value[:16], value[16:]
+                if study_key not in verdicts:
+                    if whole_study and batch:
+                        break
+                    study = self._get(txn, "studies", study_key, StudyRecord)
+                    verdicts[study_key] = study if study and allowed(study) else None
+                study = verdicts[study_key]
+                if study is None:
+                    continue
+                record = self._get(txn, "instances", inst_key, InstanceRecord)
+                if batch and (len(batch) >= max_count or total + record.size_bytes > max_bytes):
+                    break
+                batch.append(Queued(position, record, study))
+                total += record.size_bytes
+        return batch
+
+    def record_delivered(self, dest: str, item: Queued, now: float) -> bool:
+        """Record a success or warning from `dest`; committed before returning.
+
+        If the instance was replaced while in flight, the position stays
+        pending so the new version is sent. Returns True when this completed
+        the study at every destination it is routed to.
+        """
+        with self.env.begin(write=True) as txn:
+            current = self._get(txn, "instances", bytes.fromhex(item.instance.key),
+                                InstanceRecord)
+            if current is None or current.digest != item.instance.digest:
+                return False
+            txn.delete(item.pending_key, db=self._db["pending"])
+            txn.put(item.pending_key, current.digest.encode(), db=self._db["acked"])
+            return self._complete_if_done(txn, item.study.key, now)
+
+    def record_failed(self, dest: str, item: Queued, reason: str, now: float) -> None:
+        """A permanent refusal: the position moves from pending to failed with its reason."""
+        with self.env.begin(write=True) as txn:
+            if txn.get(item.pending_key, db=self._db["pending"]) is None:
+                return
+            value = txn.pop(item.pending_key, db=self._db["pending"])
+            txn.put(item.pending_key, value[:32] + reason.encode(), db=self._db["failed"])
+            self._event(txn, now, "instance failed", destination=dest,
+                        study=item.study.key[:12], instance=item.instance.key[:12],
+                        reason=reason)
+
+    def complete_if_done(self, study_key: str, now: float) -> bool:
+        """Mark a closed study complete when nothing is pending or failed anywhere."""
+        with self.env.begin(write=True) as txn:
+            return self._complete_if_done(txn, study_key, now)
+
+    def _complete_if_done(self, txn, study_key: str, now: float) -> bool:
+        key = bytes.fromhex(study_key)
+        study = self._get(txn, "studies", key, StudyRecord)
+        if study is None or study.phase != "closed" or study.completed_at is not None:
+            return False
+        for dest in study.destinations:
+            prefix = dest.encode() + b"\0" + study.seq_bytes
+            for db in ("pending", "failed"):
+                if next(self._prefixed(txn, db, prefix), None) is not None:
+                    return False
+        txn.put(key, self._seal_record(replace(study, completed_at=now)),
+                db=self._db["studies"])
+        self._event(txn, now, "study complete", study=study.key[:12])
+        return True
+
+    def counts(self, study: StudyRecord, dest: str) -> DeliveryCounts:
+        prefix = dest.encode() + b"\0" + study.seq_bytes
+        with self.env.begin() as txn:
+            pending = sum(1 for _ in self._prefixed(txn, "pending", prefix))
+            delivered = sum(1 for _ in self._prefixed(txn, "acked", prefix))
+            reasons = [v[32:].decode() for _, v in self._prefixed(txn, "failed", prefix)]
+        return DeliveryCounts(delivered, pending, len(reasons), tuple(dict.fromkeys(reasons)))
+
+    def retry_failed(self, study_key: str | None, now: float) -> int:
+        """Move failed positions (of one study, or all) back to pending; returns how many."""
+        owner = bytes.fromhex(study_key) if study_key else None
+        moved = 0
+        with self.env.begin(write=True) as txn:
+            for position, value in list(txn.cursor(db=self._db["failed"])):
+                if owner is not None and value[16:32] != owner:
+                    continue
+                txn.delete(position, db=self._db["failed"])
+                txn.put(position, value[:32], db=self._db["pending"])
+                moved += 1
+            if moved:
+                self._event(txn, now, "retry", positions=moved)
+        return moved
+
+    # -- payloads --------------------------------------------------------------
+
+    def write_plaintext(self, record: InstanceRecord, target: Path) -> None:
+        """Decrypt an instance's blob into `target` (a Part 10 file), chunk by chunk."""
+        with open(self._blob_path(record.blob), "rb") as source, open(target, "wb") as sink:
+            for chunk in decrypt_stream(self.keys.blob_key, source):
+                sink.write(chunk)
+
+    @contextlib.contextmanager
+    def plaintext(self, record: InstanceRecord) -> Iterator[Path]:
+        """A short-lived decrypted copy in the spool directory, removed on exit."""
+        target = self.spool_dir / f"{uuid.uuid4().hex}.dcm"
+        try:
+            self.write_plaintext(record, target)
+            yield target
+        finally:
+            target.unlink(missing_ok=True)
+
+    # -- audit trail -----------------------------------------------------------
+
+    def _event(self, txn, now: float, name: str, **fields) -> None:
+        with self._event_lock:
+            self._event_counter = (self._event_counter + 1) & 0xFFFFFFFF
+            key = _EVENT_KEY.pack(int(now * 1e9), self._event_counter)
+        body = json.dumps({"at": now, "event": name, **fields}, separators=(",", ":"))
+        txn.put(key, self.keys.seal(body.encode()), db=self._db["events"])
+
+    def add_event(self, name: str, now: float | None = None, **fields) -> None:
+        with self.env.begin(write=True) as txn:
+            self._event(txn, time.time() if now is None else now, name, **fields)
+
+    def events(self, limit: int = 50) -> list[dict]:
+        """The newest `limit` audit events, newest last."""
+        out = []
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self._db["events"])
+            if cursor.last():
+                for _, value in cursor.iterprev():
+                    out.append(json.loads(self.keys.open(value)))
+                    if len(out) >= limit:
+                        break
+        return out[::-1]
+
+    # -- settings --------------------------------------------------------------
+
+    def get_setting(self, name: str) -> str | None:
+        with self.env.begin() as txn:
+            raw = txn.get(b"setting:" + name.encode(), db=self._db["meta"])
+        return None if raw is None else raw.decode()
+
+    def set_setting(self, name: str, value: str | None) -> None:
+        with self.env.begin(write=True) as txn:
+            key = b"setting:" + name.encode()
+            if value is None:
+                txn.delete(key, db=self._db["meta"])
+            else:
+                txn.put(key, value.encode(), db=self._db["meta"])
+
+    # -- housekeeping ------------------------------------------------------------
+
+    def purge(self, now: float, retention_s: float, *, below_bytes: int = 0) -> int:
+        """Remove complete studies past retention, oldest first; returns how many.
+
+        While free space is under `below_bytes`, complete studies go oldest
+        first regardless of retention. A study that is not complete is never purged.
+        """
+        purged = 0
+        for study in sorted(self.studies(), key=lambda s: s.completed_at or 0):
+            if study.completed_at is None:
+                continue
+            expired = now - study.completed_at >= retention_s
+            if not expired and self.free_bytes() >= below_bytes:
+                continue
+            self._delete_study(study, now)
+            purged += 1
+        self._trim_events()
+        return purged
+
+    def _delete_study(self, study: StudyRecord, now: float) -> None:
+        key = bytes.fromhex(study.key)
+        blobs = []
+        with self.env.begin(write=True) as txn:
+            for member_key, inst_key in list(self._prefixed(txn, "members", key)):
+                record = self._get(txn, "instances", inst_key, InstanceRecord)
+                if record is not None:
+                    blobs.append(record.blob)
+                txn.delete(inst_key, db=self._db["instances"])
+                txn.delete(member_key, db=self._db["members"])
+            for dest in study.destinations:
+                prefix = dest.encode() + b"\0" + study.seq_bytes
+                for db in ("acked", "pending", "failed"):
+                    for position, _ in list(self._prefixed(txn, db, prefix)):
+                        txn.delete(position, db=self._db[db])
+            txn.delete(key, db=self._db["studies"])
+            self._event(txn, now, "study purged", study=study.key[:12])
+        for blob in blobs:
+            self._blob_path(blob).unlink(missing_ok=True)
+
+    def _trim_events(self) -> None:
+        with self.env.begin(write=True) as txn:
+            excess = txn.stat(self._db["events"])["entries"] - EVENTS_KEPT
+            cursor = txn.cursor(db=self._db["events"])
+            while excess > 0 and cursor.first():
+                cursor.delete()
+                excess -= 1
+
+    def repair(self) -> RepairReport:
+        """At start-up: scrub temp and spool files, drop blobs no index entry names,
+        and count index entries whose blob is missing (reported, never hidden)."""
+        report = RepairReport()
+        for folder in (self.temp_dir, self.spool_dir):
+            for leftover in folder.iterdir():
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+                report.temp_files_removed += 1
+        known = set()
+        with self.env.begin() as txn:
+            for _, value in txn.cursor(db=self._db["instances"]):
+                record = _record_from_json(InstanceRecord, self.keys.open(value))
+                known.add(record.blob)
+                if not self._blob_path(record.blob).exists():
+                    report.missing_blobs += 1
+        for blob_file in self.blob_dir.glob("*/*.blob"):
+            if blob_file.stem not in known:
+                blob_file.unlink(missing_ok=True)
+                report.orphan_blobs_removed += 1
+        return report
+
+    def verify_blob(self, record: InstanceRecord) -> bool:
+        try:
+            with open(self._blob_path(record.blob), "rb") as source:
+                return sum(len(c) for c in decrypt_stream(self.keys.blob_key, source)) == (
+                    record.size_bytes)
+        except (OSError, BlobCorrupt):
+            return False

@@ -1,0 +1,127 @@
+"""Study states, derived from what the store records, and quiet-time closing.
+
+A study's delivery state is never stored on its own: it is derived from its
+phase, its hold and its delivery positions, so it cannot drift from them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from appliance.config import Config
+from appliance.logs import event
+from appliance.routing import route_study
+from appliance.store import DeliveryCounts, Store, StudyRecord
+from appliance.validation import InstanceFacts, study_findings
+
+log = logging.getLogger("fluxbox.studies")
+
+RECEIVING, HELD, QUEUED, SENDING, COMPLETE, FAILED = (
+    "receiving", "held", "queued", "sending", "complete", "failed",
+)
+STATES = (RECEIVING, HELD, QUEUED, SENDING, COMPLETE, FAILED)
+
+# Allowed transitions. Any state goes back to `receiving` when an instance of
+# the study arrives again (a late image, or a corrected version).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    RECEIVING: frozenset({HELD, QUEUED, SENDING, COMPLETE}),
+    HELD: frozenset({RECEIVING, QUEUED, SENDING}),
+    QUEUED: frozenset({RECEIVING, HELD, SENDING, COMPLETE, FAILED}),
+    SENDING: frozenset({RECEIVING, HELD, QUEUED, COMPLETE, FAILED}),
+    COMPLETE: frozenset({RECEIVING}),
+    FAILED: frozenset({RECEIVING, QUEUED, SENDING}),
+}
+
+
+def destination_state(counts: DeliveryCounts, instances: int) -> str:
+    if counts.delivered >= instances and counts.pending == 0 and counts.failed == 0:
+        return COMPLETE
+    if counts.failed and not counts.pending:
+        return FAILED
+    return SENDING if counts.delivered else QUEUED
+
+
+def study_state(study: StudyRecord, counts: dict[str, DeliveryCounts],
+                block: str | None = None) -> str:
+    """The PRODUCT.md state of a study, from its record and per-destination counts."""
+    if study.phase == RECEIVING:
+        return RECEIVING
+    if study.held_reason:
+        return HELD
+    states = [destination_state(c, study.instances) for c in counts.values()]
+    if study.completed_at is not None or (states and all(s == COMPLETE for s in states)):
+        return COMPLETE
+    if any(s == FAILED for s in states) and not any(c.pending for c in counts.values()):
+        return FAILED
+    if block:
+        return HELD
+    return SENDING if any(c.delivered for c in counts.values()) else QUEUED
+
+
+@dataclass(frozen=True)
+class Closed:
+    study_key: str
+    destinations: tuple[str, ...]
+    held_reason: str | None
+
+
+class StudyCloser:
+    """Closes studies that went quiet and routes them. `close_once` is the one step."""
+
+    def __init__(self, store: Store, config: Config,
+                 open_studies: Callable[[], set[str]]) -> None:
+        self.store = store
+        self.config = config
+        self.open_studies = open_studies
+
+    def close_once(self, now: float) -> list[Closed]:
+        quiet_s = self.config.transmit.study_quiet_s
+        streaming = self.config.transmit.forward == "streaming"
+        busy = self.open_studies()
+        closed = []
+        for study in self.store.studies():
+            if study.phase != RECEIVING:
+                continue
+            quiet = study.key not in busy and now - study.last_at >= quiet_s
+            if quiet:
+                result = self._close(study, now)
+                if result:
+                    closed.append(result)
+            elif streaming:
+                route = route_study(study, self.config)
+                if route.destinations:
+                    self.store.enqueue(study.key, route.destinations, now)
+        return closed
+
+    def reroute(self, study: StudyRecord, now: float) -> Closed | None:
+        """Route a closed study again (after its site was assigned)."""
+        return self._close(study, now)
+
+    def _close(self, study: StudyRecord, now: float) -> Closed | None:
+        facts = [
+            InstanceFacts(
+                series_uid=r.series_uid,
+                series_number=r.facts.get("series_number"),
+                instance_number=r.facts.get("instance_number"),
+                images_in_acquisition=r.facts.get("images_in_acquisition"),
+                number_of_frames=r.facts.get("number_of_frames"),
+                frames_present=r.facts.get("number_of_frames"),
+            )
+            for r in self.store.study_instances(study.key)
+        ]
+        route = route_study(study, self.config)
+        updated = self.store.update_study(
+            study.key, expect_last_at=study.last_at, phase="closed", closed_at=now,
+            findings=tuple(study_findings(facts)), held_reason=route.held_reason,
+        )
+        if updated is None:  # an instance arrived meanwhile; close later
+            return None
+        if route.destinations:
+            self.store.enqueue(study.key, route.destinations, now)
+            self.store.complete_if_done(study.key, now)
+        event(log, "study closed", study=study.key[:12], instances=study.instances,
+              destinations=len(route.destinations), held=route.held_reason or "-",
+              findings=len(updated.findings))
+        return Closed(study.key, route.destinations, route.held_reason)
