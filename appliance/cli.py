@@ -1,0 +1,171 @@
+"""The `fluxbox` commands and their exit codes: 0 success, 2 bad usage or config, 1 else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from appliance.config import Config, ConfigError, load_config, resolve_config
+from appliance.control import ControlError, call
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse exits 2 too; keep its message short
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="config file (default: $FLUXBOX_CONFIG, "
+                             "/etc/fluxbox/fluxbox.toml, then the embedded default)")
+    parser = _Parser(prog="fluxbox", parents=[common],
+                     description="Flux Box: store-and-forward DICOM for mobile imaging.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text)
+
+    add("run", "run the appliance in the foreground")
+    add("status", "site, link, queue, disk, health, last errors").add_argument(
+        "--json", action="store_true")
+    add("studies", "every study on the box and its delivery state").add_argument(
+        "--json", action="store_true")
+    site = add("site", "show the current site; pin one; go back to detection")
+    site.add_argument("action", nargs="?", choices=["auto", "set"])
+    site.add_argument("id", nargs="?")
+    add("retry", "retry now, clearing back-off").add_argument("study_uid", nargs="?")
+    add("worklist", "the cached worklist of the current site (patient data; root only)"
+        ).add_argument("--json", action="store_true")
+    add("console", "the front-panel status console")
+    add("check-config", "validate a config file").add_argument("file")
+    demo = add("demo", "a self-contained run: modality, box, PACS and a flaky link")
+    demo.add_argument("--instances", type=int, default=24)
+    demo.add_argument("--cuts", type=int, default=3)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"fluxbox: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"fluxbox: bad config:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"fluxbox: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ControlError as exc:
+        print(f"fluxbox: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+
+
+def _config(args) -> Config:
+    return resolve_config(getattr(args, "config", None))
+
+
+def _call(args, command: str, **kwargs):
+    return call(_config(args).box.data_dir, command, **kwargs)
+
+
+def _print(result, as_json: bool, render) -> None:
+    print(json.dumps(result, indent=2) if as_json else render(result))
+
+
+def cmd_run(args) -> int:
+    from appliance.app import Box
+    from appliance.logs import configure
+
+    config = _config(args)
+    configure()
+    Box(config).run_forever()
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from appliance.report import render_status
+
+    _print(_call(args, "status"), args.json, render_status)
+    return EXIT_OK
+
+
+def cmd_studies(args) -> int:
+    from appliance.report import render_studies
+
+    _print(_call(args, "studies"), args.json, render_studies)
+    return EXIT_OK
+
+
+def cmd_site(args) -> int:
+    if args.action == "set" and not args.id:
+        raise UsageError("site set needs a site ID")
+    if args.action != "set" and args.id:
+        raise UsageError("usage: fluxbox site [auto | set ID]")
+    result = _call(args, "site", action=args.action or "show", id=args.id)
+    print(f"site: {result['id'] or 'unknown'} ({result['source'] or 'no evidence'})")
+    return EXIT_OK
+
+
+def cmd_retry(args) -> int:
+    result = _call(args, "retry", study_uid=args.study_uid)
+    print(f"retrying now; {result['requeued']} failed instances queued again")
+    return EXIT_OK
+
+
+def cmd_worklist(args) -> int:
+    if os.geteuid() != 0:
+        print("fluxbox: the worklist holds patient data; run as root", file=sys.stderr)
+        return EXIT_ERROR
+    entries = _call(args, "worklist")
+    _print(entries, args.json, lambda rows: "\n".join(json.dumps(r) for r in rows)
+           or "worklist empty")
+    return EXIT_OK
+
+
+def cmd_console(args) -> int:
+    from appliance.report import render_status
+
+    config = _config(args)
+    while True:
+        try:
+            screen = render_status(call(config.box.data_dir, "status", timeout_s=5))
+        except ControlError as exc:
+            screen = f"health:  fault\n{exc}"
+        print("\033[2J\033[H" + time.strftime("%H:%M:%S  Flux Box\n") + screen, flush=True)
+        time.sleep(2)
+
+
+def cmd_check_config(args) -> int:
+    config = load_config(args.file)
+    sites = ", ".join(s.id for s in config.sites)
+    print(f"{args.file}: ok ({len(config.sites)} sites: {sites})")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from appliance.demo import run_demo
+
+    return run_demo(instances=args.instances, cuts=args.cuts)
+
+
+COMMANDS = {
+    "run": cmd_run, "status": cmd_status, "studies": cmd_studies, "site": cmd_site,
+    "retry": cmd_retry, "worklist": cmd_worklist, "console": cmd_console,
+    "check-config": cmd_check_config, "demo": cmd_demo,
+}

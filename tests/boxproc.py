@@ -1,0 +1,132 @@
+"""The box as a real process, for integration tests: start, query, SIGTERM, kill -9, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance.control import ControlError, call
+
+
+def site_toml(site_id: str, dests: list[dict], *, policy: str = "") -> str:
+    lines = [f'[[site]]\nid = "{site_id}"\nname = "{site_id}"\n']
+    if policy:
+        lines.append(f"[site.policy]\n{policy}\n")
+    for dest in dests:
+        lines.append("[[site.destination]]\n" + "".join(
+            f"{k} = {json.dumps(v)}\n" for k, v in dest.items()))
+    return "\n".join(lines)
+
+
+def box_toml(data_dir: Path, port: int, sites: str, *, transmit: str = "", box: str = "",
+             detect: str = 'mode = "fixed"\nfixed_site = "a"') -> str:
+    return (
+        f'[box]\nae_title = "FLUXBOX"\nport = {port}\ndata_dir = "{data_dir}"\n'
+        f"reserve_mb = 1\n{box}\n"
+        f"[detect]\n{detect}\n\n"
+        f"[transmit]\nstudy_quiet_s = 1\nretry_initial_s = 0.2\nretry_max_s = 1\n"
+        f"connect_timeout_s = 3\ndimse_timeout_s = 20\n{transmit}\n\n{sites}"
+    )
+
+
+class BoxProcess:
+    def __init__(self, config_text: str, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+        self.config_path = self.workdir / "fluxbox.toml"
+        self.config_path.write_text(config_text)
+        self.log_path = self.workdir / "box.log"
+        self.proc: subprocess.Popen | None = None
+        from appliance.config import load_config
+
+        self.config = load_config(self.config_path)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.box.data_dir
+
+    @property
+    def port(self) -> int:
+        return self.config.box.port
+
+    def start(self, timeout_s: float = 20) -> BoxProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "appliance", "run", "--config", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
+        self.wait_for(lambda: self._answers(), timeout_s, "box control socket")
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"box exited with {self.proc.returncode}: {self.log()[-2000:]}")
+        try:
+            call(self.data_dir, "status", timeout_s=2)
+            return True
+        except ControlError:
+            return False
+
+    def call(self, command: str, **args):
+        return call(self.data_dir, command, **args)
+
+    def studies(self) -> list[dict]:
+        return self.call("studies")
+
+    def status(self) -> dict:
+        return self.call("status")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for(self, predicate: Callable[[], object], timeout_s: float, what: str,
+                 poll_s: float = 0.1):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            time.sleep(poll_s)
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n"
+                             f"box log tail:\n{self.log()[-3000:]}")
+
+    def wait_states(self, expected: dict[str, str] | str, timeout_s: float = 60) -> list[dict]:
+        """Wait until every study is in `expected` state (one state for all, or per UID)."""
+
+        def done():
+            rows = self.studies()
+            if isinstance(expected, str):
+                return rows if rows and all(r["state"] == expected for r in rows) else None
+            states = {r["study_uid"]: r["state"] for r in rows}
+            return rows if all(states.get(k) == v for k, v in expected.items()) else None
+
+        return self.wait_for(done, timeout_s, f"study states {expected}")
+
+    def stop(self, timeout_s: float = 30) -> int | None:
+        """SIGTERM and wait; kill if it does not stop in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError("box did not stop on SIGTERM") from None
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self) -> BoxProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.kill9() if exc[0] else self.stop()

@@ -1,0 +1,86 @@
+from datetime import datetime
+
+from appliance.config import (
+    Config,
+    DestinationConfig,
+    DetectConfig,
+    PolicyConfig,
+    SiteConfig,
+)
+from appliance.routing import (
+    ISOLATED,
+    NO_DESTINATION,
+    POLICY_LINK,
+    POLICY_WINDOW,
+    SITE_UNKNOWN,
+    block_reason,
+    in_windows,
+    route_study,
+)
+from appliance.store import StudyRecord
+
+NOON = datetime(2026, 11, 28, 12, 0)
+
+
+def _config(isolate=True, windows=(), links=("wired", "wifi", "cellular")) -> Config:
+    a = SiteConfig(
+        id="a", policy=PolicyConfig(links=links, windows=windows),
+        destinations=(
+            DestinationConfig("pacs", "A_PACS", "127.0.0.1", 104),
+            DestinationConfig("mammo", "A_MG", "127.0.0.1", 105, match=(("Modality", "MG"),)),
+        ),
+    )
+    b = SiteConfig(id="b", destinations=(DestinationConfig("pacs", "B_PACS", "127.0.0.1", 106),))
+    return Config(detect=DetectConfig(mode="auto", isolate=isolate), sites=(a, b))
+
+
+def _study(site="a", modality="CT", **kw) -> StudyRecord:
+    return StudyRecord(key="00", seq=1, study_uid="1.2.3", site=site, site_source="fixed",
+                       phase="closed", modality=modality, **kw)
+
+
+def test_study_goes_only_to_its_own_sites_destinations():
+    assert route_study(_study("a"), _config()).destinations == ("a/pacs",)
+    assert route_study(_study("b"), _config()).destinations == ("b/pacs",)
+
+
+def test_match_sends_mammography_to_the_mammo_pacs_too():
+    assert route_study(_study("a", "MG"), _config()).destinations == ("a/pacs", "a/mammo")
+
+
+def test_unknown_site_is_held_never_guessed():
+    for site in (None, "nowhere"):
+        route = route_study(_study(site), _config())
+        assert route.destinations == () and route.held_reason == SITE_UNKNOWN
+
+
+def test_site_without_matching_destination_is_held():
+    config = _config()
+    only_mg = SiteConfig(id="a", destinations=(
+        DestinationConfig("mammo", "A_MG", "h", 1, match=(("Modality", "MG"),)),))
+    config = Config(detect=config.detect, sites=(only_mg,))
+    assert route_study(_study("a", "CT"), config).held_reason == NO_DESTINATION
+
+
+def test_isolation_blocks_a_study_away_from_its_site():
+    kwargs = dict(link_class="wired", now=NOON)
+    assert block_reason(_study("a"), _config(), current_site="b", **kwargs) == ISOLATED
+    assert block_reason(_study("a"), _config(), current_site=None, **kwargs) == ISOLATED
+    assert block_reason(_study("a"), _config(), current_site="a", **kwargs) is None
+    assert block_reason(_study("a"), _config(isolate=False), current_site="b", **kwargs) is None
+
+
+def test_link_and_window_policies():
+    config = _config(links=("wired", "wifi"), windows=("19:00-23:00",))
+    kwargs = dict(current_site="a")
+    assert block_reason(_study(), config, link_class="cellular", now=NOON, **kwargs) == POLICY_LINK
+    assert block_reason(_study(), config, link_class="wifi", now=NOON, **kwargs) == POLICY_WINDOW
+    evening = datetime(2026, 11, 28, 20, 0)
+    assert block_reason(_study(), config, link_class="wifi", now=evening, **kwargs) is None
+
+
+def test_windows_spanning_midnight():
+    assert in_windows(("22:00-02:00",), datetime(2026, 1, 1, 23, 30))
+    assert in_windows(("22:00-02:00",), datetime(2026, 1, 1, 1, 0))
+    assert not in_windows(("22:00-02:00",), datetime(2026, 1, 1, 12, 0))
+    assert in_windows((), datetime(2026, 1, 1, 12, 0))
