@@ -94,7 +94,12 @@ def cmd_run(args) -> int:
 
     config = _config(args)
     configure()
-    Box(config).run_forever()
+    try:
+        Box(config).run_forever()
+    except OSError as exc:
+        print(f"fluxbox: cannot start: {exc.strerror or exc} "
+              f"(port {config.box.port}, data {config.box.data_dir})", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
