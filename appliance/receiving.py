@@ -131,6 +131,8 @@ class Receiver:
             event(log, "instance refused", logging.WARNING, calling_ae=calling_aet,
                   status=f"0x{exc.status:04X}", reason=exc.reason)
             return exc.status
+        except OSError as exc:  # the spool file is unreadable: the box's fault, not the data's
+            return self._store_failed("spool", exc)
         decision = self.site()
         try:
             outcome = self.store.put_instance(

@@ -1,0 +1,182 @@
+"""The store on a real file system: durability, encryption at rest, dedupe, positions, repair."""
+
+import os
+import stat
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from appliance.keystore import FileKeystore
+from appliance.store import Outcome, Store, StoreFull
+from appliance.validation import read_header
+
+CT = Path(get_testdata_file("CT_small.dcm"))
+MR = Path(get_testdata_file("MR_small.dcm"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    key = FileKeystore(tmp_path / "key").load_or_create()
+    s = Store(tmp_path / "data", key)
+    yield s
+    s.close()
+
+
+def _put(store, path, now=1000.0, site="a"):
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    header = read_header(path, command_sop_class=ds.SOPClassUID,
+                         command_sop_instance=ds.SOPInstanceUID)
+    return store.put_instance(path, header, calling_aet="MOD", site=site, site_source="fixed",
+                              now=now), header
+
+
+def _variant(src: Path, dst: Path, **changes) -> Path:
+    ds = pydicom.dcmread(src)
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def test_key_file_is_private_and_stable(tmp_path):
+    keystore = FileKeystore(tmp_path / "key")
+    key = keystore.load_or_create()
+    assert stat.S_IMODE(os.stat(keystore.path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "key").st_mode) == 0o700
+    assert FileKeystore(tmp_path / "key").load_or_create() == key
+
+
+def test_nothing_in_clear_at_rest(store, tmp_path):
+    outcome, header = _put(store, CT)
+    assert outcome is Outcome.STORED
+    ds = pydicom.dcmread(CT)
+    secrets = [str(ds.PatientName).encode(), ds.PatientID.encode(), header.study_uid.encode(),
+               header.sop_instance_uid.encode(), bytes(ds.PixelData[:64])]
+    for path in (tmp_path / "data").rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            for secret in secrets:
+                assert secret not in content, f"{secret[:20]!r} in clear in {path.name}"
+
+
+def test_blob_decrypts_to_exactly_what_was_received(store, tmp_path):
+    _put(store, CT)
+    study = store.studies()[0]
+    (record,) = store.study_instances(study.key)
+    store.write_plaintext(record, tmp_path / "out.dcm")
+    assert (tmp_path / "out.dcm").read_bytes() == CT.read_bytes()
+    assert store.verify_blob(record)
+
+
+def test_same_content_twice_is_a_duplicate_and_stores_nothing(store):
+    _put(store, CT)
+    blobs = sorted(store.blob_dir.rglob("*.blob"))
+    outcome, _ = _put(store, CT, now=1001.0)
+    assert outcome is Outcome.DUPLICATE
+    assert sorted(store.blob_dir.rglob("*.blob")) == blobs
+    assert store.studies()[0].instances == 1
+
+
+def test_same_uid_new_content_replaces_and_is_delivered_again(store, tmp_path):
+    _put(store, CT)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 1000.0)
+    (item,) = store.next_batch("a/pacs", max_count=10, max_bytes=1 << 30, whole_study=True,
+                               allowed=lambda s: True)
+    assert store.record_delivered("a/pacs", item, 1001.0)
+    assert store.study(study.key).completed_at is not None
+
+    corrected = _variant(CT, tmp_path / "fixed.dcm", StudyDescription="CORRECTED")
+    outcome, _ = _put(store, corrected, now=1002.0)
+    assert outcome is Outcome.REPLACED
+    study = store.study(study.key)
+    assert (study.instances, study.corrections, study.completed_at) == (1, 1, None)
+    assert len(list(store.blob_dir.rglob("*.blob"))) == 1, "old version's blob removed"
+    counts = store.counts(study, "a/pacs")
+    assert (counts.delivered, counts.pending) == (0, 1)
+
+
+def test_ack_of_a_replaced_version_keeps_the_position_pending(store, tmp_path):
+    _put(store, CT)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 1000.0)
+    (stale,) = store.next_batch("a/pacs", max_count=10, max_bytes=1 << 30, whole_study=True,
+                                allowed=lambda s: True)
+    _put(store, _variant(CT, tmp_path / "v2.dcm", StudyDescription="V2"), now=1001.0)
+    assert not store.record_delivered("a/pacs", stale, 1002.0)
+    assert store.counts(store.study(study.key), "a/pacs").pending == 1
+
+
+def test_queue_order_batches_and_completion(store):
+    _put(store, CT, now=1.0)
+    _put(store, MR, now=2.0)
+    first, second = store.studies()
+    for study in (first, second):
+        store.update_study(study.key, phase="closed")
+        assert store.enqueue(study.key, ("a/pacs",), 3.0) == 1
+        assert store.enqueue(study.key, ("a/pacs",), 3.0) == 0, "enqueue is idempotent"
+    batch = store.next_batch("a/pacs", max_count=10, max_bytes=1 << 30, whole_study=False,
+                             allowed=lambda s: True)
+    assert [q.study.key for q in batch] == [first.key, second.key]
+    only_second = store.next_batch("a/pacs", max_count=10, max_bytes=1 << 30,
+                                   whole_study=False, allowed=lambda s: s.key == second.key)
+    assert [q.study.key for q in only_second] == [second.key]
+    assert store.record_delivered("a/pacs", batch[0], 4.0)
+    assert store.study(first.key).completed_at == 4.0
+    assert store.study(second.key).completed_at is None
+
+
+def test_failed_positions_retry(store):
+    _put(store, CT)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 1.0)
+    (item,) = store.next_batch("a/pacs", max_count=1, max_bytes=1 << 30, whole_study=True,
+                               allowed=lambda s: True)
+    store.record_failed("a/pacs", item, "PACS does not accept SOP class CT", 2.0)
+    counts = store.counts(study, "a/pacs")
+    assert (counts.failed, counts.pending, counts.reasons) == (
+        1, 0, ("PACS does not accept SOP class CT",))
+    assert store.retry_failed(study.key, 3.0) == 1
+    assert store.counts(study, "a/pacs").pending == 1
+
+
+def test_below_reserve_refuses_and_leaves_nothing(tmp_path):
+    key = FileKeystore(tmp_path / "key").load_or_create()
+    store = Store(tmp_path / "data", key, reserve_bytes=1 << 62)
+    with pytest.raises(StoreFull):
+        _put(store, CT)
+    assert store.studies() == []
+    assert list(store.blob_dir.rglob("*.blob")) == []
+    store.close()
+
+
+def test_repair_scrubs_leftovers_and_reports_missing_blobs(store):
+    _put(store, CT)
+    (store.temp_dir / "crash.part").write_bytes(b"x")
+    (store.spool_dir / "tmp123.dcm").write_bytes(b"x")
+    orphan = store.blob_dir / "ff" / "ff00.blob"
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"x")
+    report = store.repair()
+    assert (report.temp_files_removed, report.orphan_blobs_removed, report.missing_blobs) == (
+        2, 1, 0)
+    assert not orphan.exists()
+    (record,) = store.study_instances(store.studies()[0].key)
+    store._blob_path(record.blob).unlink()
+    assert store.repair().missing_blobs == 1
+
+
+def test_purge_removes_only_complete_studies_past_retention(store):
+    _put(store, CT, now=1.0)
+    _put(store, MR, now=2.0)
+    done, waiting = store.studies()
+    store.update_study(done.key, phase="closed", completed_at=10.0)
+    assert store.purge(now=10.0 + 3600, retention_s=7200) == 0
+    assert store.purge(now=10.0 + 7200, retention_s=7200) == 1
+    assert [s.key for s in store.studies()] == [waiting.key]
+    assert len(list(store.blob_dir.rglob("*.blob"))) == 1
