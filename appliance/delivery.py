@@ -95,15 +95,15 @@ def proposed_syntaxes(stored: str) -> list[str]:
     return [stored]
 
 
-def contexts_for(items: list[Queued]) -> dict[str, list[str]]:
-    """SOP class -> transfer syntaxes to propose, for the instances in a batch."""
-    wanted: dict[str, list[str]] = {}
-    for item in items:
-        syntaxes = wanted.setdefault(item.instance.sop_class_uid, [])
-        for ts in proposed_syntaxes(item.instance.transfer_syntax):
-            if ts not in syntaxes:
-                syntaxes.append(ts)
-    return wanted
+def contexts_for(items: list[Queued]) -> list[tuple[str, list[str]]]:
+    """Presentation contexts for a batch: one per (SOP class, stored syntax), so each
+    instance can go exactly as received, plus one per SOP class of uncompressed data
+    offering every uncompressed syntax, for a PACS that refuses the stored encoding."""
+    pairs = dict.fromkeys((i.instance.sop_class_uid, i.instance.transfer_syntax) for i in items)
+    contexts = [(sop_class, [ts]) for sop_class, ts in pairs]
+    fallback = dict.fromkeys(sop_class for sop_class, ts in pairs if ts in UNCOMPRESSED)
+    contexts += [(sop_class, list(UNCOMPRESSED)) for sop_class in fallback]
+    return contexts
 
 
 class DestinationWorker:
@@ -163,18 +163,16 @@ class DestinationWorker:
     @staticmethod
     def _fit_contexts(batch: list[Queued]) -> list[Queued]:
         """Keep the batch within what one association can negotiate; the rest waits."""
-        fitted: list[Queued] = []
-        count = 0
-        seen: set[tuple[str, str]] = set()
-        for item in batch:
-            new = {(item.instance.sop_class_uid, ts)
-                   for ts in proposed_syntaxes(item.instance.transfer_syntax)} - seen
-            if count + len(new) > MAX_CONTEXTS:
-                break
-            seen |= new
-            count += len(new)
-            fitted.append(item)
-        return fitted
+        pairs: set[tuple[str, str]] = set()
+        fallback: set[str] = set()
+        for end, item in enumerate(batch):
+            sop_class, ts = item.instance.sop_class_uid, item.instance.transfer_syntax
+            pairs.add((sop_class, ts))
+            if ts in UNCOMPRESSED:
+                fallback.add(sop_class)
+            if len(pairs) + len(fallback) > MAX_CONTEXTS:
+                return batch[:max(end, 1)]
+        return batch
 
     def _split(self, batch: list[Queued]) -> list[list[Queued]]:
         n = max(1, min(self.transmit.associations, len(batch)))
@@ -221,14 +219,14 @@ class DestinationWorker:
             return
         assoc.release()
 
-    def _associate(self, wanted: dict[str, list[str]]):
+    def _associate(self, wanted: list[tuple[str, list[str]]]):
         t = self.transmit
         ae = AE(ae_title=self.calling_ae)
         ae.acse_timeout = t.connect_timeout_s
         ae.connection_timeout = t.connect_timeout_s
         ae.dimse_timeout = t.dimse_timeout_s
         ae.network_timeout = t.dimse_timeout_s
-        for sop_class, syntaxes in wanted.items():
+        for sop_class, syntaxes in wanted:
             ae.add_requested_context(sop_class, syntaxes)
         assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title)
         if assoc.is_established:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 
+from pydicom import config as pydicom_config
 from pynetdicom import _config
 from pynetdicom.transport import AssociationSocket
 
@@ -40,6 +41,8 @@ def _nodelay(sock: socket.socket | None) -> None:
 
 
 def _apply() -> None:
+    # Values are checked by validation.py; pydicom's own warnings would echo them to the log.
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
     _config.LOG_REQUEST_IDENTIFIERS = False

@@ -1,0 +1,141 @@
+"""Receive, store, deliver: real modality (DCMTK storescu), real PACS (Orthanc, pynetdicom SCP)."""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+import pytest
+
+from appliance.delivery import UNCOMPRESSED
+from tests.integration.conftest import dest
+from tests.peers import CountingSCP, Orthanc, dataset_part, store_responses, storescu
+
+
+def _send(box, files, **kw):
+    cp = storescu("127.0.0.1", box.port, files, called_aet="FLUXBOX", **kw)
+    return cp, dict(store_responses(cp))
+
+
+def test_diverse_files_reach_orthanc_byte_for_byte(make_box, diverse_files, ct_study):
+    with Orthanc(aet="ORTHANC") as pacs:
+        box = make_box([dest("pacs", "ORTHANC", pacs.dicom_port)])
+        with box:
+            files = diverse_files + ct_study
+            cp, answers = _send(box, files)
+            assert cp.returncode == 0, cp.stdout + cp.stderr
+            assert set(answers.values()) == {"Success"}
+            rows = box.wait_states("complete", timeout_s=90)
+            assert sum(r["instances"] for r in rows) == len(files)
+            assert all(r["destinations"][0]["delivered"] == r["instances"] for r in rows)
+            stored = pacs.instance_by_uid()
+            for path in files:
+                sent = pydicom.dcmread(path)
+                received = pacs.instance_file(stored[sent.SOPInstanceUID])
+                received_ds = pydicom.dcmread(io.BytesIO(received))
+                if received_ds.file_meta.TransferSyntaxUID != sent.file_meta.TransferSyntaxUID:
+                    # the PACS refused this encoding: only the encoding may change
+                    assert sent.file_meta.TransferSyntaxUID in UNCOMPRESSED, path.name
+                assert _content(received_ds) == _content(sent), path.name
+                if path in ct_study:  # no padding to drop: what the modality sent, byte for byte
+                    assert dataset_part(received) == dataset_part(path.read_bytes()), path.name
+
+
+def _content(ds: pydicom.Dataset) -> dict:
+    """Every value, less what a sender may drop: group lengths and trailing padding
+    (storescu drops (FFFC,FFFC) before sending)."""
+    return {e.tag: e.value for e in ds if e.tag.element != 0 and e.tag != 0xFFFCFFFC}
+
+
+def test_pacs_down_at_first_then_up(make_box, ct_study):
+    scp = CountingSCP(ae_title="PACS")
+    from tests.peers import free_port
+
+    scp.port = free_port()
+    box = make_box([dest("pacs", "PACS", scp.port)])
+    with box:
+        cp, answers = _send(box, ct_study)
+        assert set(answers.values()) == {"Success"}, "the modality never waits for the PACS"
+        box.wait_for(lambda: any(d["last_error"] for d in box.status()["destinations"]),
+                     30, "a delivery error while the PACS is down")
+        assert box.studies()[0]["state"] in ("queued", "sending")
+        with scp:
+            box.wait_states("complete", timeout_s=60)
+            assert scp.uids() == {pydicom.dcmread(p).SOPInstanceUID for p in ct_study}
+            assert scp.resent() == {}
+
+
+def test_pacs_aborting_mid_batch_resends_only_what_was_in_flight(make_box, ct_study):
+    with CountingSCP(ae_title="PACS", abort_after=3, abort_times=2) as scp:
+        box = make_box([dest("pacs", "PACS", scp.port)])
+        with box:
+            _send(box, ct_study)
+            box.wait_states("complete", timeout_s=60)
+        assert scp.aborts == 2
+        assert scp.uids() == {pydicom.dcmread(p).SOPInstanceUID for p in ct_study}
+        extra = sum(n - 1 for n in scp.counts.values())
+        assert extra <= scp.aborts, f"resent {extra} with {scp.aborts} drops"
+
+
+def test_pacs_refusing_one_sop_class_fails_only_those(make_box, diverse_files, tmp_path):
+    ct = pydicom.dcmread(diverse_files[0])
+    mr = pydicom.dcmread(diverse_files[1])
+    mr.StudyInstanceUID = ct.StudyInstanceUID
+    mr.save_as(tmp_path / "mr.dcm", enforce_file_format=True)
+    files = [diverse_files[0], tmp_path / "mr.dcm"]
+    with CountingSCP(ae_title="PACS", refuse_sop_classes={mr.SOPClassUID}) as scp:
+        box = make_box([dest("pacs", "PACS", scp.port)])
+        with box:
+            _send(box, files)
+            (row,) = box.wait_states("failed", timeout_s=60)
+            d = row["destinations"][0]
+            assert (d["delivered"], d["failed"], d["pending"]) == (1, 1, 0)
+            assert any("0x0122" in r for r in d["reasons"])
+            assert box.status()["health"] == "attention"
+            scp.refuse_sop_classes.clear()
+            assert box.call("retry", study_uid=ct.StudyInstanceUID)["requeued"] == 1
+            box.wait_states("complete", timeout_s=60)
+        assert scp.uids() == {ct.SOPInstanceUID, mr.SOPInstanceUID}
+
+
+def test_duplicate_send_is_acknowledged_and_not_sent_again(make_box, ct_study):
+    with CountingSCP(ae_title="PACS") as scp:
+        box = make_box([dest("pacs", "PACS", scp.port)])
+        with box:
+            _send(box, ct_study)
+            box.wait_states("complete", timeout_s=60)
+            cp, answers = _send(box, ct_study)
+            assert set(answers.values()) == {"Success"}
+            (row,) = box.wait_states("complete", timeout_s=60)
+            assert row["instances"] == len(ct_study)
+            assert box.status()["receiving"]["duplicate"] == len(ct_study)
+        assert max(scp.counts.values()) == 1
+
+
+def test_corrected_instance_replaces_and_is_delivered_again(make_box, ct_study, tmp_path):
+    with CountingSCP(ae_title="PACS", keep_data=True) as scp:
+        box = make_box([dest("pacs", "PACS", scp.port)])
+        with box:
+            _send(box, ct_study)
+            box.wait_states("complete", timeout_s=60)
+            ds = pydicom.dcmread(ct_study[0])
+            ds.SeriesDescription = "CORRECTED"
+            ds.save_as(tmp_path / "fixed.dcm", enforce_file_format=True)
+            _send(box, [tmp_path / "fixed.dcm"])
+            box.wait_for(lambda: scp.counts.get(ds.SOPInstanceUID) == 2, 60, "correction")
+            (row,) = box.wait_states("complete", timeout_s=60)
+            assert row["corrections"] == 1 and row["instances"] == len(ct_study)
+        assert dataset_part((tmp_path / "fixed.dcm").read_bytes()) == scp.data[ds.SOPInstanceUID]
+
+
+@pytest.mark.parametrize("batch", ["count", "size"])
+def test_batches_by_count_and_size_with_parallel_associations(make_box, ct_study, batch):
+    with CountingSCP(ae_title="PACS") as scp:
+        transmit = f'batch = "{batch}"\nbatch_count = 5\nbatch_mb = 1\nassociations = 2'
+        box = make_box([dest("pacs", "PACS", scp.port)], transmit=transmit)
+        with box:
+            _send(box, ct_study)
+            box.wait_states("complete", timeout_s=60)
+        assert scp.uids() == {pydicom.dcmread(p).SOPInstanceUID for p in ct_study}
+        assert scp.associations >= 2
+        assert scp.resent() == {}

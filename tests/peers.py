@@ -1,0 +1,660 @@
+"""Real DICOM peers on loopback for the tests, each one stopped reliably.
+
+- ``Orthanc``: a PACS with a REST API (``/usr/sbin/Orthanc``).
+- ``StoreSCP``: DCMTK ``storescp``, writing what it receives bit for bit.
+- ``storescu()``: DCMTK ``storescu`` sending files in their own transfer syntaxes.
+- ``CountingSCP``: an in-process storage SCP that records every C-STORE and can
+  misbehave (abort, refuse, reject) on request.
+
+Child processes get ``TCP_NODELAY=1`` (DCMTK and Orthanc leave Nagle on
+without it), run in their own process group, are killed with the group on
+``stop()``, and get SIGKILL from the kernel if the test process dies first.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydicom import dcmread
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    VerificationPresentationContexts,
+    evt,
+)
+
+ORTHANC_BIN = "/usr/sbin/Orthanc"
+LOOPBACK = "127.0.0.1"
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved now, not in the forked child
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _prctl = None
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port nothing listens on right now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(host: str, port: int, timeout_s: float = 10.0,
+              proc: subprocess.Popen[Any] | None = None) -> None:
+    """Wait until host:port accepts connections; TimeoutError if it does not in time,
+    RuntimeError if ``proc`` exits meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if port_open(host, port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{host}:{port} did not open within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def _check_free(port: int) -> None:
+    if port_open(LOOPBACK, port):
+        raise RuntimeError(f"port {port} is already in use: a stale peer?")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def peer_env() -> dict[str, str]:
+    """The environment for DCMTK and Orthanc: ours plus TCP_NODELAY=1."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _spawn(args: Sequence[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a peer in its own process group; stdout and stderr go to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            list(args), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env=peer_env(), cwd=cwd, start_new_session=True, preexec_fn=_child_setup,
+        )
+
+
+def _terminate(proc: subprocess.Popen[Any] | None, grace_s: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL it if it is still there after ``grace_s``
+    (at once if ``grace_s`` is 0)."""
+    if proc is None:
+        return
+    steps = [(signal.SIGTERM, grace_s)] if grace_s > 0 else []
+    for sig, wait_s in [*steps, (signal.SIGKILL, 5.0)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # forked children left in the group
+        return
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+class _Peer:
+    """Context manager plumbing shared by the process-backed peers."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            _terminate(self.proc, grace_s=1.0)
+
+
+# --------------------------------------------------------------------------- Orthanc
+
+
+class Orthanc(_Peer):
+    """Orthanc with a private config and storage, DICOM and HTTP on free loopback ports.
+
+    Orthanc 1.10 has no HTTP bind address setting: it listens on all interfaces,
+    and ``RemoteAccessAllowed: false`` makes it answer only loopback clients.
+    """
+
+    def __init__(self, *, aet: str = "ORTHANC", dicom_port: int | None = None,
+                 http_port: int | None = None, extra_config: dict[str, Any] | None = None,
+                 start_timeout_s: float = 30.0) -> None:
+        self.aet = aet
+        self.dicom_port = dicom_port or free_port()
+        self.http_port = http_port or free_port()
+        self.extra_config = extra_config or {}
+        self.start_timeout_s = start_timeout_s
+        self.workdir: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def log_path(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "orthanc.log"
+
+    def config(self) -> dict[str, Any]:
+        assert self.workdir is not None
+        return {
+            "Name": f"test-{self.aet}",
+            "StorageDirectory": str(self.workdir / "storage"),
+            "IndexDirectory": str(self.workdir / "index"),
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowEcho": True,
+            "UnknownSopClassAccepted": True,
+            "OverwriteInstances": True,
+            "StorageCompression": False,
+            "SaveJobs": False,
+            "Plugins": [],
+            **self.extra_config,
+        }
+
+    def start(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="orthanc-"))
+        for port in (self.dicom_port, self.http_port):
+            _check_free(port)
+        cfg = self.workdir / "orthanc.json"
+        cfg.write_text(json.dumps(self.config(), indent=2))
+        self.proc = _spawn([ORTHANC_BIN, str(cfg)], self.log_path, cwd=self.workdir)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}:\n"
+                                   f"{_tail(self.log_path)}")
+            with contextlib.suppress(OSError, ValueError):
+                system = self.rest("GET", "/system", timeout_s=2.0)
+                if system.get("DicomPort") != self.dicom_port:
+                    raise RuntimeError(f"another Orthanc answers on {self.http_port}: {system}")
+                wait_port(LOOPBACK, self.dicom_port, max(0.1, deadline - time.monotonic()),
+                          proc=self.proc)
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Orthanc did not answer within {self.start_timeout_s} s:\n"
+                                   f"{_tail(self.log_path)}")
+            time.sleep(0.1)
+
+    def stop(self, graceful: bool = False) -> None:
+        """Kill Orthanc and delete its storage. SIGKILL unless ``graceful``: a clean
+        shutdown takes Orthanc about 3 s, and the storage is thrown away anyway."""
+        _terminate(self.proc, grace_s=10.0 if graceful else 0.0)
+        self.proc = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    # REST ----------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: Any = None,
+                 timeout_s: float = 30.0) -> bytes:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return resp.read()
+
+    def rest(self, method: str, path: str, body: Any = None, timeout_s: float = 30.0) -> Any:
+        """Call the REST API; the decoded JSON answer (None if empty)."""
+        raw = self._request(method, path, body, timeout_s)
+        return json.loads(raw) if raw.strip() else None
+
+    def instances(self) -> list[str]:
+        """Orthanc IDs of every stored instance."""
+        return list(self.rest("GET", "/instances"))
+
+    def instance_file(self, orthanc_id: str) -> bytes:
+        """The stored Part 10 file of one instance."""
+        return self._request("GET", f"/instances/{orthanc_id}/file")
+
+    def find_instances(self) -> list[dict[str, Any]]:
+        """Every instance with its main DICOM tags, in one request."""
+        return list(self.rest("POST", "/tools/find",
+                              {"Level": "Instance", "Query": {}, "Expand": True}))
+
+    def sop_instance_uids(self) -> set[str]:
+        return {i["MainDicomTags"]["SOPInstanceUID"] for i in self.find_instances()}
+
+    def instance_by_uid(self) -> dict[str, str]:
+        """SOP Instance UID -> Orthanc ID."""
+        return {i["MainDicomTags"]["SOPInstanceUID"]: i["ID"] for i in self.find_instances()}
+
+    def count_instances(self) -> int:
+        return int(self.rest("GET", "/statistics")["CountInstances"])
+
+    def studies(self) -> list[str]:
+        """Orthanc IDs of every stored study."""
+        return list(self.rest("GET", "/studies"))
+
+    def study_uids(self) -> set[str]:
+        found = self.rest("POST", "/tools/find", {"Level": "Study", "Query": {}, "Expand": True})
+        return {s["MainDicomTags"]["StudyInstanceUID"] for s in found}
+
+    def delete_all(self) -> None:
+        for patient in self.rest("GET", "/patients"):
+            with contextlib.suppress(urllib.error.HTTPError):
+                self.rest("DELETE", f"/patients/{patient}")
+
+
+# --------------------------------------------------------------------------- DCMTK
+
+
+class StoreSCP(_Peer):
+    """DCMTK storescp: every storage SOP class (also unknown ones), every transfer
+    syntax, files written bit-preserving (``+B``) to ``out_dir``.
+
+    Single-process: it serves one association at a time, the next waits in the
+    listen backlog.
+    """
+
+    def __init__(self, *, aet: str = "STORESCP", port: int | None = None,
+                 out_dir: Path | None = None, extra_args: Sequence[str] = ()) -> None:
+        self.aet = aet
+        self.port = port or free_port()
+        self.extra_args = tuple(extra_args)
+        self._own_dir = out_dir is None
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.workdir: Path | None = None
+
+    @property
+    def log_path(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "storescp.log"
+
+    def start(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="storescp-"))
+        if self.out_dir is None:
+            self.out_dir = self.workdir / "out"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        _check_free(self.port)
+        args = ["storescp", "--aetitle", self.aet, "--output-directory", str(self.out_dir),
+                "--accept-all", "--promiscuous", "--bit-preserving",
+                "--disable-host-lookup", "--acse-timeout", "30", "--socket-timeout", "60",
+                *self.extra_args, str(self.port)]
+        self.proc = _spawn(args, self.log_path)
+        try:
+            wait_port(LOOPBACK, self.port, 10.0, proc=self.proc)
+        except (RuntimeError, TimeoutError) as e:
+            raise RuntimeError(f"{e}\n{_tail(self.log_path)}") from e
+
+    def files(self) -> list[Path]:
+        """Received files, oldest first."""
+        if self.out_dir is None or not self.out_dir.exists():
+            return []
+        found = [p for p in self.out_dir.rglob("*") if p.is_file()]
+        return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+        self.proc = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        if self._own_dir:
+            self.out_dir = None
+
+
+def _expand(files: Iterable[Path | str]) -> list[Path]:
+    out: list[Path] = []
+    for f in map(Path, files):
+        out.extend(sorted(p for p in f.rglob("*") if p.is_file()) if f.is_dir() else [f])
+    return out
+
+
+def storescu_profile(files: Sequence[Path]) -> str:
+    """A storescu association profile (``-xf FILE Default``) with one presentation
+    context per (SOP class, transfer syntax) of ``files``, each proposing exactly the
+    file's own transfer syntax, so compressed files go out as they are.
+    """
+    pairs: dict[tuple[str, str], None] = {}  # an ordered set
+    for f in files:
+        ds = dcmread(f, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        sop_class = ds.get("SOPClassUID") or ds.file_meta.MediaStorageSOPClassUID
+        pairs[(str(sop_class), str(ds.file_meta.TransferSyntaxUID))] = None
+    if len(pairs) > 128:
+        raise ValueError(f"{len(pairs)} presentation contexts needed, at most 128 fit")
+    syntaxes = sorted({ts for _, ts in pairs})
+    lines = ["[[TransferSyntaxes]]"]
+    for n, ts in enumerate(syntaxes, 1):
+        lines += [f"[TS{n}]", f"TransferSyntax1 = {ts}"]
+    lines += ["", "[[PresentationContexts]]", "[Contexts]"]
+    for n, (sop, ts) in enumerate(pairs, 1):
+        lines.append(f"PresentationContext{n} = {sop}\\TS{syntaxes.index(ts) + 1}")
+    lines += ["", "[[Profiles]]", "[Default]", "PresentationContexts = Contexts", ""]
+    return "\n".join(lines)
+
+
+def storescu(host: str, port: int, files: Iterable[Path | str], *, called_aet: str,
+             calling_aet: str = "MODALITY", extra_args: Sequence[str] = (),
+             own_transfer_syntax: bool = True,
+             timeout_s: float = 600.0) -> subprocess.CompletedProcess[str]:
+    """Send ``files`` (directories are walked) with DCMTK storescu; never raises on failure.
+
+    With ``own_transfer_syntax`` each file is proposed in its own transfer syntax
+    (see ``storescu_profile``); storescu's ``-x...`` options propose one fixed set
+    and would make it decompress (or fail on) files in any other syntax.
+    It runs with ``-v``: ``store_responses()`` reads each file's answer from the output.
+    storescu stops at the first refused C-STORE with exit status 1; with ``-nh`` in
+    ``extra_args`` it goes on and exits 0 even when stores were refused.
+    """
+    paths = _expand(files)
+    if not paths:
+        raise ValueError("no files to send")
+    with tempfile.TemporaryDirectory(prefix="storescu-") as tmp:
+        args = ["storescu", "--verbose", "--aetitle", calling_aet, "--call", called_aet,
+                "--timeout", "15", "--acse-timeout", "30", "--dimse-timeout", "300"]
+        if own_transfer_syntax:
+            profile = Path(tmp) / "profile.cfg"
+            profile.write_text(storescu_profile(paths))
+            args += ["--config-file", str(profile), "Default"]
+        args += [*extra_args, host, str(port), *map(str, paths)]
+        return subprocess.run(args, env=peer_env(), capture_output=True, text=True,
+                              timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
+
+
+def store_responses(cp: subprocess.CompletedProcess[str]) -> list[tuple[str, str]]:
+    """(file, response) for each file storescu sent, e.g. ("a.dcm", "Success") or
+    ("b.dcm", "Refused: SOPClassNotSupported"); a file without an answer is left out."""
+    out: list[tuple[str, str]] = []
+    current = None
+    for line in (cp.stdout + "\n" + cp.stderr).splitlines():
+        if line.startswith("I: Sending file: "):
+            current = line.removeprefix("I: Sending file: ").strip()
+        elif line.startswith("I: Received Store Response (") and current is not None:
+            out.append((current, line.removeprefix("I: Received Store Response (").rstrip(")")))
+            current = None
+    return out
+
+
+def dataset_part(part10: bytes) -> bytes:
+    """The encoded dataset of a Part 10 file: what follows the preamble and file meta."""
+    if part10[128:132] != b"DICM" or part10[132:136] != b"\x02\x00\x00\x00":
+        raise ValueError("not a Part 10 file with a meta group length")
+    return part10[144 + int.from_bytes(part10[140:144], "little"):]
+
+
+# --------------------------------------------------------------------------- pynetdicom SCP
+
+
+@dataclass(frozen=True)
+class Received:
+    """One C-STORE request as the SCP saw it."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    sha256: str  # of the encoded dataset as received (no file meta)
+    size: int
+    status: int | None  # None: the association was aborted instead of answering
+    calling_aet: str
+    association: int  # 1, 2, ... in the order associations were accepted
+
+
+def _dataset_bytes(event: Any) -> bytes:
+    """The encoded dataset of a C-STORE, in memory or chunked to a file by pynetdicom."""
+    path = getattr(event.request, "_dataset_path", None)
+    if path is None:
+        return event.encoded_dataset(include_meta=False)
+    if isinstance(path, tuple):  # (file, offset of the dataset)
+        path, offset = path
+    else:  # preamble, "DICM", then (0002,0000) UL, whose value is the rest of the meta
+        with open(path, "rb") as f:
+            f.seek(128 + 4 + 8)
+            offset = 128 + 4 + 12 + int.from_bytes(f.read(4), "little")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read()
+
+
+class CountingSCP:
+    """An in-process storage SCP (pynetdicom) that records every C-STORE in arrival order.
+
+    Misbehaviour on request:
+    - ``abort_after=N``: on an association, answer N C-STOREs, then send A-ABORT
+      on receiving the next one (recorded with ``status=None``), for ``abort_times``
+      associations in all;
+    - ``refuse_sop_classes``: answer 0x0122 (SOP class not supported) for these;
+    - ``refuse_all``: answer ``refuse_status`` (0xA700) to every C-STORE;
+    - ``status_override(ds) -> int | None``: a status to answer instead of success;
+    - ``reject_association``: A-ASSOCIATE-RJ to every association;
+    - ``delay_s``: wait this long before each answer (a slow PACS).
+    """
+
+    def __init__(self, *, ae_title: str = "PACS", port: int = 0, host: str = LOOPBACK,
+                 abort_after: int | None = None, abort_times: int = 1,
+                 refuse_sop_classes: Iterable[str] = (), refuse_all: bool = False,
+                 refuse_status: int = 0xA700,
+                 status_override: Callable[[Any], int | None] | None = None,
+                 reject_association: bool = False, delay_s: float = 0.0,
+                 keep_data: bool = False, max_pdu: int = 131072) -> None:
+        self.ae_title = ae_title
+        self.host = host
+        self.port = port
+        self.abort_after = abort_after
+        self.abort_times = abort_times
+        self.refuse_sop_classes = set(refuse_sop_classes)
+        self.refuse_all = refuse_all
+        self.refuse_status = refuse_status
+        self.status_override = status_override
+        self.reject_association = reject_association
+        self.delay_s = delay_s
+        self.keep_data = keep_data
+        self.max_pdu = max_pdu
+        self.associations = 0
+        self.aborts = 0
+        self.data: dict[str, bytes] = {}  # latest encoded dataset per UID, with keep_data
+        self._records: list[Received] = []
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._per_assoc: dict[int, tuple[int, int]] = {}  # id(assoc) -> (serial, stores)
+        self._cond = threading.Condition()
+        self._server: Any = None
+
+    # lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        ae = AE(ae_title=self.ae_title)
+        for cx in [*AllStoragePresentationContexts, *VerificationPresentationContexts]:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.maximum_pdu_size = self.max_pdu
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+        ae.maximum_associations = 20
+        if self.reject_association:
+            ae.require_calling_aet = ["NO-SUCH-AE-TITLE"]
+        handlers = [
+            (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_CONN_CLOSE, self._on_close),
+        ]
+        self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        self.port = self._server.server_address[1]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> CountingSCP:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    # what was received ------------------------------------------------------
+
+    @property
+    def records(self) -> list[Received]:
+        with self._cond:
+            return list(self._records)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Receptions per SOP Instance UID, aborted ones included."""
+        with self._cond:
+            return dict(self._counts)
+
+    def uids(self, *, acknowledged_only: bool = True) -> set[str]:
+        """UIDs answered with success or warning (or every UID received)."""
+        return {r.sop_instance_uid for r in self.records
+                if not acknowledged_only or (r.status is not None and _is_ok(r.status))}
+
+    def resent(self) -> dict[str, int]:
+        """UIDs received more than once, with their counts."""
+        return {uid: n for uid, n in self.counts.items() if n > 1}
+
+    def wait_for(self, count: int, timeout_s: float = 30.0) -> bool:
+        """Wait until ``count`` distinct UIDs were acknowledged; False on time-out."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._acked()) >= count, timeout_s)
+
+    def _acked(self) -> set[str]:
+        return {r.sop_instance_uid for r in self._records
+                if r.status is not None and _is_ok(r.status)}
+
+    # handlers ---------------------------------------------------------------
+
+    def _on_open(self, event: Any) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _on_accepted(self, event: Any) -> None:
+        with self._cond:
+            self.associations += 1
+            self._per_assoc[id(event.assoc)] = (self.associations, 0)
+
+    def _on_close(self, event: Any) -> None:
+        with self._cond:
+            self._per_assoc.pop(id(event.assoc), None)
+
+    def _on_store(self, event: Any) -> int:
+        req = event.request
+        raw = _dataset_bytes(event)
+        with self._cond:
+            serial, stores = self._per_assoc.get(id(event.assoc), (0, 0))
+            self._per_assoc[id(event.assoc)] = (serial, stores + 1)
+            abort = (self.abort_after is not None and stores >= self.abort_after
+                     and self.aborts < self.abort_times)
+            if abort:
+                self.aborts += 1
+        status = None if abort else self._status(event, str(req.AffectedSOPClassUID))
+        self._record(event, raw, status, serial)
+        if abort:
+            event.assoc.abort()
+            return 0xA700
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        assert status is not None
+        return status
+
+    def _status(self, event: Any, sop_class: str) -> int:
+        if self.refuse_all:
+            return self.refuse_status
+        if sop_class in self.refuse_sop_classes:
+            return 0x0122
+        if self.status_override is not None:
+            override = self.status_override(event.dataset)
+            if override is not None:
+                return override
+        return 0x0000
+
+    def _record(self, event: Any, raw: bytes, status: int | None, serial: int) -> None:
+        req = event.request
+        uid = str(req.AffectedSOPInstanceUID)
+        rec = Received(
+            sop_instance_uid=uid,
+            sop_class_uid=str(req.AffectedSOPClassUID),
+            transfer_syntax=str(event.context.transfer_syntax),
+            sha256=hashlib.sha256(raw).hexdigest(),
+            size=len(raw),
+            status=status,
+            calling_aet=str(event.assoc.requestor.ae_title),
+            association=serial,
+        )
+        with self._cond:
+            self._records.append(rec)
+            self._counts[uid] += 1
+            if self.keep_data:
+                self.data[uid] = raw
+            self._cond.notify_all()
+
+
+def _is_ok(status: int) -> bool:
+    """Success (0x0000) or a warning (0x0001, 0xBxxx)."""
+    return status == 0 or status == 0x0001 or (status & 0xF000) == 0xB000
