@@ -12,7 +12,13 @@ import socket
 
 from pydicom import config as pydicom_config
 from pynetdicom import _config
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
+
+# Outgoing P-DATA PDUs queued per association. pynetdicom's queue is unbounded: a
+# sender reading a 1 GB file faster than the link drains it would hold it all in memory.
+MAX_QUEUED_PDUS = 32
 
 # DIMSE status codes, PS3.4 Annex B and PS3.7 Annex C.
 SUCCESS = 0x0000
@@ -50,6 +56,7 @@ def _apply() -> None:
     _config.LOG_HANDLER_LEVEL = "none"
     if getattr(AssociationSocket, "_fluxbox_nodelay", False):
         return
+    _bound_send_queue()
     create_socket, init = AssociationSocket._create_socket, AssociationSocket.__init__
 
     def _create_socket(self, address):  # outgoing associations
@@ -64,6 +71,21 @@ def _apply() -> None:
     AssociationSocket._create_socket = _create_socket
     AssociationSocket.__init__ = __init__
     AssociationSocket._fluxbox_nodelay = True
+
+
+def _bound_send_queue() -> None:
+    send_pdu = DULServiceProvider.send_pdu
+
+    def bounded_send_pdu(self, primitive):
+        queue = self.to_provider_queue
+        if isinstance(primitive, P_DATA):
+            with queue.not_full:  # every get() notifies, whatever the maxsize
+                while queue._qsize() >= MAX_QUEUED_PDUS and self.is_alive() and not (
+                        self._kill_thread):
+                    queue.not_full.wait(0.5)
+        send_pdu(self, primitive)
+
+    DULServiceProvider.send_pdu = bounded_send_pdu
 
 
 _apply()

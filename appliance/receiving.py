@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
@@ -22,6 +23,23 @@ from appliance.store import Outcome, Store, StoreFault, StoreFull
 from appliance.validation import InvalidDataset, read_header
 
 log = logging.getLogger("fluxbox.receiving")
+
+
+def _acceptance_order() -> list[str]:
+    """The box accepts, within one proposed context, the first of these the modality offers:
+    explicit little endian, then lossless compression, then other uncompressed encodings,
+    then lossy. So a value never changes to suit the box: a modality offering both a
+    lossless syntax and a lossy one for the same context never compresses lossy."""
+    first = [ExplicitVRLittleEndian]
+    lossless = [ts for ts in ALL_TRANSFER_SYNTAXES
+                if UID(ts).is_compressed and "Lossless" in UID(ts).name
+                and "Near" not in UID(ts).name]
+    plain = [ts for ts in ALL_TRANSFER_SYNTAXES if not UID(ts).is_compressed and ts not in first]
+    rest = [ts for ts in ALL_TRANSFER_SYNTAXES if ts not in first + lossless + plain]
+    return first + lossless + plain + rest
+
+
+ACCEPTED_SYNTAXES = _acceptance_order()
 
 
 class OpenAssociations:
@@ -78,8 +96,8 @@ class Receiver:
         ae.network_timeout = 120
         ae.dimse_timeout = 120
         for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(cx.abstract_syntax, ACCEPTED_SYNTAXES)
+        ae.add_supported_context(Verification, ACCEPTED_SYNTAXES)
         handlers = [
             (evt.EVT_C_ECHO, lambda event: dimse.SUCCESS),
             (evt.EVT_C_STORE, self._on_c_store),

@@ -24,15 +24,21 @@ def site_toml(site_id: str, dests: list[dict], *, policy: str = "") -> str:
     return "\n".join(lines)
 
 
+def _table(defaults: dict[str, str], extra: str) -> str:
+    """Default `key = value` lines, less those that `extra` sets, then `extra`."""
+    given = {line.split("=")[0].strip() for line in extra.splitlines() if "=" in line}
+    lines = [f"{k} = {v}" for k, v in defaults.items() if k not in given]
+    return "\n".join(lines) + "\n" + extra + "\n"
+
+
 def box_toml(data_dir: Path, port: int, sites: str, *, transmit: str = "", box: str = "",
              detect: str = 'mode = "fixed"\nfixed_site = "a"') -> str:
-    return (
-        f'[box]\nae_title = "FLUXBOX"\nport = {port}\ndata_dir = "{data_dir}"\n'
-        f"reserve_mb = 1\n{box}\n"
-        f"[detect]\n{detect}\n\n"
-        f"[transmit]\nstudy_quiet_s = 1\nretry_initial_s = 0.2\nretry_max_s = 1\n"
-        f"connect_timeout_s = 3\ndimse_timeout_s = 20\n{transmit}\n\n{sites}"
-    )
+    box_defaults = {"ae_title": '"FLUXBOX"', "port": str(port), "data_dir": f'"{data_dir}"',
+                    "reserve_mb": "1"}
+    transmit_defaults = {"study_quiet_s": "1", "retry_initial_s": "0.2", "retry_max_s": "1",
+                         "connect_timeout_s": "3", "dimse_timeout_s": "20"}
+    return (f"[box]\n{_table(box_defaults, box)}\n[detect]\n{detect}\n\n"
+            f"[transmit]\n{_table(transmit_defaults, transmit)}\n{sites}")
 
 
 class BoxProcess:

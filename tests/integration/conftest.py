@@ -52,10 +52,10 @@ def make_box(tmp_path) -> Iterator[Callable[..., BoxProcess]]:
     boxes: list[BoxProcess] = []
 
     def make(dests: list[dict], *, transmit: str = "", box: str = "", name: str = "box",
-             sites: str | None = None) -> BoxProcess:
+             sites: str | None = None, data_dir: Path | None = None) -> BoxProcess:
         workdir = tmp_path / name
         workdir.mkdir()
-        text = box_toml(workdir / "data", free_port(), sites or site_toml("a", dests),
+        text = box_toml(data_dir or workdir / "data", free_port(), sites or site_toml("a", dests),
                         transmit=transmit, box=box)
         proc = BoxProcess(text, workdir)
         boxes.append(proc)

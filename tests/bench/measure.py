@@ -1,0 +1,260 @@
+"""Timed transfers: storescu into the box, storescp and Orthanc; the box delivering a study.
+
+Every process started here is stopped on the way out, errors and Ctrl-C included;
+every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tests.bench.data import Study
+from tests.bench.profile import Profiler
+from tests.boxproc import BoxProcess, site_toml
+from tests.peers import (
+    LOOPBACK,
+    Orthanc,
+    StoreSCP,
+    free_port,
+    peer_env,
+    store_responses,
+    storescu_profile,
+)
+
+SEND_TIMEOUT_S = 300.0
+DELIVERY_TIMEOUT_S = 300.0
+BOX_START_S = 30.0
+POLL_S = 0.05
+BOX_AET = "FLUXBOX"
+_LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
+
+
+class BenchError(RuntimeError):
+    """A run did not do what it should (refused stores, missing files, a time-out)."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One timed transfer of one study."""
+
+    study: str
+    kind: str  # "ingest" | "delivery"
+    target: str  # "box" | "storescp" | "orthanc" | "storescu"
+    seconds: float
+    files: int
+    size_bytes: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mb_s(self) -> float:
+        return self.size_bytes / 1e6 / self.seconds
+
+    @property
+    def images_s(self) -> float:
+        return self.files / self.seconds
+
+
+# --------------------------------------------------------------------------- sending
+
+
+class Sender:
+    """DCMTK storescu, each file proposed in its own transfer syntax (as tests.peers.storescu)."""
+
+    def __init__(self, study: Study, workdir: Path) -> None:
+        self.study = study
+        self.profile = workdir / f"{study.name}-storescu.cfg"
+        self.profile.write_text(storescu_profile(list(study.files)))
+
+    def args(self, port: int, called_aet: str) -> list[str]:
+        return ["storescu", "--verbose", "--aetitle", "MODALITY", "--call", called_aet,
+                "--timeout", "15", "--acse-timeout", "30", "--dimse-timeout", "300",
+                "--config-file", str(self.profile), "Default",
+                LOOPBACK, str(port), *map(str, self.study.files)]
+
+    def send(self, port: int, called_aet: str) -> float:
+        """Send the study; the wall-clock seconds of the storescu run."""
+        start = time.perf_counter()
+        cp = subprocess.run(self.args(port, called_aet), env=peer_env(), capture_output=True,
+                            text=True, timeout=SEND_TIMEOUT_S, check=False,
+                            stdin=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+        ok = sum(answer == "Success" for _, answer in store_responses(cp))
+        if cp.returncode != 0 or ok != len(self.study.files):
+            raise BenchError(f"storescu -> {called_aet}: exit {cp.returncode}, "
+                             f"{ok}/{len(self.study.files)} stored\n{cp.stderr[-1500:]}")
+        return seconds
+
+
+def settle_disk() -> None:
+    """Flush what earlier runs left dirty, so it is not written back during the next one."""
+    os.sync()
+
+
+def _timing(study: Study, kind: str, target: str, seconds: float, **extra: Any) -> Timing:
+    return Timing(study.name, kind, target, seconds, len(study.files), study.size_bytes, extra)
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def storescp_ingest(sender: Sender, kind: str = "ingest", target: str = "storescp") -> Timing:
+    """storescu -> DCMTK storescp writing to a temp dir."""
+    with StoreSCP(aet="STORESCP") as scp:
+        settle_disk()
+        seconds = sender.send(scp.port, scp.aet)
+        received = len(scp.files())
+    if received != len(sender.study.files):
+        raise BenchError(f"storescp wrote {received} of {len(sender.study.files)} files")
+    return _timing(sender.study, kind, target, seconds)
+
+
+def storescu_delivery(sender: Sender) -> Timing:
+    """The delivery baseline: DCMTK storescu -> storescp, the same files."""
+    return storescp_ingest(sender, kind="delivery", target="storescu")
+
+
+def orthanc_ingest(sender: Sender) -> Timing:
+    """storescu -> Orthanc with a private temp storage."""
+    with Orthanc(aet="ORTHANC") as pacs:
+        settle_disk()
+        seconds = sender.send(pacs.dicom_port, pacs.aet)
+        stored = pacs.count_instances()
+    if stored != len(sender.study.files):
+        raise BenchError(f"Orthanc stored {stored} of {len(sender.study.files)} instances")
+    return _timing(sender.study, "ingest", "orthanc", seconds)
+
+
+# --------------------------------------------------------------------------- the box
+
+
+def box_config(data_dir: Path, port: int, dest_port: int, dest_aet: str) -> str:
+    """One fixed site whose one destination is dest_aet at dest_port on loopback."""
+    dest = {"name": "pacs", "ae_title": dest_aet, "host": LOOPBACK, "port": dest_port}
+    return (
+        f'[box]\nae_title = "{BOX_AET}"\nport = {port}\ndata_dir = "{data_dir}"\n'
+        'reserve_mb = 1\n\n[detect]\nmode = "fixed"\nfixed_site = "a"\n\n'
+        "[transmit]\nstudy_quiet_s = 0.5\nretry_initial_s = 0.2\nretry_max_s = 1\n"
+        "connect_timeout_s = 3\ndimse_timeout_s = 60\n\n" + site_toml("a", [dest])
+    )
+
+
+@contextlib.contextmanager
+def running_box(workdir: Path, dest_port: int, dest_aet: str) -> Iterator[BoxProcess]:
+    """A started box; SIGTERM on the way out (SIGKILL after an error or a slow stop)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    box = BoxProcess(box_config(workdir / "data", free_port(), dest_port, dest_aet), workdir)
+    try:
+        box.start(timeout_s=BOX_START_S)
+        yield box
+    except BaseException:
+        box.kill9()
+        raise
+    try:
+        box.stop(timeout_s=30)
+    except AssertionError as exc:
+        raise BenchError(str(exc)) from None
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of a live process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise BenchError(f"no VmHWM for pid {pid}")
+
+
+def _box_pid(box: BoxProcess) -> int:
+    assert box.proc is not None
+    return box.proc.pid
+
+
+def box_ingest(sender: Sender, workdir: Path, profiler: Profiler | None = None) -> Timing:
+    """storescu -> the box, whose destination is a closed port (nothing leaves meanwhile)."""
+    with running_box(workdir, free_port(), "NOWHERE") as box:
+        settle_disk()
+        with _maybe_profile(profiler, _box_pid(box), f"ingest-{sender.study.name}"):
+            seconds = sender.send(box.port, BOX_AET)
+        stored = sum(row["instances"] for row in box.studies())
+        rss = peak_rss_mb(_box_pid(box))
+    if stored != len(sender.study.files):
+        raise BenchError(f"the box holds {stored} of {len(sender.study.files)} instances")
+    return _timing(sender.study, "ingest", "box", seconds, peak_rss_mb=round(rss, 1))
+
+
+def box_delivery(sender: Sender, workdir: Path, profiler: Profiler | None = None) -> Timing:
+    """The box -> storescp, from the study closing until `studies` shows it complete."""
+    with StoreSCP(aet="PACS") as scp, running_box(workdir, scp.port, scp.aet) as box:
+        settle_disk()
+        ingest_s = sender.send(box.port, BOX_AET)
+        with _maybe_profile(profiler, _box_pid(box), f"delivery-{sender.study.name}"):
+            seen = watch_delivery(box, DELIVERY_TIMEOUT_S)
+        rss = peak_rss_mb(_box_pid(box))
+        closed_at = _logged_close(box.log())
+        received = len(scp.files())
+    if received != len(sender.study.files):
+        raise BenchError(f"storescp got {received} of {len(sender.study.files)} from the box")
+    start = min(seen.closed, closed_at) if closed_at else seen.closed
+    return _timing(
+        sender.study, "delivery", "box", seen.complete - start, peak_rss_mb=round(rss, 1),
+        ingest_live_dest_s=round(ingest_s, 3), poll_s=round(seen.complete - seen.closed, 3),
+        box_clock_s=round(seen.completed_at - closed_at, 3) if closed_at else None,
+        start_from="log" if closed_at and closed_at < seen.closed else "poll",
+    )
+
+
+# --------------------------------------------------------------------------- watching
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Wall-clock times of what polling `studies` showed, and the box's own completed_at."""
+
+    closed: float
+    complete: float
+    completed_at: float
+
+
+def watch_delivery(box: BoxProcess, timeout_s: float) -> Seen:
+    """Poll `studies` every POLL_S until the one study is complete."""
+    deadline = time.monotonic() + timeout_s
+    closed: float | None = None
+    while time.monotonic() < deadline:
+        tick = time.monotonic()
+        rows = box.studies()
+        now = time.time()
+        state = rows[0]["state"] if len(rows) == 1 else None
+        if state in ("queued", "sending", "complete") and closed is None:
+            closed = now
+        if state == "complete" and closed is not None:
+            return Seen(closed, now, float(rows[0]["completed_at"] or now))
+        if state in ("failed", "held"):
+            raise BenchError(f"delivery ended {state}: {rows[0]}")
+        time.sleep(max(0.0, POLL_S - (time.monotonic() - tick)))
+    raise BenchError(f"delivery not complete within {timeout_s} s\n{box.log()[-2000:]}")
+
+
+def _logged_close(log: str) -> float | None:
+    """The wall-clock time of the box's 'study closed' log line, if there is one."""
+    for line in log.splitlines():
+        if " study closed " in line:
+            with contextlib.suppress(ValueError):
+                return datetime.strptime(line[:23], _LOG_TIME).timestamp()
+    return None
+
+
+@contextlib.contextmanager
+def _maybe_profile(profiler: Profiler | None, pid: int, name: str) -> Iterator[None]:
+    if profiler is None:
+        yield
+        return
+    with profiler.record(pid, name):
+        yield
+
