@@ -169,7 +169,7 @@ class Box:
             errors.append("disk below reserve: new studies are refused")
         facts = HealthFacts(
             disk_below_reserve=free < self.store.reserve_bytes,
-            receiver_running=self.receiver._server is not None,
+            receiver_running=self.receiver.running,
             failed_studies=sum(r["state"] == "failed" for r in rows),
             held_studies=sum(r["state"] == "held" for r in rows),
             pending_instances=pending,

@@ -111,6 +111,15 @@ class Receiver:
         self._server = ae.start_server((host, self.box.port), block=False, evt_handlers=handlers)
         event(log, "listening", ae_title=self.box.ae_title, port=self.box.port)
 
+    @property
+    def port(self) -> int:
+        """The port actually listened on."""
+        return self._server.server_address[1] if self._server is not None else self.box.port
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()

@@ -18,7 +18,7 @@ from typing import Any
 
 from tests.bench.data import Study
 from tests.bench.profile import Profiler
-from tests.boxproc import BoxProcess, site_toml
+from tests.boxproc import BoxProcess, box_toml, site_toml
 from tests.peers import (
     LOOPBACK,
     Orthanc,
@@ -136,14 +136,10 @@ def orthanc_ingest(sender: Sender) -> Timing:
 
 
 def box_config(data_dir: Path, port: int, dest_port: int, dest_aet: str) -> str:
-    """One fixed site whose one destination is dest_aet at dest_port on loopback."""
+    """The test harness's box: one fixed site whose one destination is dest_aet at dest_port."""
     dest = {"name": "pacs", "ae_title": dest_aet, "host": LOOPBACK, "port": dest_port}
-    return (
-        f'[box]\nae_title = "{BOX_AET}"\nport = {port}\ndata_dir = "{data_dir}"\n'
-        'reserve_mb = 1\n\n[detect]\nmode = "fixed"\nfixed_site = "a"\n\n'
-        "[transmit]\nstudy_quiet_s = 0.5\nretry_initial_s = 0.2\nretry_max_s = 1\n"
-        "connect_timeout_s = 3\ndimse_timeout_s = 60\n\n" + site_toml("a", [dest])
-    )
+    return box_toml(data_dir, port, site_toml("a", [dest]),
+                    transmit="study_quiet_s = 0.5\ndimse_timeout_s = 60")
 
 
 @contextlib.contextmanager
@@ -194,51 +190,45 @@ def box_delivery(sender: Sender, workdir: Path, profiler: Profiler | None = None
     with StoreSCP(aet="PACS") as scp, running_box(workdir, scp.port, scp.aet) as box:
         settle_disk()
         ingest_s = sender.send(box.port, BOX_AET)
+        deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+        seen_closed, _ = wait_state(box, CLOSED_STATES, deadline)
         with _maybe_profile(profiler, _box_pid(box), f"delivery-{sender.study.name}"):
-            seen = watch_delivery(box, DELIVERY_TIMEOUT_S)
+            seen_complete, row = wait_state(box, {"complete"}, deadline)
         rss = peak_rss_mb(_box_pid(box))
-        closed_at = _logged_close(box.log())
+        logged_close = _logged_close(box.log())
         received = len(scp.files())
     if received != len(sender.study.files):
         raise BenchError(f"storescp got {received} of {len(sender.study.files)} from the box")
-    start = min(seen.closed, closed_at) if closed_at else seen.closed
+    start = min(seen_closed, logged_close) if logged_close else seen_closed
+    box_clock = float(row["completed_at"]) - logged_close if logged_close else None
     return _timing(
-        sender.study, "delivery", "box", seen.complete - start, peak_rss_mb=round(rss, 1),
-        ingest_live_dest_s=round(ingest_s, 3), poll_s=round(seen.complete - seen.closed, 3),
-        box_clock_s=round(seen.completed_at - closed_at, 3) if closed_at else None,
-        start_from="log" if closed_at and closed_at < seen.closed else "poll",
+        sender.study, "delivery", "box", seen_complete - start, peak_rss_mb=round(rss, 1),
+        ingest_live_dest_s=round(ingest_s, 3), poll_s=round(seen_complete - seen_closed, 3),
+        box_clock_s=round(box_clock, 3) if box_clock is not None else None,
+        start_from="log" if logged_close and logged_close < seen_closed else "poll",
     )
 
 
 # --------------------------------------------------------------------------- watching
 
-
-@dataclass(frozen=True)
-class Seen:
-    """Wall-clock times of what polling `studies` showed, and the box's own completed_at."""
-
-    closed: float
-    complete: float
-    completed_at: float
+CLOSED_STATES = frozenset({"queued", "sending", "complete"})
 
 
-def watch_delivery(box: BoxProcess, timeout_s: float) -> Seen:
-    """Poll `studies` every POLL_S until the one study is complete."""
-    deadline = time.monotonic() + timeout_s
-    closed: float | None = None
+def wait_state(box: BoxProcess, states: frozenset[str] | set[str],
+               deadline: float) -> tuple[float, dict[str, Any]]:
+    """Poll `studies` every POLL_S until the one study is in one of ``states``;
+    the wall-clock time of that answer and the study's row."""
     while time.monotonic() < deadline:
         tick = time.monotonic()
         rows = box.studies()
         now = time.time()
-        state = rows[0]["state"] if len(rows) == 1 else None
-        if state in ("queued", "sending", "complete") and closed is None:
-            closed = now
-        if state == "complete" and closed is not None:
-            return Seen(closed, now, float(rows[0]["completed_at"] or now))
-        if state in ("failed", "held"):
-            raise BenchError(f"delivery ended {state}: {rows[0]}")
+        row = rows[0] if len(rows) == 1 else None
+        if row is not None and row["state"] in states:
+            return now, row
+        if row is not None and row["state"] in ("failed", "held"):
+            raise BenchError(f"delivery ended {row['state']}: {row}")
         time.sleep(max(0.0, POLL_S - (time.monotonic() - tick)))
-    raise BenchError(f"delivery not complete within {timeout_s} s\n{box.log()[-2000:]}")
+    raise BenchError(f"no study in {sorted(states)} in time\n{box.log()[-2000:]}")
 
 
 def _logged_close(log: str) -> float | None:

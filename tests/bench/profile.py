@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import linecache
 import re
 import shutil
 import signal
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::\d+)?\)$")
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 _THREAD = re.compile(r"^thread \((?P<tid>\d+)\): (?P<name>.*)$")
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 30.0
@@ -83,6 +84,32 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 # --------------------------------------------------------------------------- summary
 
+# A thread waits for work when its stack is a loop calling only these (see _is_idle).
+_WAITS = ("Condition.wait (", "Event.wait (", "_PollLikeSelector.select (", "socket.accept (")
+_LOOP = re.compile(r"(serve_forever|run_forever|_loop|\.run)$")
+ROLES = {  # what pynetdicom's threads do
+    "AcceptorThread": "the box's side of an incoming association: DIMSE and C-STORE handler",
+    "RequestorThread": "an outgoing association's reactor (the sender runs in the worker)",
+    "Thread (run_reactor)": "pynetdicom DUL: socket reads and writes, PDU coding, spooling",
+}
+_SCAFFOLD = ("Thread._bootstrap (", "Thread._bootstrap_inner (", "Thread.run (", "_run_code (",
+             "_run_module_as_main (", "<module> (")
+
+
+@dataclass(frozen=True)
+class Frame:
+    func: str
+    file: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.func} ({self.file}:{self.line})"
+
+    @property
+    def function(self) -> str:
+        return f"{self.func} ({self.file})"
+
 
 @dataclass(frozen=True)
 class ThreadProfile:
@@ -90,64 +117,96 @@ class ThreadProfile:
 
     role: str
     samples: int
-    self_share: list[tuple[str, float]]
-    inclusive_share: list[tuple[str, float]]
+    idle_share: float  # samples waiting for work
+    hot_lines: list[tuple[str, float, str]]  # leaf line, share, its source text
+    inclusive: list[tuple[str, float]]  # function, share of samples it is on the stack
 
 
 def _role(thread_field: str) -> str:
-    """A thread's name with per-instance suffixes (ids, numbers) dropped."""
+    """A thread's name with per-instance parts (numbers, start times) dropped."""
     match = _THREAD.match(thread_field)
     name = match.group("name") if match else thread_field
-    return re.sub(r"[@(].*$|[-_ ]?\d+$", "", name).strip() or "thread"
+    return re.sub(r"-\d+|@\S*", "", name).strip() or "thread"
 
 
-def _label(frame: str) -> str:
-    match = _FRAME.match(frame)
-    return f"{match.group('func')} ({match.group('file')})" if match else frame
+def _is_idle(frames: list[Frame]) -> bool:
+    """Waiting for work: the stack is a loop (by its name) or nothing, then wait calls."""
+    work = [f for f in frames if not f.function.startswith(_SCAFFOLD)]
+    waits = 0
+    while work and work[-1].function.startswith(_WAITS):
+        work.pop()
+        waits += 1
+    return waits > 0 and (len(work) <= 1 or bool(_LOOP.search(work[-1].func)))
 
 
-def _parse(path: Path) -> dict[str, list[tuple[list[str], int]]]:
+def _frame(text: str) -> Frame:
+    match = _FRAME.match(text)
+    if not match:
+        return Frame(text, "?", 0)
+    return Frame(match.group("func"), match.group("file"), int(match.group("line") or 0))
+
+
+def _parse(path: Path) -> dict[str, list[tuple[list[Frame], int]]]:
     """role -> [(frames root first, count)]."""
-    stacks: dict[str, list[tuple[list[str], int]]] = collections.defaultdict(list)
+    stacks: dict[str, list[tuple[list[Frame], int]]] = collections.defaultdict(list)
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         thread, *frames = stack.split(";")
-        stacks[_role(thread)].append(([_label(f) for f in frames], int(count)))
+        stacks[_role(thread)].append(([_frame(f) for f in frames], int(count)))
     return stacks
 
 
-def _shares(counter: collections.Counter[str], total: int, top: int) -> list[tuple[str, float]]:
-    return [(name, n / total) for name, n in counter.most_common(top)]
+def source_line(frame: Frame) -> str:
+    """The source text of a frame's line, found on sys.path (py-spy shortens file names)."""
+    for root in [Path.cwd(), *map(Path, sys.path)]:
+        candidate = root / frame.file
+        if frame.line and candidate.is_file():
+            return linecache.getline(str(candidate), frame.line).strip()
+    return ""
+
+
+def _thread_profile(role: str, stacks: list[tuple[list[Frame], int]], top: int) -> ThreadProfile:
+    total = sum(n for _, n in stacks)
+    lines: collections.Counter[Frame] = collections.Counter()
+    funcs: collections.Counter[str] = collections.Counter()
+    idle = 0
+    for frames, n in stacks:
+        if frames:
+            lines[frames[-1]] += n
+            idle += n if _is_idle(frames) else 0
+        for name in {f.function for f in frames}:
+            if not name.startswith(_SCAFFOLD):
+                funcs[name] += n
+    hot = [(f.where, n / total, source_line(f)) for f, n in lines.most_common(top)]
+    return ThreadProfile(role, total, idle / total, hot,
+                         [(name, n / total) for name, n in funcs.most_common(top)])
 
 
 def summarise(path: Path, top: int = 15) -> list[ThreadProfile]:
-    """Per thread role, busiest first: the top self (leaf) and inclusive functions."""
-    out = []
-    for role, stacks in _parse(path).items():
-        total = sum(n for _, n in stacks)
-        leaf: collections.Counter[str] = collections.Counter()
-        incl: collections.Counter[str] = collections.Counter()
-        for frames, n in stacks:
-            if frames:
-                leaf[frames[-1]] += n
-            for name in set(frames):
-                incl[name] += n
-        out.append(ThreadProfile(role, total, _shares(leaf, total, top),
-                                 _shares(incl, total, top)))
-    return sorted(out, key=lambda t: t.samples, reverse=True)
+    """Per thread role, busiest first: hot lines (self time) and inclusive functions."""
+    threads = [_thread_profile(role, stacks, top) for role, stacks in _parse(path).items()]
+    return sorted(threads, key=lambda t: (t.idle_share, -t.samples))
 
 
-def render(name: str, threads: list[ThreadProfile], rate_hz: int, min_samples: int = 0) -> str:
-    """A text summary of one profile."""
-    lines = [f"== {name}"]
+def render(name: str, threads: list[ThreadProfile], rate_hz: int,
+           max_idle: float = 0.97) -> str:
+    """A text summary of one profile; threads idle more than ``max_idle`` get one line."""
+    lines = [f"== {name} (wall-clock samples at {rate_hz} Hz, idle waits included)"]
+    idle = [t for t in threads if t.idle_share > max_idle]
     for t in threads:
-        if t.samples < min_samples:
+        if t in idle:
             continue
-        lines.append(f"-- thread {t.role}: {t.samples} samples ({t.samples / rate_hz:.1f} s)")
-        lines.append("   self:")
-        lines += [f"     {share:6.1%}  {func}" for func, share in t.self_share]
-        lines.append("   inclusive:")
-        lines += [f"     {share:6.1%}  {func}" for func, share in t.inclusive_share]
+        role = f"{t.role}: {ROLES[t.role]}" if t.role in ROLES else t.role
+        lines.append(f"-- thread {role}")
+        lines.append(f"   {t.samples} samples ({t.samples / rate_hz:.1f} s), "
+                     f"{t.idle_share:.0%} waiting for work")
+        lines.append("   hot lines (self):")
+        lines += [f"     {share:6.1%}  {where:<58} {text[:60]}" for where, share, text in
+                  t.hot_lines if share >= 0.005]
+        lines.append("   functions (inclusive):")
+        lines += [f"     {share:6.1%}  {func}" for func, share in t.inclusive if share >= 0.005]
+    if idle:
+        lines.append("-- idle: " + ", ".join(t.role for t in idle))
     return "\n".join(lines)

@@ -105,7 +105,7 @@ def _profiled(senders: list[Sender], tmp: Path) -> tuple[list[Timing], list[str]
                                      f"prof-{sender.study.name}-{kind}"))
     texts = []
     for name, path in profiler.outputs.items():
-        text = render(name, summarise(path), profiler.rate_hz, min_samples=profiler.rate_hz // 5)
+        text = render(name, summarise(path), profiler.rate_hz)
         (PROFILE_DIR / f"{name}.summary.txt").write_text(text + "\n")
         texts.append(text)
     return timings, texts
