@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := dcmtk orthanc
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit bench lint deps apt clean
+.PHONY: run test unit bench lint deps apt python-venv clean
 
-run: $(STAMP)
+run: python-venv $(STAMP)
 	$(VENV)/bin/fluxbox run
 
-test: apt $(STAMP)
+test: python-venv apt $(STAMP)
 	$(PY) -m pytest -q tests
 
 unit: $(STAMP)
@@ -23,6 +23,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check appliance hw tests
 
 deps: $(STAMP)
+
+# Debian's python3 needs python3-venv before it can make the virtual environment.
+python-venv:
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv; }
 
 # Debian packages the tests use as real peers (modality, PACS, worklist server).
 apt:
