@@ -23,9 +23,10 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
 
-from appliance import dimse
+from appliance import commitment, dimse
 from appliance.config import DestinationConfig, TransmitConfig
 from appliance.logs import event
 from appliance.store import Queued, Store, StudyRecord
@@ -38,6 +39,7 @@ UNCOMPRESSED = (
     ExplicitVRBigEndian,
 )
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1-255
+COMMIT_ASK_AGAIN_S = 600.0  # a commitment request with no report by then is asked again
 
 
 class LinkDown(Exception):
@@ -136,7 +138,7 @@ class DestinationWorker:
             return Outcome()
         batch = self._next_batch(now)
         if not batch:
-            return Outcome()
+            return self._request_commitments(now) if self.dest.commitment else Outcome()
         parts = self._split(batch)
         outcomes = [Outcome() for _ in parts]
         if len(parts) == 1:
@@ -219,7 +221,60 @@ class DestinationWorker:
             return
         assoc.release()
 
-    def _associate(self, wanted: list[tuple[str, list[str]]]):
+    # -- storage commitment ------------------------------------------------------
+
+    def _request_commitments(self, now: float) -> Outcome:
+        """Ask the PACS to commit every fully acknowledged study (PS3.4 J.3)."""
+        due = [s for s in self.store.awaiting_commitment(self.dest_id, now, COMMIT_ASK_AGAIN_S)
+               if self.gate(s, now) is None]
+        if not due:
+            return Outcome()
+        outcome = Outcome()
+        try:
+            # Verification rides along so that a PACS without Storage Commitment still
+            # accepts the association, and the box can tell it says no.
+            assoc = self._associate(
+                [(commitment.StorageCommitmentPushModel, list(UNCOMPRESSED[:2])),
+                 (Verification, list(UNCOMPRESSED[:2]))],
+                handlers=[(evt.EVT_N_EVENT_REPORT,
+                           lambda event: commitment.handle_report(self.store, event))])
+        except (LinkDown, PeerRejected) as exc:
+            outcome.error = str(exc)
+            return self._settle([outcome], time.time())
+        try:
+            for study in due:
+                self._request_commitment(assoc, study)
+                outcome.sent += 1
+        except LinkDown as exc:
+            outcome.error = str(exc)
+            assoc.abort()
+            return self._settle([outcome], time.time())
+        assoc.release()
+        return self._settle([outcome], time.time())
+
+    def _request_commitment(self, assoc, study: StudyRecord) -> None:
+        if not assoc.is_established:
+            raise LinkDown("association lost")
+        if not any(cx.abstract_syntax == commitment.StorageCommitmentPushModel
+                   for cx in assoc.accepted_contexts):
+            self.store.commitment_refused(self.dest_id, study,
+                                          "PACS does not support Storage Commitment", time.time())
+            return
+        request = commitment.request_dataset(self.store.study_instances(study.key))
+        # Recorded first: the report may arrive on another association at once.
+        self.store.commitment_requested(self.dest_id, study, request.TransactionUID, time.time())
+        status, _ = assoc.send_n_action(
+            request, commitment.ACTION_REQUEST_COMMIT, commitment.StorageCommitmentPushModel,
+            commitment.PUSH_MODEL_INSTANCE)
+        if "Status" not in status:
+            raise LinkDown("no response to the commitment request")
+        if not dimse.is_success_or_warning(int(status.Status)):
+            self.store.commitment_refused(
+                self.dest_id, study,
+                f"PACS refused the commitment request: status 0x{int(status.Status):04X}",
+                time.time())
+
+    def _associate(self, wanted: list[tuple[str, list[str]]], handlers: list | None = None):
         t = self.transmit
         ae = AE(ae_title=self.calling_ae)
         ae.acse_timeout = t.connect_timeout_s
@@ -228,7 +283,8 @@ class DestinationWorker:
         ae.network_timeout = t.dimse_timeout_s
         for sop_class, syntaxes in wanted:
             ae.add_requested_context(sop_class, syntaxes)
-        assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title)
+        assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title,
+                             evt_handlers=handlers or [])
         if assoc.is_established:
             return assoc
         if assoc.is_rejected:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
 from appliance import dimse
+from appliance.commitment import handle_report
 from appliance.config import BoxConfig
 from appliance.logs import event
 from appliance.sites import SiteDecision
@@ -98,9 +99,14 @@ class Receiver:
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ACCEPTED_SYNTAXES)
         ae.add_supported_context(Verification, ACCEPTED_SYNTAXES)
+        # A PACS reports Storage Commitment results on an association of its own, acting
+        # as the SCP of the Push Model: accept that role.
+        ae.add_supported_context(StorageCommitmentPushModel, ACCEPTED_SYNTAXES,
+                                 scu_role=True, scp_role=True)
         handlers = [
             (evt.EVT_C_ECHO, lambda event: dimse.SUCCESS),
             (evt.EVT_C_STORE, self._on_c_store),
+            (evt.EVT_N_EVENT_REPORT, lambda event: handle_report(self.store, event)),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, self._on_ended),
             (evt.EVT_ABORTED, self._on_ended),

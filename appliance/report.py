@@ -21,6 +21,7 @@ def study_view(store: Store, study: StudyRecord, block: str | None) -> dict:
         destinations.append({
             "name": dest_id.split("/", 1)[-1], "delivered": c.delivered, "pending": c.pending,
             "failed": c.failed, "state": None, "reasons": list(c.reasons),
+            "awaiting_commitment": c.awaiting_commitment,
         })
     state = study_state(study, counts, block if study.phase == "closed" else None)
     for entry, c in zip(destinations, counts.values(), strict=True):

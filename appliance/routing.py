@@ -25,6 +25,7 @@ POLICY_WINDOW = "policy:window"
 class Route:
     destinations: tuple[str, ...]  # destination ids, "site/name"
     held_reason: str | None = None
+    commitment: tuple[str, ...] = ()  # of those, the ones that ask for Storage Commitment
 
 
 def destination_id(site: SiteConfig, dest: DestinationConfig) -> str:
@@ -52,8 +53,10 @@ def route_study(study: StudyRecord, config: Config) -> Route:
     site = config.site(study.site) if study.site else None
     if site is None:
         return Route((), SITE_UNKNOWN)
-    chosen = tuple(destination_id(site, d) for d in site.destinations if matches(d, study))
-    return Route(chosen, None if chosen else NO_DESTINATION)
+    chosen = [d for d in site.destinations if matches(d, study)]
+    ids = tuple(destination_id(site, d) for d in chosen)
+    commitment = tuple(destination_id(site, d) for d in chosen if d.commitment)
+    return Route(ids, None if ids else NO_DESTINATION, commitment)
 
 
 def in_windows(windows: tuple[str, ...], now: datetime) -> bool:

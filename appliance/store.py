@@ -88,6 +88,7 @@ class StudyRecord:
     phase: str = "receiving"  # "receiving" | "closed"; delivery state is derived, see studies.py
     held_reason: str | None = None
     destinations: tuple[str, ...] = ()
+    commit_destinations: tuple[str, ...] = ()  # destinations that must confirm commitment
     first_at: float = 0.0
     last_at: float = 0.0
     closed_at: float | None = None
@@ -121,6 +122,17 @@ class DeliveryCounts:
     pending: int
     failed: int
     reasons: tuple[str, ...] = ()
+    awaiting_commitment: bool = False  # every instance acknowledged, commitment not yet confirmed
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """Storage Commitment of one study at one destination."""
+
+    transaction_uid: str
+    requested_at: float
+    state: str  # "requested" | "confirmed" | "refused"
+    reason: str | None = None
 
 
 @dataclass
@@ -139,7 +151,7 @@ class RepairReport:
 
 def _record_from_json(cls, raw: bytes):
     data = json.loads(raw)
-    for name in ("destinations", "findings"):
+    for name in ("destinations", "findings", "commit_destinations"):
         if name in data:
             data[name] = tuple(data[name])
     return cls(**data)
@@ -169,7 +181,8 @@ class Store:
             str(self.data_dir / "index"), map_size=MAP_SIZE_BYTES, max_dbs=12,
             max_readers=256, subdir=True,
         )
-        names = ("instances", "studies", "members", "pending", "acked", "failed", "events", "meta")
+        names = ("instances", "studies", "members", "pending", "acked", "failed", "events", "meta",
+                 "commitments", "transactions")
         self._db = {name: self.env.open_db(name.encode()) for name in names}
         self._event_counter = 0
         self._event_lock = threading.Lock()
@@ -325,6 +338,7 @@ class Store:
     def _requeue(self, txn, study: StudyRecord, record: InstanceRecord) -> None:
         """A new version must reach every destination the old one was routed to."""
         for dest in study.destinations:
+            txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
             key = self._position_key(dest, study.seq, record.seq)
             txn.delete(key, db=self._db["acked"])
             txn.delete(key, db=self._db["failed"])
@@ -336,10 +350,7 @@ class Store:
     def studies(self) -> list[StudyRecord]:
         """Every study, oldest first."""
         with self.env.begin() as txn:
-            records = [
-                _record_from_json(StudyRecord, self.keys.open(value))
-                for _, value in txn.cursor(db=self._db["studies"])
-            ]
+            records = list(self._all_studies(txn))
         return sorted(records, key=lambda s: s.seq)
 
     def study(self, study_key: str) -> StudyRecord | None:
@@ -388,10 +399,13 @@ class Store:
     def _position_key(dest: str, study_seq: int, inst_seq: int) -> bytes:
         return dest.encode() + b"\0" + _SEQ.pack(study_seq) + _SEQ.pack(inst_seq)
 
-    def enqueue(self, study_key: str, destinations: tuple[str, ...], now: float) -> int:
+    def enqueue(self, study_key: str, destinations: tuple[str, ...], now: float,
+                commitment: tuple[str, ...] = ()) -> int:
         """Route a study: every instance not yet delivered or failed becomes pending.
 
-        Safe to repeat; returns how many positions were added.
+        `commitment` names the destinations that must also confirm Storage
+        Commitment before the study is complete. Safe to repeat; returns how
+        many positions were added.
         """
         key = bytes.fromhex(study_key)
         added = 0
@@ -409,7 +423,9 @@ class Store:
                     txn.put(position, inst_key + key, db=self._db["pending"])
                     added += 1
             merged = tuple(dict.fromkeys(study.destinations + destinations))
-            txn.put(key, self._seal_record(replace(study, destinations=merged)),
+            commits = tuple(dict.fromkeys(study.commit_destinations + commitment))
+            txn.put(key, self._seal_record(replace(study, destinations=merged,
+                                                   commit_destinations=commits)),
                     db=self._db["studies"])
             if added:
                 self._event(txn, now, "study queued", study=study.key[:12], positions=added)
@@ -491,6 +507,10 @@ class Store:
             for db in ("pending", "failed"):
                 if next(self._prefixed(txn, db, prefix), None) is not None:
                     return False
+            if dest in study.commit_destinations:
+                commitment = self._commitment(txn, dest, study)
+                if commitment is None or commitment.state != "confirmed":
+                    return False
         txn.put(key, self._seal_record(replace(study, completed_at=now)),
                 db=self._db["studies"])
         self._event(txn, now, "study complete", study=study.key[:12])
@@ -502,13 +522,29 @@ class Store:
             pending = sum(1 for _ in self._prefixed(txn, "pending", prefix))
             delivered = sum(1 for _ in self._prefixed(txn, "acked", prefix))
             reasons = [v[32:].decode() for _, v in self._prefixed(txn, "failed", prefix)]
-        return DeliveryCounts(delivered, pending, len(reasons), tuple(dict.fromkeys(reasons)))
+            commitment = (self._commitment(txn, dest, study)
+                          if dest in study.commit_destinations else None)
+        awaiting = dest in study.commit_destinations and (
+            commitment is None or commitment.state == "requested")
+        failed = len(reasons)
+        if commitment is not None and commitment.state == "refused":
+            reasons.append(commitment.reason or "storage commitment refused")
+            failed = max(failed, 1)
+        return DeliveryCounts(delivered, pending, failed, tuple(dict.fromkeys(reasons)),
+                              awaiting_commitment=awaiting and not pending and not failed)
 
     def retry_failed(self, study_key: str | None, now: float) -> int:
-        """Move failed positions (of one study, or all) back to pending; returns how many."""
+        """Move failed positions (of one study, or all) back to pending, and forget refused
+        commitments so they are asked again; returns how many positions moved."""
         owner = bytes.fromhex(study_key) if study_key else None
         moved = 0
         with self.env.begin(write=True) as txn:
+            for key, raw in list(txn.cursor(db=self._db["commitments"])):
+                record = json.loads(raw)
+                if record["state"] == "refused" and (owner is None or
+                                                     record["study_key"] == owner.hex()):
+                    txn.delete(key, db=self._db["commitments"])
+                    moved += 1
             for position, value in list(txn.cursor(db=self._db["failed"])):
                 if owner is not None and value[16:32] != owner:
                     continue
@@ -518,6 +554,93 @@ class Store:
             if moved:
                 self._event(txn, now, "retry", positions=moved)
         return moved
+
+    # -- storage commitment -------------------------------------------------------
+
+    @staticmethod
+    def _commit_key(dest: str, study: StudyRecord) -> bytes:
+        return dest.encode() + b"\0" + study.seq_bytes
+
+    def _commitment(self, txn, dest: str, study: StudyRecord) -> Commitment | None:
+        raw = txn.get(self._commit_key(dest, study), db=self._db["commitments"])
+        if raw is None:
+            return None
+        record = json.loads(raw)
+        record.pop("study_key", None)
+        return Commitment(**record)
+
+    def _put_commitment(self, txn, dest: str, study: StudyRecord, commitment: Commitment):
+        body = {**asdict(commitment), "study_key": study.key}
+        txn.put(self._commit_key(dest, study), json.dumps(body).encode(),
+                db=self._db["commitments"])
+
+    def awaiting_commitment(self, dest: str, now: float, retry_s: float) -> list[StudyRecord]:
+        """Studies fully acknowledged at `dest` whose commitment is still to be asked for
+        (never asked, or asked more than `retry_s` ago without an answer)."""
+        due = []
+        with self.env.begin() as txn:
+            for study in self._all_studies(txn):
+                if dest not in study.commit_destinations or study.phase != "closed":
+                    continue
+                prefix = self._commit_key(dest, study)
+                if any(next(self._prefixed(txn, db, prefix), None) is not None
+                       for db in ("pending", "failed")):
+                    continue
+                commitment = self._commitment(txn, dest, study)
+                if commitment is None or (commitment.state == "requested"
+                                          and now - commitment.requested_at >= retry_s):
+                    due.append(study)
+        return due
+
+    def commitment_requested(self, dest: str, study: StudyRecord, transaction_uid: str,
+                             now: float) -> None:
+        with self.env.begin(write=True) as txn:
+            self._put_commitment(txn, dest, study, Commitment(transaction_uid, now, "requested"))
+            txn.put(transaction_uid.encode(), self._commit_key(dest, study) + bytes.fromhex(
+                study.key), db=self._db["transactions"])
+
+    def commitment_refused(self, dest: str, study: StudyRecord, reason: str,
+                           now: float) -> None:
+        with self.env.begin(write=True) as txn:
+            self._put_commitment(txn, dest, study, Commitment("", now, "refused", reason))
+            self._event(txn, now, "commitment refused", destination=dest,
+                        study=study.key[:12], reason=reason)
+
+    def commitment_result(self, transaction_uid: str, failed_uids: set[str],
+                          now: float) -> bool:
+        """Record a Storage Commitment report. Instances the PACS could not commit go back
+        to pending (they are sent again, then committed again). Returns False for an
+        unknown transaction."""
+        with self.env.begin(write=True) as txn:
+            raw = txn.pop(transaction_uid.encode(), db=self._db["transactions"])
+            if raw is None:
+                return False
+            commit_key, study_key = raw[:-16], raw[-16:]
+            dest = commit_key[:-9].decode()
+            study = self._get(txn, "studies", study_key, StudyRecord)
+            if study is None:
+                return False
+            if not failed_uids:
+                self._put_commitment(txn, dest, study,
+                                     Commitment(transaction_uid, now, "confirmed"))
+                self._complete_if_done(txn, study.key, now)
+                return True
+            txn.delete(commit_key, db=self._db["commitments"])
+            for uid in failed_uids:
+                inst_key = self.keys.uid_hash(uid)
+                record = self._get(txn, "instances", inst_key, InstanceRecord)
+                if record is None or record.study_key != study.key:
+                    continue
+                position = self._position_key(dest, study.seq, record.seq)
+                if txn.delete(position, db=self._db["acked"]):
+                    txn.put(position, inst_key + study_key, db=self._db["pending"])
+            self._event(txn, now, "commitment failed", destination=dest,
+                        study=study.key[:12], instances=len(failed_uids))
+            return True
+
+    def _all_studies(self, txn) -> Iterator[StudyRecord]:
+        for _, value in txn.cursor(db=self._db["studies"]):
+            yield _record_from_json(StudyRecord, self.keys.open(value))
 
     # -- payloads --------------------------------------------------------------
 
@@ -608,6 +731,7 @@ class Store:
                 txn.delete(inst_key, db=self._db["instances"])
                 txn.delete(member_key, db=self._db["members"])
             for dest in study.destinations:
+                txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
                 prefix = dest.encode() + b"\0" + study.seq_bytes
                 for db in ("acked", "pending", "failed"):
                     for position, _ in list(self._prefixed(txn, db, prefix)):

@@ -36,7 +36,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 
 def destination_state(counts: DeliveryCounts, instances: int) -> str:
-    if counts.delivered >= instances and counts.pending == 0 and counts.failed == 0:
+    if (counts.delivered >= instances and counts.pending == 0 and counts.failed == 0
+            and not counts.awaiting_commitment):
         return COMPLETE
     if counts.failed and not counts.pending:
         return FAILED
@@ -92,7 +93,7 @@ class StudyCloser:
             elif streaming:
                 route = route_study(study, self.config)
                 if route.destinations:
-                    self.store.enqueue(study.key, route.destinations, now)
+                    self.store.enqueue(study.key, route.destinations, now, route.commitment)
         return closed
 
     def reroute(self, study: StudyRecord, now: float) -> Closed | None:
@@ -119,7 +120,7 @@ class StudyCloser:
         if updated is None:  # an instance arrived meanwhile; close later
             return None
         if route.destinations:
-            self.store.enqueue(study.key, route.destinations, now)
+            self.store.enqueue(study.key, route.destinations, now, route.commitment)
             self.store.complete_if_done(study.key, now)
         event(log, "study closed", study=study.key[:12], instances=study.instances,
               destinations=len(route.destinations), held=route.held_reason or "-",

@@ -37,9 +37,10 @@ def pyspy_binary() -> str:
 class Profiler:
     """Records py-spy raw (collapsed-stack) profiles of a process into ``out_dir``."""
 
-    def __init__(self, out_dir: Path, rate_hz: int = 200) -> None:
+    def __init__(self, out_dir: Path, rate_hz: int = 100, nonblocking: bool = False) -> None:
         self.out_dir = out_dir
         self.rate_hz = rate_hz
+        self.nonblocking = nonblocking
         self.binary = pyspy_binary()
         self.outputs: dict[str, Path] = {}
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,8 @@ class Profiler:
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [self.binary, "record", "--pid", str(pid), "--format", "raw", "--output",
-                 str(path), "--threads", "--idle", "--rate", str(self.rate_hz)],
+                 str(path), "--threads", "--idle", "--rate", str(self.rate_hz),
+                 *(["--nonblocking"] if self.nonblocking else [])],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True)
         try:
@@ -187,26 +189,33 @@ def _thread_profile(role: str, stacks: list[tuple[list[Frame], int]], top: int) 
 def summarise(path: Path, top: int = 15) -> list[ThreadProfile]:
     """Per thread role, busiest first: hot lines (self time) and inclusive functions."""
     threads = [_thread_profile(role, stacks, top) for role, stacks in _parse(path).items()]
-    return sorted(threads, key=lambda t: (t.idle_share, -t.samples))
+    return sorted(threads, key=lambda t: t.samples * (1 - t.idle_share), reverse=True)
 
 
 def render(name: str, threads: list[ThreadProfile], rate_hz: int,
-           max_idle: float = 0.97) -> str:
-    """A text summary of one profile; threads idle more than ``max_idle`` get one line."""
+           max_idle: float = 0.97, min_part: float = 0.05) -> str:
+    """A text summary of one profile. Threads idle more than ``max_idle`` of the time, or
+    with fewer than ``min_part`` of the busiest thread's samples, get one line."""
     lines = [f"== {name} (wall-clock samples at {rate_hz} Hz, idle waits included)"]
-    idle = [t for t in threads if t.idle_share > max_idle]
+    most = max((t.samples for t in threads), default=0)
+    quiet = [t for t in threads if t.idle_share > max_idle or t.samples < min_part * most]
     for t in threads:
-        if t in idle:
-            continue
-        role = f"{t.role}: {ROLES[t.role]}" if t.role in ROLES else t.role
-        lines.append(f"-- thread {role}")
-        lines.append(f"   {t.samples} samples ({t.samples / rate_hz:.1f} s), "
-                     f"{t.idle_share:.0%} waiting for work")
-        lines.append("   hot lines (self):")
-        lines += [f"     {share:6.1%}  {where:<58} {text[:60]}" for where, share, text in
-                  t.hot_lines if share >= 0.005]
-        lines.append("   functions (inclusive):")
-        lines += [f"     {share:6.1%}  {func}" for func, share in t.inclusive if share >= 0.005]
-    if idle:
-        lines.append("-- idle: " + ", ".join(t.role for t in idle))
+        if t not in quiet:
+            lines += _render_thread(t, rate_hz)
+    if quiet:
+        lines.append("-- idle or short-lived: " + ", ".join(
+            sorted({t.role if t.samples >= min_part * most else "short-lived" for t in quiet})))
     return "\n".join(lines)
+
+
+def _render_thread(t: ThreadProfile, rate_hz: int) -> list[str]:
+    role = f"{t.role}: {ROLES[t.role]}" if t.role in ROLES else t.role
+    lines = [f"-- thread {role}",
+             f"   {t.samples} samples ({t.samples / rate_hz:.1f} s), "
+             f"{t.idle_share:.0%} waiting for work",
+             "   hot lines (self):"]
+    lines += [f"     {share:6.1%}  {where:<58} {text[:60]}" for where, share, text in
+              t.hot_lines if share >= 0.005]
+    lines.append("   functions (inclusive):")
+    lines += [f"     {share:6.1%}  {func}" for func, share in t.inclusive if share >= 0.005]
+    return lines

@@ -52,7 +52,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds (default 5)")
     parser.add_argument("--studies", default="ct,mg", help="comma-separated: ct, mg")
     parser.add_argument("--profile", action="store_true", help="also profile the box (py-spy)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -64,7 +64,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM and SIGINT (even where the shell ignored it) unwind like Ctrl-C."""
     raise KeyboardInterrupt
 
 
@@ -126,7 +127,8 @@ def _meta(args: argparse.Namespace, studies: list[data.Study]) -> dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     started = time.monotonic()
     studies = [data.study(DATA_DIR, name, log=_say) for name in args.studies]
     data.warm_cache(studies)
