@@ -180,3 +180,30 @@ def test_purge_removes_only_complete_studies_past_retention(store):
     assert store.purge(now=10.0 + 7200, retention_s=7200) == 1
     assert [s.key for s in store.studies()] == [waiting.key]
     assert len(list(store.blob_dir.rglob("*.blob"))) == 1
+
+
+def test_commitment_gates_completion_and_failed_instances_are_sent_again(store):
+    _put(store, CT, now=1.0)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 2.0, commitment=("a/pacs",))
+    (item,) = store.next_batch("a/pacs", max_count=10, max_bytes=1 << 30, whole_study=True,
+                               allowed=lambda s: True)
+    assert not store.record_delivered("a/pacs", item, 3.0), "not complete before commitment"
+    study = store.study(study.key)
+    assert store.counts(study, "a/pacs").awaiting_commitment
+    assert [s.key for s in store.awaiting_commitment("a/pacs", 4.0, 600)] == [study.key]
+
+    store.commitment_requested("a/pacs", study, "1.2.3.4", 5.0)
+    assert store.awaiting_commitment("a/pacs", 6.0, 600) == []
+    assert store.awaiting_commitment("a/pacs", 700.0, 600) != [], "asked again after silence"
+    assert store.commitment_result("1.2.3.4", {item.instance.sop_instance_uid}, 7.0)
+    assert store.counts(study, "a/pacs").pending == 1, "not committed: sent again"
+    assert not store.commitment_result("1.2.3.4", set(), 8.0), "a transaction ends once"
+
+    (again,) = store.next_batch("a/pacs", max_count=10, max_bytes=1 << 30, whole_study=True,
+                                allowed=lambda s: True)
+    store.record_delivered("a/pacs", again, 9.0)
+    store.commitment_requested("a/pacs", study, "1.2.3.5", 10.0)
+    assert store.commitment_result("1.2.3.5", set(), 11.0)
+    assert store.study(study.key).completed_at == 11.0
