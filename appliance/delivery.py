@@ -28,6 +28,7 @@ from pynetdicom.sop_class import Verification
 
 from appliance import commitment, dimse
 from appliance.config import DestinationConfig, TransmitConfig
+from appliance.crypto import BlobCorrupt
 from appliance.logs import event
 from appliance.store import Queued, Store, StudyRecord
 
@@ -83,7 +84,7 @@ class Backoff:
 
 
 @dataclass
-class Outcome:
+class BatchResult:
     sent: int = 0
     failed: int = 0
     error: str | None = None
@@ -131,16 +132,16 @@ class DestinationWorker:
 
     # -- one step ------------------------------------------------------------
 
-    def deliver_once(self, now: float | None = None) -> Outcome:
+    def deliver_once(self, now: float | None = None) -> BatchResult:
         """Send the next batch, if back-off and policy allow; record every response."""
         now = time.time() if now is None else now
         if not self.backoff.ready(now):
-            return Outcome()
+            return BatchResult()
         batch = self._next_batch(now)
         if not batch:
-            return self._request_commitments(now) if self.dest.commitment else Outcome()
+            return self._request_commitments(now) if self.dest.commitment else BatchResult()
         parts = self._split(batch)
-        outcomes = [Outcome() for _ in parts]
+        outcomes = [BatchResult() for _ in parts]
         if len(parts) == 1:
             self._send_part(parts[0], outcomes[0])
         else:
@@ -180,8 +181,8 @@ class DestinationWorker:
         n = max(1, min(self.transmit.associations, len(batch)))
         return [batch[i::n] for i in range(n)]
 
-    def _settle(self, outcomes: list[Outcome], now: float) -> Outcome:
-        total = Outcome()
+    def _settle(self, outcomes: list[BatchResult], now: float) -> BatchResult:
+        total = BatchResult()
         for o in outcomes:
             total.sent += o.sent
             total.failed += o.failed
@@ -206,7 +207,7 @@ class DestinationWorker:
 
     # -- one association -----------------------------------------------------
 
-    def _send_part(self, items: list[Queued], outcome: Outcome) -> None:
+    def _send_part(self, items: list[Queued], outcome: BatchResult) -> None:
         try:
             assoc = self._associate(contexts_for(items))
         except (LinkDown, PeerRejected) as exc:
@@ -219,17 +220,20 @@ class DestinationWorker:
             outcome.error = str(exc)
             assoc.abort()
             return
+        except Exception:
+            assoc.abort()
+            raise
         assoc.release()
 
     # -- storage commitment ------------------------------------------------------
 
-    def _request_commitments(self, now: float) -> Outcome:
+    def _request_commitments(self, now: float) -> BatchResult:
         """Ask the PACS to commit every fully acknowledged study (PS3.4 J.3)."""
         due = [s for s in self.store.awaiting_commitment(self.dest_id, now, COMMIT_ASK_AGAIN_S)
                if self.gate(s, now) is None]
         if not due:
-            return Outcome()
-        outcome = Outcome()
+            return BatchResult()
+        outcome = BatchResult()
         try:
             # Verification rides along so that a PACS without Storage Commitment still
             # accepts the association, and the box can tell it says no.
@@ -291,7 +295,7 @@ class DestinationWorker:
             raise PeerRejected(f"association rejected by {self.dest.ae_title}")
         raise LinkDown(f"cannot reach {self.dest.host}:{self.dest.port}")
 
-    def _send_one(self, assoc, item: Queued, outcome: Outcome) -> None:
+    def _send_one(self, assoc, item: Queued, outcome: BatchResult) -> None:
         record = item.instance
         accepted = [cx for cx in assoc.accepted_contexts
                     if cx.abstract_syntax == record.sop_class_uid]
@@ -305,9 +309,13 @@ class DestinationWorker:
             return
         if not assoc.is_established:
             raise LinkDown("association lost")
-        with self.store.plaintext(record) as path:
-            dataset = path if exact else _decoded(path)
-            status = assoc.send_c_store(dataset)
+        try:
+            with self.store.plaintext(record) as path:
+                dataset = path if exact else _decoded(path)
+                status = assoc.send_c_store(dataset)
+        except BlobCorrupt:
+            self._fail(item, outcome, "the box's stored copy is damaged and cannot be sent")
+            return
         if "Status" not in status:
             raise LinkDown("no response from PACS (association aborted or timed out)")
         code = int(status.Status)
@@ -320,7 +328,7 @@ class DestinationWorker:
         else:
             self._fail(item, outcome, f"PACS refused the instance: status 0x{code:04X}")
 
-    def _fail(self, item: Queued, outcome: Outcome, reason: str) -> None:
+    def _fail(self, item: Queued, outcome: BatchResult, reason: str) -> None:
         self.store.record_failed(self.dest_id, item, reason, time.time())
         event(log, "instance refused", logging.WARNING, destination=self.dest_id,
               study=item.study.key[:12], reason=reason)
@@ -338,7 +346,7 @@ class DestinationWorker:
                       error=type(exc).__name__)
                 self.last_error = f"internal error: {type(exc).__name__}"
                 self.backoff.failed(time.time())
-                outcome = Outcome(error=self.last_error)
+                outcome = BatchResult(error=self.last_error)
             if outcome.sent or outcome.failed:
                 continue
             wait_s = idle_s
