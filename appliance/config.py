@@ -43,6 +43,12 @@ class DetectConfig:
     mode: str = "auto"  # "auto" | "fixed"
     fixed_site: str = ""
     isolate: bool = True
+    hold_s: float = 60.0  # a newly detected site must hold this long before it takes over
+    adopt_within_s: float = 0.0  # held studies adopt a site confirmed this soon; 0: never
+    adopt_radius_m: float = 300.0  # ... if the vehicle stayed within this distance
+    node_interval_s: float = 60.0  # C-ECHO probes of each site's PACS, at most this often
+    gps_max_age_s: float = 10.0  # an older fix gives no vote
+    gps_max_error_m: float = 100.0  # a fix less precise than this gives no vote
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,12 @@ class Geofence:
 @dataclass(frozen=True)
 class PolicyConfig:
     links: tuple[str, ...] = ("wired", "wifi", "cellular")
-    windows: tuple[str, ...] = ()
+    windows: tuple[str, ...] = ()  # "HH:MM-HH:MM", optionally after days: "Mon-Fri 19:00-23:00"
+    docked_ssids: tuple[str, ...] = ()  # if set, Wi-Fi carries studies only on these SSIDs
+    cellular_mb_per_day: int = 0  # cellular budget; 0: unlimited
+    cellular_mb_per_month: int = 0
+    urgent_match: tuple[tuple[str, str], ...] = ()  # e.g. { StudyDescription = "*STAT*" }
+    urgent_links: tuple[str, ...] = ("wired", "wifi", "cellular")  # urgent studies may use these
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,7 @@ class SiteConfig:
     geofence: Geofence | None = None
     networks: tuple[str, ...] = ()
     ssids: tuple[str, ...] = ()
+    gateways: tuple[str, ...] = ()  # default gateway IP or MAC addresses seen only here
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     destinations: tuple[DestinationConfig, ...] = ()
     worklist: WorklistConfig | None = None
@@ -556,25 +568,46 @@ def _network(value: Any) -> str:
     raise _bad(f"must be a network in CIDR notation such as '10.20.0.0/16', got {_show(value)}")
 
 
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
+
+def _gateway(value: Any) -> str:
+    if isinstance(value, str):
+        if _MAC.fullmatch(value):
+            return value.lower()
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            pass
+    raise _bad(f"must be an IP address or a MAC address such as '00:1a:2b:3c:4d:5e', "
+               f"got {_show(value)}")
+
+
 def _ssid(value: Any) -> str:
     if isinstance(value, str) and 1 <= len(value.encode()) <= 32:
         return value
     raise _bad(f"must be a Wi-Fi network name of 1-32 bytes, got {_show(value)}")
 
 
-_WINDOW = re.compile(r"(\d\d):(\d\d)-(\d\d):(\d\d)")
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAYS = r"(?:(?P<days>[A-Za-z]{3}(?:-[A-Za-z]{3})?(?:,[A-Za-z]{3}(?:-[A-Za-z]{3})?)*)\s+)?"
+_WINDOW = re.compile(_DAYS + r"(\d\d):(\d\d)-(\d\d):(\d\d)")
 
 
 def _window(value: Any) -> str:
-    match = _WINDOW.fullmatch(value) if isinstance(value, str) else None
-    if match:
-        start_h, start_m, end_h, end_m = (int(part) for part in match.groups())
+    match = _WINDOW.fullmatch(value.strip()) if isinstance(value, str) else None
+    days_ok = match is not None and all(
+        day.lower() in _DAY_NAMES
+        for day in re.split(r"[,-]", match.group("days") or "mon"))
+    if match and days_ok:
+        start_h, start_m, end_h, end_m = (int(part) for part in match.groups()[1:])
         start, end = start_h * 60 + start_m, end_h * 60 + end_m
         if start_h < 24 and start_m < 60 and end_m < 60 and end <= 24 * 60 and start != end:
             return value
     raise _bad(
         'must be a time window "HH:MM-HH:MM" (24-hour clock, start and end differ; '
-        f"it may wrap past midnight), e.g. '19:00-23:00', got {_show(value)}"
+        "it may wrap past midnight), optionally after days such as 'Mon-Fri' or 'Sat,Sun', "
+        f"e.g. '19:00-23:00' or 'Mon-Fri 19:00-23:00', got {_show(value)}"
     )
 
 
@@ -665,6 +698,12 @@ _DETECT: Spec = {
     "mode": (_choice("auto", "fixed"), None),
     "fixed_site": (_text, None),
     "isolate": (_boolean, None),
+    "hold_s": (_number(0), None),
+    "adopt_within_s": (_number(0), None),
+    "adopt_radius_m": (_number(0, above=True), None),
+    "node_interval_s": (_SECONDS, None),
+    "gps_max_age_s": (_SECONDS, None),
+    "gps_max_error_m": (_SECONDS, None),
 }
 _TRANSMIT: Spec = {
     "batch": (_choice("count", "size", "study"), None),
@@ -686,6 +725,7 @@ _SITE: Spec = {
     "name": (_text, None),
     "networks": (_list(_network, '["10.20.0.0/16"]'), None),
     "ssids": (_list(_ssid, '["STMARYS-IMAGING"]'), None),
+    "gateways": (_list(_gateway, '["10.20.0.1", "00:1a:2b:3c:4d:5e"]'), None),
 }
 _SITE_TABLES = ("geofence", "policy", "destination", "worklist")
 _SITE_HINTS = {
@@ -702,6 +742,11 @@ _GEOFENCE: Spec = {
 _POLICY: Spec = {
     "links": (_link_classes, None),
     "windows": (_list(_window, '["19:00-23:00"]'), None),
+    "docked_ssids": (_list(_ssid, '["DEPOT-WIFI"]'), None),
+    "cellular_mb_per_day": (_integer(0), None),
+    "cellular_mb_per_month": (_integer(0), None),
+    "urgent_match": (_match, None),
+    "urgent_links": (_link_classes, None),
 }
 _DESTINATION: Spec = {
     "name": (_ident, '"pacs"'),

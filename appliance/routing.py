@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from appliance.config import Config, DestinationConfig, SiteConfig
 from appliance.store import StudyRecord
@@ -59,19 +59,53 @@ def route_study(study: StudyRecord, config: Config) -> Route:
     return Route(ids, None if ids else NO_DESTINATION, commitment)
 
 
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _days(spec: str) -> set[int]:
+    """"Mon-Fri" or "Sat,Sun" -> weekday numbers (Monday 0)."""
+    days: set[int] = set()
+    for part in spec.lower().split(","):
+        first, _, last = part.partition("-")
+        start, end = _DAY_NAMES.index(first), _DAY_NAMES.index(last or first)
+        days.update(range(start, end + 1) if start <= end else [*range(start, 7),
+                                                                *range(0, end + 1)])
+    return days
+
+
+def _window_parts(window: str) -> tuple[set[int], int, int]:
+    days, _, times = window.strip().rpartition(" ")
+    start_text, end_text = times.split("-")
+    return (_days(days) if days else set(range(7))), _minutes(start_text), _minutes(end_text)
+
+
 def in_windows(windows: tuple[str, ...], now: datetime) -> bool:
-    """Windows are "HH:MM-HH:MM" local time; one that ends before it starts spans midnight."""
+    """Windows are "[days ]HH:MM-HH:MM", local time; one that ends before it starts spans
+    midnight and belongs to the day it starts on."""
     if not windows:
         return True
     minute = now.hour * 60 + now.minute
+    today, yesterday = now.weekday(), (now.weekday() - 1) % 7
     for window in windows:
-        start_text, end_text = window.split("-")
-        start = _minutes(start_text)
-        end = _minutes(end_text)
-        inside = start <= minute < end if start <= end else (minute >= start or minute < end)
-        if inside:
+        days, start, end = _window_parts(window)
+        if start < end and today in days and start <= minute < end:
+            return True
+        if start > end and ((today in days and minute >= start)
+                            or (yesterday in days and minute < end)):
             return True
     return False
+
+
+def next_window_start(windows: tuple[str, ...], now: datetime) -> datetime | None:
+    """When delivery may next start under `windows` (None: no windows, any time)."""
+    if not windows or in_windows(windows, now):
+        return None
+    probe = now.replace(second=0, microsecond=0)
+    for _ in range(8 * 24 * 60 // 15):  # a week and a day, in quarter hours
+        probe += timedelta(minutes=15 - probe.minute % 15)
+        if in_windows(windows, probe):
+            return probe
+    return None
 
 
 def _minutes(text: str) -> int:

@@ -15,6 +15,7 @@ from appliance.routing import (
     SITE_UNKNOWN,
     block_reason,
     in_windows,
+    next_window_start,
     route_study,
 )
 from appliance.store import StudyRecord
@@ -84,3 +85,21 @@ def test_windows_spanning_midnight():
     assert in_windows(("22:00-02:00",), datetime(2026, 1, 1, 1, 0))
     assert not in_windows(("22:00-02:00",), datetime(2026, 1, 1, 12, 0))
     assert in_windows((), datetime(2026, 1, 1, 12, 0))
+
+
+def test_windows_with_days():
+    friday_evening = datetime(2026, 11, 27, 20, 0)  # a Friday
+    saturday_evening = datetime(2026, 11, 28, 20, 0)
+    assert in_windows(("Mon-Fri 19:00-23:00",), friday_evening)
+    assert not in_windows(("Mon-Fri 19:00-23:00",), saturday_evening)
+    assert in_windows(("Sat,Sun 00:00-24:00",), saturday_evening)
+    saturday_1am = datetime(2026, 11, 28, 1, 0)
+    assert in_windows(("Fri 22:00-02:00",), saturday_1am), "a window past midnight"
+    assert not in_windows(("Sat 22:00-02:00",), saturday_1am)
+
+
+def test_next_window_start():
+    friday_noon = datetime(2026, 11, 27, 12, 7)
+    assert next_window_start(("19:00-23:00",), friday_noon) == datetime(2026, 11, 27, 19, 0)
+    assert next_window_start(("Mon 08:00-09:00",), friday_noon) == datetime(2026, 11, 30, 8, 0)
+    assert next_window_start((), friday_noon) is None
