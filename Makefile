@@ -2,12 +2,15 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := dcmtk orthanc
+# Building dbus-python (no wheel) needs the D-Bus and GLib headers.
+BUILD_PACKAGES := gcc python3-dev pkg-config libdbus-1-dev libglib2.0-dev
+# Real peers and stand-ins for the tests: modality and PACS, GPS replay, D-Bus, namespaces.
+APT_PACKAGES := $(BUILD_PACKAGES) dcmtk orthanc gpsd gpsd-clients dbus iproute2
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit bench lint deps apt python-venv clean
+.PHONY: run test unit bench lint deps apt build-deps python-venv clean
 
-run: python-venv $(STAMP)
+run: python-venv build-deps $(STAMP)
 	$(VENV)/bin/fluxbox run
 
 test: python-venv apt $(STAMP)
@@ -30,6 +33,9 @@ python-venv:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv; }
 
+build-deps:
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(BUILD_PACKAGES)"
+
 # Debian packages the tests use as real peers (modality, PACS, worklist server).
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -42,7 +48,7 @@ apt:
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[hw,test]'
 	touch $(STAMP)
 
 clean:

@@ -1,8 +1,10 @@
-"""Wiring: builds everything from the config, starts and stops the workers.
+"""Wiring: builds everything from the config, picks the hardware adapters, starts and
+stops the workers.
 
-Threads: the DICOM listener (pynetdicom's), one closer loop, one delivery
-worker per destination, one housekeeping loop and the control server. Workers
-wake on signals (events), not on calls back upstream.
+Threads: the DICOM listener (pynetdicom's), the supervisor and its watchers, one
+closer loop, one delivery worker per destination, housekeeping and the control
+server. Workers wake on signals (events), not on calls back upstream. This is
+the only module that chooses `hw` adapters.
 """
 
 from __future__ import annotations
@@ -12,21 +14,51 @@ import signal
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
-from appliance import dimse  # noqa: F401  (applies pynetdicom settings)
+from appliance import (
+    dimse,  # noqa: F401  (applies pynetdicom settings)
+    systemd,
+)
 from appliance.config import Config
 from appliance.control import CommandError, ControlServer
 from appliance.delivery import DestinationWorker
 from appliance.health import HealthFacts, health_state
 from appliance.keystore import FileKeystore
 from appliance.logs import event
+from appliance.nodes import ECHO_TIMEOUT_S, NodeProber
 from appliance.receiving import Receiver
 from appliance.report import study_view
-from appliance.routing import block_reason, destination_id
-from appliance.sites import SiteDecision, decide_site
+from appliance.routing import (
+    POLICY_WINDOW,
+    SITE_UNKNOWN,
+    block_reason,
+    destination_id,
+    link_for,
+    next_window_start,
+)
+from appliance.signals import (
+    CELLULAR,
+    OFFLINE,
+    HotplugSource,
+    LinkSource,
+    ModemSource,
+    PositionSource,
+    Snapshot,
+)
+from appliance.sites import (
+    SiteChange,
+    SiteDecision,
+    SiteTracker,
+    candidate_site,
+    decide_site,
+    distance_m,
+    gather_evidence,
+)
 from appliance.store import Store, StudyRecord
 from appliance.studies import StudyCloser
+from appliance.supervisor import Supervisor, Watcher
 
 log = logging.getLogger("fluxbox.app")
 
@@ -34,10 +66,39 @@ PIN_SETTING = "site_pin"
 HOUSEKEEPING_S = 60.0
 
 
+@dataclass(frozen=True)
+class Hardware:
+    position: PositionSource
+    links: LinkSource
+    modem: ModemSource
+    hotplug: HotplugSource | None = None
+
+
+def choose_hardware(config: Config) -> Hardware:
+    """The real adapters where the machine has the service, a do-nothing one elsewhere."""
+    from hw.gps import GpsdPosition
+    from hw.modem import ModemManagerModem
+    from hw.network import best_link_source
+
+    try:
+        from hw.udev import UdevHotplug
+
+        hotplug: HotplugSource | None = UdevHotplug()
+    except Exception:  # no pyudev or no netlink access: hotplug falls back to polling
+        hotplug = None
+    return Hardware(
+        position=GpsdPosition(max_age_s=config.detect.gps_max_age_s,
+                              max_error_m=config.detect.gps_max_error_m),
+        links=best_link_source(dict(config.links.classes)),
+        modem=ModemManagerModem(),
+        hotplug=hotplug,
+    )
+
+
 class Box:
     """The running appliance."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, hardware: Hardware | None = None) -> None:
         self.config = config
         box = config.box
         key = FileKeystore(box.key_path).load_or_create()
@@ -46,28 +107,125 @@ class Box:
         # pynetdicom spools received datasets through tempfile: keep them on the data
         # partition, where start-up scrubs what a crash left behind.
         tempfile.tempdir = str(self.store.spool_dir)
+        self.hardware = hardware or choose_hardware(config)
         self.stop_event = threading.Event()
         self.closer_wake = threading.Event()
-        self.receiver = Receiver(box, self.store, self.current_site, on_stored=self.closer_wake.set)
+        self.tracker = SiteTracker(config.detect.hold_s)
+        self.snapshot = Snapshot(taken_at=0.0)
+        self.evidence: dict[str, list[str]] = {}
+        self.nodes = NodeProber(config)
+        self.supervisor = Supervisor(self._watchers(), on_snapshot=self.on_snapshot)
+        self.receiver = Receiver(box, self.store, self.current_site, on_stored=self.closer_wake.set,
+                                 position=self.current_position)
         self.closer = StudyCloser(self.store, config, self.receiver.associations.studies)
         self.workers = self._build_workers()
         self.control = ControlServer(box.data_dir, self._commands())
         self._threads: list[threading.Thread] = []
 
-    # -- site and policy -------------------------------------------------------
+    # -- signals and site ------------------------------------------------------------
+
+    def _destination_hosts(self) -> list[str]:
+        return sorted({d.host for s in self.config.sites for d in s.destinations})
+
+    def _watchers(self) -> list[Watcher]:
+        hw, hosts = self.hardware, self._destination_hosts()
+
+        def read_links():
+            return (hw.links.links().links, {h: hw.links.route_interface(h) for h in hosts})
+
+        watchers = [
+            Watcher("position", hw.position.position, interval_s=1.0, timeout_s=10.0),
+            Watcher("links", read_links, interval_s=5.0, timeout_s=15.0),
+            Watcher("modem", hw.modem.modem, interval_s=10.0, timeout_s=15.0),
+        ]
+        if self.config.detect.mode == "auto":
+            timeout = 2 * ECHO_TIMEOUT_S * max(1, len(self.config.sites)) + 10
+            watchers.append(Watcher("nodes", self.nodes.probe_once, interval_s=5.0,
+                                    timeout_s=timeout))
+        return watchers
+
+    def on_snapshot(self, snap: Snapshot) -> SiteChange | None:
+        """Each supervisor tick: keep the snapshot, step the site decision."""
+        self.snapshot = snap
+        if self.config.detect.mode != "auto":
+            return None
+        self.evidence = gather_evidence(self.config, snap)
+        change = self.tracker.step(candidate_site(self.evidence), self.evidence, snap.taken_at)
+        if change is not None:
+            event(log, "site changed", before=change.before.id or "unknown",
+                  after=change.after.id or "unknown", source=change.after.source or "-",
+                  evidence="; ".join(f"{k}: {', '.join(v)}" for k, v in self.evidence.items())
+                  or "none")
+            self.store.add_event("site changed", snap.taken_at, before=change.before.id,
+                                 after=change.after.id, evidence=self.evidence)
+            if change.after.id:
+                self.adopt_held(change.after, snap.taken_at)
+            self.wake_delivery()
+        return change
 
     def current_site(self) -> SiteDecision:
-        return decide_site(self.config, self.store.get_setting(PIN_SETTING))
+        return decide_site(self.config, self.store.get_setting(PIN_SETTING),
+                           self.tracker.current)
 
-    def link_class(self) -> str:
-        return "wired"
+    def current_position(self) -> tuple[float, float] | None:
+        fix = self.snapshot.position
+        return (round(fix.lat, 6), round(fix.lon, 6)) if fix is not None else None
 
-    def gate(self, study: StudyRecord, now: float) -> str | None:
-        """Why a study may not move now; None when it may."""
+    def adopt_held(self, decision: SiteDecision, now: float) -> int:
+        """Held studies acquired shortly before a site was confirmed, at the same place,
+        take that site, if `adopt_within_s` allows it. Never by guess: both time and
+        position must agree."""
+        window_s, radius_m = self.config.detect.adopt_within_s, self.config.detect.adopt_radius_m
+        here = self.current_position()
+        if not window_s or here is None:
+            return 0
+        adopted = 0
+        for study in self.store.studies():
+            if study.site is not None or study.position is None:
+                continue
+            if now - study.first_at > window_s or distance_m(*study.position, *here) > radius_m:
+                continue
+            self._assign(study, decision.id, decision.source or "gps", now)
+            adopted += 1
+        return adopted
+
+    def _assign(self, study: StudyRecord, site_id: str, source: str, now: float) -> None:
+        held = study.held_reason == SITE_UNKNOWN
+        updated = self.store.update_study(study.key, site=site_id, site_source=source,
+                                          held_reason=None if held else study.held_reason)
+        event(log, "study assigned", study=study.key[:12], site=site_id, source=source)
+        if updated is not None and updated.phase == "closed":
+            self.closer.reroute(updated, now)
+        self.wake_delivery()
+
+    # -- policy ------------------------------------------------------------------------
+
+    def link_to(self, dest_id: str):
+        site_id, name = dest_id.split("/", 1)
+        site = self.config.site(site_id)
+        dest = next(d for d in site.destinations if d.name == name)
+        return link_for(dest.host, self.snapshot, self.config.links.classes)
+
+    def gate(self, study: StudyRecord, dest_id: str, now: float) -> str | None:
+        """Why a study may not move to `dest_id` now; None when it may."""
         if study.phase != "closed" and self.config.transmit.forward != "streaming":
             return "receiving"
-        return block_reason(study, self.config, current_site=self.current_site().id,
-                            link_class=self.link_class(), now=datetime.fromtimestamp(now))
+        return block_reason(
+            study, self.config, current_site=self.current_site().id,
+            link=self.link_to(dest_id), now=datetime.fromtimestamp(now),
+            cellular_used_bytes=self.store.traffic(CELLULAR, now),
+        )
+
+    def _link_class(self, dest_id: str) -> str | None:
+        link = self.link_to(dest_id)
+        return link.link_class if link is not None else None
+
+    def _study_block(self, study: StudyRecord, now: float) -> str | None:
+        """A study's block for display: the first of its destinations' blocks, if all block."""
+        if not study.destinations:
+            return study.held_reason or (None if study.site else SITE_UNKNOWN)
+        blocks = [self.gate(study, d, now) for d in study.destinations]
+        return blocks[0] if all(blocks) else None
 
     # -- workers ---------------------------------------------------------------
 
@@ -78,7 +236,9 @@ class Box:
                 dest_id = destination_id(site, dest)
                 worker = DestinationWorker(
                     self.store, dest_id, dest, self.config.transmit,
-                    calling_ae=self.config.box.ae_title, gate=self.gate,
+                    calling_ae=self.config.box.ae_title,
+                    gate=lambda study, now, d=dest_id: self.gate(study, d, now),
+                    link_class=lambda d=dest_id: self._link_class(d),
                 )
                 workers[dest_id] = (worker, threading.Event())
         return workers
@@ -113,10 +273,21 @@ class Box:
             except Exception:
                 log.exception("housekeeping error")
 
+    def alive(self) -> bool:
+        """For the watchdog: the supervisor ticks and every delivery worker runs."""
+        workers_alive = all(t.is_alive() for t in self._threads if t.name.startswith("deliver-"))
+        return self.supervisor.alive() and workers_alive
+
     def start(self) -> None:
         event(log, "starting", data_dir=self.config.box.data_dir, repaired=str(self.repair))
+        self.supervisor.start()  # a first snapshot before the first study arrives
         self.receiver.start()
         self.control.start()
+        if self.hardware.hotplug is not None:
+            try:
+                self.hardware.hotplug.watch(self.supervisor.poke)
+            except Exception as exc:
+                event(log, "hotplug unavailable", logging.WARNING, error=type(exc).__name__)
         self._spawn("closer", self._closer_loop)
         self._spawn("housekeeping", self._housekeeping_loop)
         for dest_id, (worker, wake) in self.workers.items():
@@ -130,24 +301,30 @@ class Box:
     def stop(self) -> None:
         """Stop accepting, let in-flight C-STOREs finish, stop workers, close the index."""
         event(log, "stopping")
+        systemd.notify("STOPPING=1")
         self.receiver.stop()
         self.stop_event.set()
         self.closer_wake.set()
         self.wake_delivery()
+        if self.hardware.hotplug is not None:
+            self.hardware.hotplug.stop()
+        self.supervisor.stop()
         for thread in self._threads:
             thread.join(timeout=30)
         self.control.stop()
         self.store.close()
 
     def run_forever(self) -> None:
-        """`fluxbox run`: until SIGTERM or SIGINT."""
+        """`fluxbox run`: until SIGTERM or SIGINT. Feeds the systemd watchdog while alive."""
         done = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: done.set())
         self.start()
+        systemd.notify("READY=1")
         try:
             while not done.wait(1.0):
-                pass
+                if self.alive():
+                    systemd.notify("WATCHDOG=1")
         finally:
             self.stop()
 
@@ -155,9 +332,27 @@ class Box:
 
     def studies_view(self) -> list[dict]:
         now = time.time()
-        return [study_view(self.store, s, self.gate(s, now)) for s in self.store.studies()]
+        return [study_view(self.store, s, self._study_block(s, now)) for s in self.store.studies()]
+
+    def link_view(self) -> dict:
+        site = self.config.site(self.current_site().id or "") or (
+            self.config.sites[0] if self.config.sites else None)
+        link = (self.link_to(destination_id(site, site.destinations[0]))
+                if site and site.destinations else None)
+        modem = self.snapshot.modem
+        return {
+            "class": link.link_class if link else OFFLINE,
+            "interface": link.interface if link else None,
+            "ssid": link.ssid if link else None, "vpn": bool(link and link.vpn),
+            "metered": bool(link and link.metered),
+            "rate_kbps": link.expected_kbps if link else None,
+            "modem": None if modem is None else {
+                "signal_percent": modem.signal_percent, "technology": modem.technology,
+                "registration": modem.registration, "operator": modem.operator},
+        }
 
     def status_view(self) -> dict:
+        now = time.time()
         rows = self.studies_view()
         waiting = [r for r in rows if r["state"] != "complete"]
         pending = sum(d["pending"] for r in rows for d in r["destinations"])
@@ -176,7 +371,9 @@ class Box:
         )
         return {
             "site": self.current_site().as_json(),
-            "link": {"class": self.link_class(), "rate_kbps": None},
+            "detect": {"mode": self.config.detect.mode, "evidence": self.evidence,
+                       "confirmed_at": self.tracker.confirmed_at},
+            "link": self.link_view(),
             "queue": {
                 "studies": len(waiting), "instances": pending,
                 "bytes": sum(r["bytes"] for r in waiting),
@@ -184,6 +381,7 @@ class Box:
             "disk": {"free_bytes": free, "reserve_bytes": self.store.reserve_bytes},
             "health": health_state(facts),
             "errors": errors,
+            "held": self._held_view(rows, now),
             "receiving": {"associations": self.receiver.associations.count(),
                           **self.receiver.counters},
             "destinations": [
@@ -191,7 +389,24 @@ class Box:
                  "retry_at": w.backoff.next_at or None}
                 for dest_id, (w, _) in self.workers.items()
             ],
+            "signals": self.supervisor.health(),
+            "cellular_bytes": dict(zip(("today", "month"), self.store.traffic(CELLULAR, now),
+                                       strict=True)),
         }
+
+    def _held_view(self, rows: list[dict], now: float) -> dict:
+        """Held studies by reason, and when a window-held study may next move."""
+        reasons: dict[str, int] = {}
+        for row in rows:
+            if row["state"] == "held":
+                reasons[row["held_reason"]] = reasons.get(row["held_reason"], 0) + 1
+        next_at = None
+        if POLICY_WINDOW in reasons:
+            starts = [next_window_start(s.policy.windows, datetime.fromtimestamp(now))
+                      for s in self.config.sites if s.policy.windows]
+            starts = [s for s in starts if s is not None]
+            next_at = min(starts).isoformat() if starts else None
+        return {"reasons": reasons, "next_window": next_at}
 
     def _commands(self) -> dict:
         return {
@@ -199,6 +414,7 @@ class Box:
             "studies": lambda args: self.studies_view(),
             "site": self._cmd_site,
             "retry": self._cmd_retry,
+            "assign": self._cmd_assign,
             "worklist": lambda args: [],
         }
 
@@ -206,9 +422,7 @@ class Box:
         action = args.get("action", "show")
         if action == "set":
             site_id = args.get("id", "")
-            if self.config.site(site_id) is None:
-                known = ", ".join(s.id for s in self.config.sites) or "none"
-                raise CommandError(f"unknown site {site_id!r}; configured sites: {known}")
+            self._known_site(site_id)
             self.store.set_setting(PIN_SETTING, site_id)
             event(log, "site pinned", site=site_id)
         elif action == "auto":
@@ -216,6 +430,23 @@ class Box:
             event(log, "site released to detection")
         self.wake_delivery()
         return self.current_site().as_json()
+
+    def _known_site(self, site_id: str) -> None:
+        if self.config.site(site_id) is None:
+            known = ", ".join(s.id for s in self.config.sites) or "none"
+            raise CommandError(f"unknown site {site_id!r}; configured sites: {known}")
+
+    def _cmd_assign(self, args: dict) -> dict:
+        study = self.store.study_by_uid(args.get("study_uid") or "")
+        if study is None:
+            raise CommandError("no such study on this box")
+        site_id = args.get("site_id") or ""
+        self._known_site(site_id)
+        if study.site and study.site != site_id and study.completed_at is None and any(
+                self.store.counts(study, d).delivered for d in study.destinations):
+            raise CommandError(f"study already partly delivered to site {study.site!r}")
+        self._assign(study, site_id, "manual", time.time())
+        return {"study_uid": study.study_uid, "site": site_id}
 
     def _cmd_retry(self, args: dict) -> dict:
         study_uid = args.get("study_uid")

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("action", nargs="?", choices=["auto", "set"])
     site.add_argument("id", nargs="?")
     add("retry", "retry now, clearing back-off").add_argument("study_uid", nargs="?")
+    assign = add("assign", "give a held study its site (service staff)")
+    assign.add_argument("study_uid")
+    assign.add_argument("site_id")
     add("worklist", "the cached worklist of the current site (patient data; root only)"
         ).add_argument("--json", action="store_true")
     add("console", "the front-panel status console")
@@ -133,6 +136,12 @@ def cmd_retry(args) -> int:
     return EXIT_OK
 
 
+def cmd_assign(args) -> int:
+    result = _call(args, "assign", study_uid=args.study_uid, site_id=args.site_id)
+    print(f"study assigned to site {result['site']}; it is delivered there")
+    return EXIT_OK
+
+
 def cmd_worklist(args) -> int:
     if os.geteuid() != 0:
         print("fluxbox: the worklist holds patient data; run as root", file=sys.stderr)
@@ -171,6 +180,6 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {
     "run": cmd_run, "status": cmd_status, "studies": cmd_studies, "site": cmd_site,
-    "retry": cmd_retry, "worklist": cmd_worklist, "console": cmd_console,
+    "retry": cmd_retry, "assign": cmd_assign, "worklist": cmd_worklist, "console": cmd_console,
     "check-config": cmd_check_config, "demo": cmd_demo,
 }

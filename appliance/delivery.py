@@ -116,6 +116,7 @@ class DestinationWorker:
         self, store: Store, dest_id: str, dest: DestinationConfig, transmit: TransmitConfig,
         *, calling_ae: str, gate: Callable[[StudyRecord, float], str | None],
         on_progress: Callable[[], None] = lambda: None,
+        link_class: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.store = store
         self.dest_id = dest_id
@@ -124,6 +125,7 @@ class DestinationWorker:
         self.calling_ae = calling_ae
         self.gate = gate
         self.on_progress = on_progress
+        self.link_class = link_class
         self.backoff = Backoff(transmit.retry_initial_s, transmit.retry_max_s)
         self.last_error: str | None = None
         self.last_success_at: float | None = None
@@ -320,7 +322,7 @@ class DestinationWorker:
             raise LinkDown("no response from PACS (association aborted or timed out)")
         code = int(status.Status)
         if dimse.is_success_or_warning(code):
-            if self.store.record_delivered(self.dest_id, item, time.time()):
+            if self.store.record_delivered(self.dest_id, item, time.time(), self.link_class()):
                 outcome.completed.append(item.study.key)
             outcome.sent += 1
         elif dimse.is_transient(code):

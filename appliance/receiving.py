@@ -77,12 +77,14 @@ class Receiver:
     def __init__(
         self, box: BoxConfig, store: Store, site: Callable[[], SiteDecision],
         on_stored: Callable[[], None] = lambda: None,
+        position: Callable[[], tuple[float, float] | None] = lambda: None,
         extra_handlers: list | None = None,
     ) -> None:
         self.box = box
         self.store = store
         self.site = site
         self.on_stored = on_stored
+        self.position = position
         self.associations = OpenAssociations()
         self.extra_handlers = extra_handlers or []
         self.counters = {"stored": 0, "duplicate": 0, "replaced": 0, "refused": 0, "failed": 0}
@@ -170,7 +172,7 @@ class Receiver:
         try:
             outcome = self.store.put_instance(
                 path, header, calling_aet=calling_aet, site=decision.id,
-                site_source=decision.source,
+                site_source=decision.source, position=self.position(),
             )
         except (StoreFull, StoreFault) as exc:
             return self._store_failed(type(exc).__name__, exc)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from appliance.config import Config, DestinationConfig, SiteConfig
+from appliance.signals import CELLULAR, WIFI, WIRED, Link, Snapshot
 from appliance.store import StudyRecord
 
 SITE_UNKNOWN = "site-unknown"
@@ -19,6 +20,7 @@ NO_DESTINATION = "no-destination"
 ISOLATED = "isolated"
 POLICY_LINK = "policy:link"
 POLICY_WINDOW = "policy:window"
+POLICY_BUDGET = "policy:budget"
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,11 @@ _MATCH_FIELDS = {
 
 def matches(dest: DestinationConfig, study: StudyRecord) -> bool:
     """Every `match` pattern must match (shell-style wildcards, case-insensitive)."""
-    for keyword, pattern in dest.match:
+    return _match_pairs(dest.match, study)
+
+
+def _match_pairs(pairs: tuple[tuple[str, str], ...], study: StudyRecord) -> bool:
+    for keyword, pattern in pairs:
         value = getattr(study, _MATCH_FIELDS.get(keyword, ""), None)
         if value is None or not fnmatch.fnmatchcase(str(value).upper(), pattern.upper()):
             return False
@@ -113,11 +119,35 @@ def _minutes(text: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
+def link_for(host: str, snap: Snapshot, classes: tuple[tuple[str, str], ...] = ()) -> Link | None:
+    """The link that carries traffic to `host`, from the snapshot's routes; None if no route.
+
+    An interface the link source does not list (loopback, tun, veth, bridge) counts as
+    wired unless `[links] classes` maps it.
+    """
+    interface = snap.routes.get(host)
+    if interface is None:
+        return None
+    for link in snap.links:
+        if link.interface == interface:
+            return link
+    return Link(interface, dict(classes).get(interface, WIRED))
+
+
+def is_urgent(study: StudyRecord, site: SiteConfig) -> bool:
+    return bool(site.policy.urgent_match) and _match_pairs(site.policy.urgent_match, study)
+
+
 def block_reason(
-    study: StudyRecord, config: Config, *, current_site: str | None, link_class: str,
-    now: datetime,
+    study: StudyRecord, config: Config, *, current_site: str | None, link: Link | None,
+    now: datetime, cellular_used_bytes: tuple[int, int] = (0, 0),
 ) -> str | None:
-    """Why `study` may not move now, or None when it may."""
+    """Why `study` may not move now over `link`, or None when it may.
+
+    `cellular_used_bytes` is (today, this month). Urgent studies (the site's
+    `urgent_match`) may use `urgent_links` and ignore windows and the budget.
+    With no route known the link is not judged: delivery tries, and backs off.
+    """
     if study.held_reason:
         return study.held_reason
     site = config.site(study.site) if study.site else None
@@ -125,8 +155,23 @@ def block_reason(
         return SITE_UNKNOWN
     if config.detect.isolate and current_site != study.site:
         return ISOLATED
-    if link_class not in site.policy.links:
-        return POLICY_LINK
-    if not in_windows(site.policy.windows, now):
+    policy = site.policy
+    urgent = is_urgent(study, site)
+    if link is not None:
+        if link.link_class not in (policy.urgent_links if urgent else policy.links):
+            return POLICY_LINK
+        docked = not policy.docked_ssids or link.ssid in policy.docked_ssids
+        if link.link_class == WIFI and not docked and not urgent:
+            return POLICY_LINK
+        if link.link_class == CELLULAR and not urgent and _over_budget(policy,
+                                                                       cellular_used_bytes):
+            return POLICY_BUDGET
+    if not urgent and not in_windows(policy.windows, now):
         return POLICY_WINDOW
     return None
+
+
+def _over_budget(policy, used: tuple[int, int]) -> bool:
+    day_mb, month_mb = policy.cellular_mb_per_day, policy.cellular_mb_per_month
+    return bool((day_mb and used[0] >= day_mb * 1_000_000)
+                or (month_mb and used[1] >= month_mb * 1_000_000))

@@ -8,7 +8,7 @@ Every reading carries the time it was observed, so a decision can tell stale fro
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 WIRED, WIFI, CELLULAR, OFFLINE = "wired", "wifi", "cellular", "offline"
@@ -56,6 +56,19 @@ class ModemState:
 class Links:
     links: tuple[Link, ...]
     observed_at: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent view of the signals, each part with the time it was observed."""
+
+    taken_at: float
+    position: Position | None = None
+    links: tuple[Link, ...] = ()
+    links_at: float = 0.0
+    routes: dict[str, str | None] = field(default_factory=dict)  # host -> interface
+    modem: ModemState | None = None
+    nodes: dict[str, float] = field(default_factory=dict)  # site id -> last C-ECHO answer
 
 
 class PositionSource(Protocol):

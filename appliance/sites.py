@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from appliance.config import Config, SiteConfig
-from appliance.signals import Link, Position
+from appliance.signals import Link, Snapshot
 
 SOURCE_ORDER = ("network", "gps", "node")  # the name a decision gives its strongest evidence
 
@@ -29,16 +29,6 @@ class SiteDecision:
 
 
 UNKNOWN = SiteDecision(None, None)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One consistent view of the signals, each with the time it was observed."""
-
-    taken_at: float
-    position: Position | None = None
-    links: tuple[Link, ...] = ()
-    nodes: dict[str, float] = field(default_factory=dict)  # site id -> last C-ECHO answer
 
 
 def decide_site(config: Config, pinned: str | None, detected: SiteDecision = UNKNOWN

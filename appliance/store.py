@@ -101,6 +101,7 @@ class StudyRecord:
     station_name: str = ""
     calling_aet: str = ""
     study_description: str = ""
+    position: tuple[float, float] | None = None  # where the vehicle was when it arrived
 
     @property
     def seq_bytes(self) -> bytes:
@@ -151,9 +152,9 @@ class RepairReport:
 
 def _record_from_json(cls, raw: bytes):
     data = json.loads(raw)
-    for name in ("destinations", "findings", "commit_destinations"):
+    for name in ("destinations", "findings", "commit_destinations", "position"):
         if name in data:
-            data[name] = tuple(data[name])
+            data[name] = tuple(data[name]) if data[name] is not None else None
     return cls(**data)
 
 
@@ -177,6 +178,7 @@ class Store:
         self.spool_dir = self.data_dir / "spool"
         for path in (self.data_dir, self.blob_dir, self.temp_dir, self.spool_dir):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._make_blob_dirs()
         self.env = lmdb.open(
             str(self.data_dir / "index"), map_size=MAP_SIZE_BYTES, max_dbs=12,
             max_readers=256, subdir=True,
@@ -189,6 +191,17 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
+
+    def _make_blob_dirs(self) -> None:
+        """All 256 fan-out directories up front: no mkdir and parent fsync while ingesting."""
+        made = False
+        for n in range(256):
+            folder = self.blob_dir / f"{n:02x}"
+            if not folder.exists():
+                folder.mkdir(mode=0o700)
+                made = True
+        if made:
+            _fsync_dir(self.blob_dir)
 
     # -- small helpers -------------------------------------------------------
 
@@ -224,6 +237,7 @@ class Store:
     def put_instance(
         self, path: Path, header: InstanceHeader, *, calling_aet: str, site: str | None,
         site_source: str | None, now: float | None = None,
+        position: tuple[float, float] | None = None,
     ) -> Outcome:
         """Make one received instance durable; returns once payload and index are on disk.
 
@@ -246,7 +260,8 @@ class Store:
         try:
             self._place(temp, final)
             outcome, old_blob = self._commit_instance(
-                inst_key, header, blob, digest, size, calling_aet, site, site_source, now
+                inst_key, header, blob, digest, size, calling_aet, site, site_source, now,
+                position,
             )
         except lmdb.MapFullError as exc:
             final.unlink(missing_ok=True)
@@ -283,15 +298,13 @@ class Store:
         return temp, digest.hexdigest(), size
 
     def _place(self, temp: Path, final: Path) -> None:
-        if not final.parent.exists():
-            final.parent.mkdir(mode=0o700, exist_ok=True)
-            _fsync_dir(self.blob_dir)
         os.replace(temp, final)
         _fsync_dir(final.parent)
 
     def _commit_instance(
         self, inst_key: bytes, header: InstanceHeader, blob: str, digest: str, size: int,
         calling_aet: str, site: str | None, site_source: str | None, now: float,
+        position: tuple[float, float] | None,
     ) -> tuple[Outcome, str | None]:
         study_key = self.keys.uid_hash(header.study_uid)
         with self.env.begin(write=True) as txn:
@@ -302,7 +315,7 @@ class Store:
                 key=study_key.hex(), seq=self._next_seq(txn), study_uid=header.study_uid,
                 site=site, site_source=site_source, first_at=now, modality=header.modality,
                 station_name=header.station_name, calling_aet=calling_aet,
-                study_description=header.study_description,
+                study_description=header.study_description, position=position,
             )
             facts = {
                 "series_number": header.series_number,
@@ -465,14 +478,18 @@ class Store:
                 total += record.size_bytes
         return batch
 
-    def record_delivered(self, dest: str, item: Queued, now: float) -> bool:
+    def record_delivered(self, dest: str, item: Queued, now: float,
+                         link_class: str | None = None) -> bool:
         """Record a success or warning from `dest`; committed before returning.
 
+        The bytes count against `link_class`'s traffic in the same transaction.
         If the instance was replaced while in flight, the position stays
         pending so the new version is sent. Returns True when this completed
         the study at every destination it is routed to.
         """
         with self.env.begin(write=True) as txn:
+            if link_class is not None:
+                self._add_traffic(txn, link_class, item.instance.size_bytes, now)
             current = self._get(txn, "instances", bytes.fromhex(item.instance.key),
                                 InstanceRecord)
             if current is None or current.digest != item.instance.digest:
@@ -699,6 +716,27 @@ class Store:
                 txn.delete(key, db=self._db["meta"])
             else:
                 txn.put(key, value.encode(), db=self._db["meta"])
+
+    # -- traffic -------------------------------------------------------------------
+
+    def _add_traffic(self, txn, link_class: str, nbytes: int, now: float) -> None:
+        """Count bytes sent over a link class, per local day and month (for budgets)."""
+        for key in self._traffic_keys(link_class, now):
+            raw = txn.get(key, db=self._db["meta"])
+            total = (_SEQ.unpack(raw)[0] if raw else 0) + nbytes
+            txn.put(key, _SEQ.pack(total), db=self._db["meta"])
+
+    def traffic(self, link_class: str, now: float) -> tuple[int, int]:
+        """Bytes sent over `link_class` (today, this month)."""
+        with self.env.begin() as txn:
+            values = [txn.get(k, db=self._db["meta"])
+                      for k in self._traffic_keys(link_class, now)]
+        return tuple(_SEQ.unpack(v)[0] if v else 0 for v in values)  # type: ignore[return-value]
+
+    @staticmethod
+    def _traffic_keys(link_class: str, now: float) -> tuple[bytes, bytes]:
+        day = time.strftime("%Y-%m-%d", time.localtime(now))
+        return (f"traffic:{link_class}:{day}".encode(), f"traffic:{link_class}:{day[:7]}".encode())
 
     # -- housekeeping ------------------------------------------------------------
 

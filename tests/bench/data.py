@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from appliance.synthetic import write_ct_study, write_mg_study
 
@@ -33,39 +34,37 @@ class Study:
         return self.size_bytes / 1e6
 
 
-def _write_ct(out: Path) -> list[Path]:
-    return write_ct_study(out, slices=300, rows=512, cols=512, seed=1,
-                          study_uid=_CT_UID, study_date=_STUDY_DATE)
+WRITERS: dict[str, tuple[Callable[..., list[Path]], dict[str, Any]]] = {
+    "ct": (write_ct_study, {"slices": 300, "rows": 512, "cols": 512, "seed": 1,
+                            "study_uid": _CT_UID, "study_date": _STUDY_DATE}),
+    "mg": (write_mg_study, {"seed": 2, "study_uid": _MG_UID, "study_date": _STUDY_DATE}),
+}
 
 
-def _write_mg(out: Path) -> list[Path]:
-    return write_mg_study(out, seed=2, study_uid=_MG_UID, study_date=_STUDY_DATE)
-
-
-WRITERS: dict[str, Callable[[Path], list[Path]]] = {"ct": _write_ct, "mg": _write_mg}
-
-
-def _cached(folder: Path) -> tuple[Path, ...] | None:
-    """The files of a complete cached study, or None."""
+def _cached(folder: Path, params: dict[str, Any]) -> tuple[Path, ...] | None:
+    """The files of a complete cached study written with ``params``, or None."""
     try:
-        names = json.loads((folder / _MANIFEST).read_text())
+        manifest = json.loads((folder / _MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    files = tuple(folder / n for n in names)
+    if not isinstance(manifest, dict) or manifest.get("params") != params:
+        return None
+    files = tuple(folder / n for n in manifest.get("files", []))
     return files if files and all(f.is_file() for f in files) else None
 
 
 def study(root: Path, name: str, log: Callable[[str], None] = print) -> Study:
-    """The named study from the cache, writing it first if it is missing or partial."""
+    """The named study from the cache, writing it first if it is missing, partial or stale."""
+    writer, params = WRITERS[name]
     folder = root / name
-    files = _cached(folder)
+    files = _cached(folder, params)
     if files is None:
         log(f"generating the {name} study in {folder} ...")
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        written = WRITERS[name](folder)
-        (folder / _MANIFEST).write_text(json.dumps([p.name for p in written]))
-        files = tuple(written)
+        files = tuple(writer(folder, **params))
+        manifest = {"params": params, "files": [p.name for p in files]}
+        (folder / _MANIFEST).write_text(json.dumps(manifest))
     return Study(name, files)
 
 

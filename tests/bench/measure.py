@@ -135,18 +135,22 @@ def orthanc_ingest(sender: Sender) -> Timing:
 # --------------------------------------------------------------------------- the box
 
 
-def box_config(data_dir: Path, port: int, dest_port: int, dest_aet: str) -> str:
-    """The test harness's box: one fixed site whose one destination is dest_aet at dest_port."""
+def box_config(data_dir: Path, port: int, dest_port: int, dest_aet: str,
+               transmit: str = "") -> str:
+    """The test harness's box: one fixed site whose one destination is dest_aet at dest_port;
+    ``transmit`` adds or overrides [transmit] settings."""
     dest = {"name": "pacs", "ae_title": dest_aet, "host": LOOPBACK, "port": dest_port}
     return box_toml(data_dir, port, site_toml("a", [dest]),
-                    transmit="study_quiet_s = 0.5\ndimse_timeout_s = 60")
+                    transmit=f"study_quiet_s = 0.5\ndimse_timeout_s = 60\n{transmit}")
 
 
 @contextlib.contextmanager
-def running_box(workdir: Path, dest_port: int, dest_aet: str) -> Iterator[BoxProcess]:
+def running_box(workdir: Path, dest_port: int, dest_aet: str,
+                transmit: str = "") -> Iterator[BoxProcess]:
     """A started box; SIGTERM on the way out (SIGKILL after an error or a slow stop)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    box = BoxProcess(box_config(workdir / "data", free_port(), dest_port, dest_aet), workdir)
+    config = box_config(workdir / "data", free_port(), dest_port, dest_aet, transmit)
+    box = BoxProcess(config, workdir)
     try:
         box.start(timeout_s=BOX_START_S)
         yield box
@@ -167,33 +171,47 @@ def peak_rss_mb(pid: int) -> float:
     raise BenchError(f"no VmHWM for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a live process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _box_pid(box: BoxProcess) -> int:
     assert box.proc is not None
     return box.proc.pid
 
 
-def box_ingest(sender: Sender, workdir: Path, profiler: Profiler | None = None) -> Timing:
+def box_ingest(sender: Sender, workdir: Path, profiler: Profiler | None = None,
+               transmit: str = "") -> Timing:
     """storescu -> the box, whose destination is a closed port (nothing leaves meanwhile)."""
-    with running_box(workdir, free_port(), "NOWHERE") as box:
+    with running_box(workdir, free_port(), "NOWHERE", transmit) as box:
         settle_disk()
+        cpu = cpu_seconds(_box_pid(box))
         with _maybe_profile(profiler, _box_pid(box), f"ingest-{sender.study.name}"):
             seconds = sender.send(box.port, BOX_AET)
+        cpu = cpu_seconds(_box_pid(box)) - cpu
         stored = sum(row["instances"] for row in box.studies())
         rss = peak_rss_mb(_box_pid(box))
     if stored != len(sender.study.files):
         raise BenchError(f"the box holds {stored} of {len(sender.study.files)} instances")
-    return _timing(sender.study, "ingest", "box", seconds, peak_rss_mb=round(rss, 1))
+    return _timing(sender.study, "ingest", "box", seconds, peak_rss_mb=round(rss, 1),
+                   cpu_s=round(cpu, 2))
 
 
-def box_delivery(sender: Sender, workdir: Path, profiler: Profiler | None = None) -> Timing:
+def box_delivery(sender: Sender, workdir: Path, profiler: Profiler | None = None,
+                 transmit: str = "") -> Timing:
     """The box -> storescp, from the study closing until `studies` shows it complete."""
-    with StoreSCP(aet="PACS") as scp, running_box(workdir, scp.port, scp.aet) as box:
+    with (StoreSCP(aet="PACS") as scp,
+          running_box(workdir, scp.port, scp.aet, transmit) as box):
         settle_disk()
         ingest_s = sender.send(box.port, BOX_AET)
         deadline = time.monotonic() + DELIVERY_TIMEOUT_S
         seen_closed, _ = wait_state(box, CLOSED_STATES, deadline)
+        cpu = cpu_seconds(_box_pid(box))
         with _maybe_profile(profiler, _box_pid(box), f"delivery-{sender.study.name}"):
             seen_complete, row = wait_state(box, {"complete"}, deadline)
+        cpu = cpu_seconds(_box_pid(box)) - cpu
         rss = peak_rss_mb(_box_pid(box))
         logged_close = _logged_close(box.log())
         received = len(scp.files())
@@ -203,6 +221,7 @@ def box_delivery(sender: Sender, workdir: Path, profiler: Profiler | None = None
     box_clock = float(row["completed_at"]) - logged_close if logged_close else None
     return _timing(
         sender.study, "delivery", "box", seen_complete - start, peak_rss_mb=round(rss, 1),
+        cpu_s=round(cpu, 2),
         ingest_live_dest_s=round(ingest_s, 3), poll_s=round(seen_complete - seen_closed, 3),
         box_clock_s=round(box_clock, 3) if box_clock is not None else None,
         start_from="log" if logged_close and logged_close < seen_closed else "poll",

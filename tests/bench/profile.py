@@ -87,7 +87,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 # --------------------------------------------------------------------------- summary
 
 # A thread waits for work when its stack is a loop calling only these (see _is_idle).
-_WAITS = ("Condition.wait (", "Event.wait (", "_PollLikeSelector.select (", "socket.accept (")
+_WAITS = ("Condition.wait (", "Event.wait (", "_PollLikeSelector.select (",
+          "EpollSelector.select (", "socket.accept (")
 _LOOP = re.compile(r"(serve_forever|run_forever|_loop|\.run)$")
 ROLES = {  # what pynetdicom's threads do
     "AcceptorThread": "the box's side of an incoming association: DIMSE and C-STORE handler",

@@ -44,6 +44,7 @@ class Rate:
     mb_s: float
     images_s: float
     peak_rss_mb: float | None
+    cpu_share: float | None  # the box's CPU seconds per wall-clock second (1.0: one core)
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,12 @@ def rates(timings: list[Timing]) -> list[Rate]:
 def _rate(key: tuple[str, str, str], runs: list[Timing]) -> Rate:
     seconds = statistics.median(t.seconds for t in runs)
     rss = [t.extra["peak_rss_mb"] for t in runs if "peak_rss_mb" in t.extra]
+    cpu = [t.extra["cpu_s"] / t.seconds for t in runs if "cpu_s" in t.extra]
     first = runs[0]
     return Rate(*key, runs=len(runs), seconds=seconds, min_s=min(t.seconds for t in runs),
                 max_s=max(t.seconds for t in runs), mb_s=first.size_bytes / 1e6 / seconds,
-                images_s=first.files / seconds, peak_rss_mb=max(rss) if rss else None)
+                images_s=first.files / seconds, peak_rss_mb=max(rss) if rss else None,
+                cpu_share=statistics.median(cpu) if cpu else None)
 
 
 def verdicts(all_rates: list[Rate]) -> list[Verdict]:
@@ -93,13 +96,16 @@ def table(all_rates: list[Rate], all_verdicts: list[Verdict], header: str) -> st
     """The printed report."""
     lines = [header, "",
              f"{'study':<6}{'path':<32}{'MB/s':>8}{'img/s':>9}{'median s':>10}"
-             f"{'min-max s':>14}{'peak RSS':>10}"]
+             f"{'min-max s':>14}{'box RSS':>9}{'box CPU':>9}"]
     for r in all_rates:
         rss = f"{r.peak_rss_mb:.0f} MB" if r.peak_rss_mb is not None else ""
+        cpu = f"{r.cpu_share:.0%}" if r.cpu_share is not None else ""
         lines.append(f"{r.study.upper():<6}{LABELS[(r.kind, r.target)]:<32}{r.mb_s:>8.1f}"
                      f"{r.images_s:>9.1f}{r.seconds:>10.2f}"
-                     f"{f'{r.min_s:.2f}-{r.max_s:.2f}':>14}{rss:>10}")
-    lines += ["", f"{'study':<6}{'ratio':<34}{'value':>7}{'target':>10}  result"]
+                     f"{f'{r.min_s:.2f}-{r.max_s:.2f}':>14}{rss:>9}{cpu:>9}")
+    lines += ["box RSS: peak resident set (VmHWM); box CPU: its CPU time / wall time "
+              "(100% = one core)",
+              "", f"{'study':<6}{'ratio':<34}{'value':>7}{'target':>10}  result"]
     for v in all_verdicts:
         name = f"{v.kind} box / {_peer_name(v.peer)}"
         lines.append(f"{v.study.upper():<6}{name:<34}{v.ratio:>6.2f}x{f'>= {v.need:.1f}x':>10}"

@@ -5,10 +5,12 @@ measures every path once per study, interleaved, so disk speed swings hit all
 of them alike; the table shows medians. Results go to build/bench-results.json.
 
     python -m tests.bench.run [--repeat N] [--studies ct,mg] [--profile] [--strict]
+                              [--transmit "associations = 2"]
 
 ``--profile`` adds one extra, untimed box ingest and delivery per study under
 py-spy and prints where the box's threads spend their time (files in
-build/bench-profile/).
+build/bench-profile/). ``--transmit`` tries [transmit] settings on the box.
+Targets that are missed print MISS; only ``--strict`` turns them into exit 1.
 """
 
 from __future__ import annotations
@@ -40,13 +42,17 @@ RESULTS = BUILD / "bench-results.json"
 PROFILE_DIR = BUILD / "bench-profile"
 
 Step = Callable[[Sender, Path], Timing]
-STEPS: tuple[tuple[str, Step], ...] = (
-    ("box ingest", measure.box_ingest),
-    ("storescp ingest", lambda s, _: measure.storescp_ingest(s)),
-    ("Orthanc ingest", lambda s, _: measure.orthanc_ingest(s)),
-    ("box delivery", measure.box_delivery),
-    ("storescu delivery", lambda s, _: measure.storescu_delivery(s)),
-)
+
+
+def steps(transmit: str) -> tuple[tuple[str, Step], ...]:
+    """Every measured path of one round, in order; ``transmit`` goes to the box's config."""
+    return (
+        ("box ingest", partial(measure.box_ingest, transmit=transmit)),
+        ("storescp ingest", lambda s, _: measure.storescp_ingest(s)),
+        ("Orthanc ingest", lambda s, _: measure.orthanc_ingest(s)),
+        ("box delivery", partial(measure.box_delivery, transmit=transmit)),
+        ("storescu delivery", lambda s, _: measure.storescu_delivery(s)),
+    )
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,8 +62,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--studies", default="ct,mg", help="comma-separated: ct, mg")
     parser.add_argument("--profile", action="store_true", help="also profile the box (py-spy)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--transmit", default="", metavar="TOML",
+                        help='extra [transmit] settings for the box, separated by ";", '
+                        'e.g. "associations = 2"')
     args = parser.parse_args(argv)
     args.studies = [s for s in args.studies.split(",") if s]
+    args.transmit = args.transmit.replace(";", "\n")
     unknown = set(args.studies) - set(data.WRITERS)
     if unknown or args.repeat < 1:
         parser.error(f"unknown studies {sorted(unknown)}" if unknown else "--repeat >= 1")
@@ -84,26 +94,27 @@ def _run_step(name: str, step: Step, sender: Sender, tmp: Path, tag: str) -> Tim
     return timing
 
 
-def _rounds(senders: list[Sender], tmp: Path, repeat: int) -> list[Timing]:
+def _rounds(senders: list[Sender], tmp: Path, repeat: int, transmit: str) -> list[Timing]:
     timings = []
     for n in range(1, repeat + 1):
         _say(f"round {n}/{repeat}")
         for sender in senders:
-            for i, (name, step) in enumerate(STEPS):
+            for i, (name, step) in enumerate(steps(transmit)):
                 timings.append(_run_step(name, step, sender, tmp, f"r{n}-{sender.study.name}-{i}"))
     return timings
 
 
-def _profiled(senders: list[Sender], tmp: Path) -> tuple[list[Timing], list[str]]:
+def _profiled(senders: list[Sender], tmp: Path,
+              transmit: str) -> tuple[list[Timing], list[str]]:
     """One extra box ingest and delivery per study under py-spy; timings and summaries."""
     profiler = Profiler(PROFILE_DIR)
     _say(f"profiling the box with py-spy at {profiler.rate_hz} Hz (runs not counted)")
     timings = []
     for sender in senders:
         for kind, step in (("ingest", measure.box_ingest), ("delivery", measure.box_delivery)):
-            timings.append(_run_step(f"box {kind} (prof)", partial(step, profiler=profiler),
-                                     sender, tmp,
-                                     f"prof-{sender.study.name}-{kind}"))
+            timings.append(_run_step(
+                f"box {kind} (prof)", partial(step, profiler=profiler, transmit=transmit),
+                sender, tmp, f"prof-{sender.study.name}-{kind}"))
     texts = []
     for name, path in profiler.outputs.items():
         text = render(name, summarise(path), profiler.rate_hz)
@@ -120,6 +131,7 @@ def _meta(args: argparse.Namespace, studies: list[data.Study]) -> dict[str, Any]
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
                     "python": platform.python_version(), "dcmtk": " ".join(version)},
         "rounds": args.repeat,
+        "box_transmit": args.transmit,
         "studies": {s.name: {"files": len(s.files), "bytes": s.size_bytes} for s in studies},
         "peers": "loopback; storescp, storescu and Orthanc with TCP_NODELAY=1",
     }
@@ -137,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fluxbox-bench-") as tmp_name:
         tmp = Path(tmp_name)
         senders = [Sender(s, tmp) for s in studies]
-        timings = _rounds(senders, tmp, args.repeat)
-        profiled, summaries = _profiled(senders, tmp) if args.profile else ([], [])
+        timings = _rounds(senders, tmp, args.repeat, args.transmit)
+        profiled, summaries = (_profiled(senders, tmp, args.transmit) if args.profile
+                               else ([], []))
     all_rates = report.rates(timings)
     all_verdicts = report.verdicts(all_rates)
     header = (f"Flux Box bench: medians of {args.repeat} rounds, loopback, "

@@ -10,17 +10,23 @@ from appliance.config import (
 from appliance.routing import (
     ISOLATED,
     NO_DESTINATION,
+    POLICY_BUDGET,
     POLICY_LINK,
     POLICY_WINDOW,
     SITE_UNKNOWN,
     block_reason,
     in_windows,
+    link_for,
     next_window_start,
     route_study,
 )
+from appliance.signals import Link, Snapshot
 from appliance.store import StudyRecord
 
 NOON = datetime(2026, 11, 28, 12, 0)
+WIRED_LINK = Link("eth0", "wired")
+WIFI_LINK = Link("wlan0", "wifi", ssid="DEPOT")
+CELL = Link("wwan0", "cellular")
 
 
 def _config(isolate=True, windows=(), links=("wired", "wifi", "cellular")) -> Config:
@@ -64,7 +70,7 @@ def test_site_without_matching_destination_is_held():
 
 
 def test_isolation_blocks_a_study_away_from_its_site():
-    kwargs = dict(link_class="wired", now=NOON)
+    kwargs = dict(link=WIRED_LINK, now=NOON)
     assert block_reason(_study("a"), _config(), current_site="b", **kwargs) == ISOLATED
     assert block_reason(_study("a"), _config(), current_site=None, **kwargs) == ISOLATED
     assert block_reason(_study("a"), _config(), current_site="a", **kwargs) is None
@@ -74,10 +80,10 @@ def test_isolation_blocks_a_study_away_from_its_site():
 def test_link_and_window_policies():
     config = _config(links=("wired", "wifi"), windows=("19:00-23:00",))
     kwargs = dict(current_site="a")
-    assert block_reason(_study(), config, link_class="cellular", now=NOON, **kwargs) == POLICY_LINK
-    assert block_reason(_study(), config, link_class="wifi", now=NOON, **kwargs) == POLICY_WINDOW
+    assert block_reason(_study(), config, link=CELL, now=NOON, **kwargs) == POLICY_LINK
+    assert block_reason(_study(), config, link=WIFI_LINK, now=NOON, **kwargs) == POLICY_WINDOW
     evening = datetime(2026, 11, 28, 20, 0)
-    assert block_reason(_study(), config, link_class="wifi", now=evening, **kwargs) is None
+    assert block_reason(_study(), config, link=WIFI_LINK, now=evening, **kwargs) is None
 
 
 def test_windows_spanning_midnight():
@@ -103,3 +109,49 @@ def test_next_window_start():
     assert next_window_start(("19:00-23:00",), friday_noon) == datetime(2026, 11, 27, 19, 0)
     assert next_window_start(("Mon 08:00-09:00",), friday_noon) == datetime(2026, 11, 30, 8, 0)
     assert next_window_start((), friday_noon) is None
+
+
+def _policy_config(**policy) -> Config:
+    site = SiteConfig(id="a", policy=PolicyConfig(**policy),
+                      destinations=(DestinationConfig("pacs", "A_PACS", "h", 104),))
+    return Config(detect=DetectConfig(mode="auto"), sites=(site,))
+
+
+def test_docked_ssids_limit_wifi():
+    config = _policy_config(docked_ssids=("DEPOT",))
+    kw = dict(current_site="a", now=NOON)
+    assert block_reason(_study(), config, link=WIFI_LINK, **kw) is None
+    cafe = Link("wlan0", "wifi", ssid="CAFE")
+    assert block_reason(_study(), config, link=cafe, **kw) == POLICY_LINK
+
+
+def test_cellular_budget_per_day_and_month():
+    config = _policy_config(cellular_mb_per_day=100, cellular_mb_per_month=1000)
+    kw = dict(current_site="a", now=NOON, link=CELL)
+    assert block_reason(_study(), config, cellular_used_bytes=(99_000_000, 0), **kw) is None
+    assert block_reason(_study(), config, cellular_used_bytes=(100_000_000, 0), **kw
+                        ) == POLICY_BUDGET
+    assert block_reason(_study(), config, cellular_used_bytes=(0, 1_000_000_000), **kw
+                        ) == POLICY_BUDGET
+    assert block_reason(_study(), config, link=WIRED_LINK, current_site="a", now=NOON,
+                        cellular_used_bytes=(10**12, 10**12)) is None
+
+
+def test_urgent_studies_may_use_cellular_when_routine_ones_wait():
+    config = _policy_config(links=("wired", "wifi"), windows=("19:00-23:00",),
+                            urgent_match=(("StudyDescription", "*STAT*"),),
+                            urgent_links=("wired", "wifi", "cellular"))
+    routine = _study(study_description="CT HEAD")
+    urgent = _study(study_description="CT HEAD STAT")
+    kw = dict(current_site="a", now=NOON, link=CELL)
+    assert block_reason(routine, config, **kw) == POLICY_LINK
+    assert block_reason(urgent, config, **kw) is None
+
+
+def test_link_for_a_destination_follows_the_route():
+    snap = Snapshot(taken_at=0, links=(WIFI_LINK, CELL),
+                    routes={"10.0.0.5": "wwan0", "127.0.0.1": "lo", "10.9.9.9": "tun0"})
+    assert link_for("10.0.0.5", snap).link_class == "cellular"
+    assert link_for("127.0.0.1", snap).link_class == "wired"
+    assert link_for("10.9.9.9", snap, (("tun0", "cellular"),)).link_class == "cellular"
+    assert link_for("192.0.2.1", snap) is None

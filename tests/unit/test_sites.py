@@ -13,12 +13,11 @@ from appliance.config import (
     SiteConfig,
 )
 from appliance.routing import block_reason, route_study
-from appliance.signals import Link, Position
+from appliance.signals import Link, Position, Snapshot
 from appliance.sites import (
     UNKNOWN,
     SiteDecision,
     SiteTracker,
-    Snapshot,
     candidate_site,
     decide_site,
     distance_m,
@@ -134,7 +133,7 @@ def test_no_study_ever_reaches_another_sites_destination(steps, hold_s, isolate)
             for study in studies:
                 route = route_study(study, config)
                 blocked = block_reason(study, config, current_site=current,
-                                       link_class="wired", now=datetime(2026, 1, 1, 12))
+                                       link=None, now=datetime(2026, 1, 1, 12))
                 for dest_id in route.destinations:
                     assert dest_id.split("/")[0] == study.site
                 if study.site is None:

@@ -160,7 +160,6 @@ def test_repair_scrubs_leftovers_and_reports_missing_blobs(store):
     (store.temp_dir / "crash.part").write_bytes(b"x")
     (store.spool_dir / "tmp123.dcm").write_bytes(b"x")
     orphan = store.blob_dir / "ff" / "ff00.blob"
-    orphan.parent.mkdir()
     orphan.write_bytes(b"x")
     report = store.repair()
     assert (report.temp_files_removed, report.orphan_blobs_removed, report.missing_blobs) == (
