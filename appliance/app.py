@@ -86,8 +86,9 @@ def choose_hardware(config: Config) -> Hardware:
         hotplug: HotplugSource | None = UdevHotplug()
     except Exception:  # no pyudev or no netlink access: hotplug falls back to polling
         hotplug = None
+    gpsd_host, gpsd_port = config.detect.gpsd.split(":")
     return Hardware(
-        position=GpsdPosition(max_age_s=config.detect.gps_max_age_s,
+        position=GpsdPosition(gpsd_host, int(gpsd_port), max_age_s=config.detect.gps_max_age_s,
                               max_error_m=config.detect.gps_max_error_m),
         links=best_link_source(dict(config.links.classes)),
         modem=ModemManagerModem(),
@@ -140,7 +141,10 @@ class Box:
         ]
         if self.config.detect.mode == "auto":
             timeout = 2 * ECHO_TIMEOUT_S * max(1, len(self.config.sites)) + 10
-            watchers.append(Watcher("nodes", self.nodes.probe_once, interval_s=5.0,
+            # The prober keeps its own per-site pace; polling it as often as a site may be
+            # probed keeps an answering site's evidence fresh.
+            watchers.append(Watcher("nodes", self.nodes.probe_once,
+                                    interval_s=self.config.detect.node_interval_s,
                                     timeout_s=timeout))
         return watchers
 

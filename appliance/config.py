@@ -49,6 +49,7 @@ class DetectConfig:
     node_interval_s: float = 60.0  # C-ECHO probes of each site's PACS, at most this often
     gps_max_age_s: float = 10.0  # an older fix gives no vote
     gps_max_error_m: float = 100.0  # a fix less precise than this gives no vote
+    gpsd: str = "127.0.0.1:2947"  # where gpsd listens
 
 
 @dataclass(frozen=True)
@@ -526,6 +527,18 @@ def _host(value: Any) -> str:
     raise _bad(f"must be an IP address or host name such as '10.20.1.5', got {_show(value)}")
 
 
+def _host_port(value: Any) -> str:
+    if isinstance(value, str) and value.count(":") == 1:
+        host, port = value.split(":")
+        try:
+            _host(host)
+            _PORT(int(port))
+            return value
+        except (_Bad, ValueError):
+            pass
+    raise _bad(f"must be 'host:port' such as '127.0.0.1:2947', got {_show(value)}")
+
+
 def _path(value: Any) -> Path:
     if isinstance(value, str) and value:
         return Path(value)
@@ -704,6 +717,7 @@ _DETECT: Spec = {
     "node_interval_s": (_SECONDS, None),
     "gps_max_age_s": (_SECONDS, None),
     "gps_max_error_m": (_SECONDS, None),
+    "gpsd": (_host_port, None),
 }
 _TRANSMIT: Spec = {
     "batch": (_choice("count", "size", "study"), None),

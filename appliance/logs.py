@@ -25,5 +25,6 @@ def configure(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # pynetdicom logs identifiers at debug level; keep it at warnings.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pynetdicom logs every refused connection as an error (node probes make many) and
+    # identifiers at debug level; the box logs its own events instead.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
