@@ -65,7 +65,12 @@ class TransmitConfig:
     retry_initial_s: float = 5.0
     retry_max_s: float = 300.0
     connect_timeout_s: float = 10.0
-    dimse_timeout_s: float = 60.0
+    dimse_timeout_s: float = 60.0  # the least time allowed for an answer; adaptive may allow more
+    max_kbps_wired: int = 0  # per link class caps, on top of max_kbps; 0: none
+    max_kbps_wifi: int = 0
+    max_kbps_cellular: int = 0
+    stall_s: float = 20.0  # no bytes moving for this long: the association is dropped
+    ttl_h: float = 24.0  # a study waiting longer needs attention (it keeps trying)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,9 @@ class DestinationConfig:
     transfer_syntaxes: tuple[str, ...] = ()
     match: tuple[tuple[str, str], ...] = ()  # (DICOM keyword, pattern) pairs
     commitment: bool = False  # ask for Storage Commitment after delivery
+    tls_ca: Path | None = None  # DICOM TLS: the CA that signs the destination's certificate
+    tls_cert: Path | None = None  # the box's client certificate and key, where asked for
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -732,6 +740,11 @@ _TRANSMIT: Spec = {
     "retry_max_s": (_SECONDS, None),
     "connect_timeout_s": (_SECONDS, None),
     "dimse_timeout_s": (_SECONDS, None),
+    "max_kbps_wired": (_integer(0), None),
+    "max_kbps_wifi": (_integer(0), None),
+    "max_kbps_cellular": (_integer(0), None),
+    "stall_s": (_SECONDS, None),
+    "ttl_h": (_SECONDS, None),
 }
 _LINKS: Spec = {"classes": (_interface_classes, None)}
 _SITE: Spec = {
@@ -770,6 +783,9 @@ _DESTINATION: Spec = {
     "transfer_syntaxes": (_list(_transfer_syntax, '["JPEGLSLossless"]'), None),
     "match": (_match, None),
     "commitment": (_boolean, None),
+    "tls_ca": (_optional_path, None),
+    "tls_cert": (_optional_path, None),
+    "tls_key": (_optional_path, None),
 }
 _WORKLIST: Spec = {
     "ae_title": (_ae_title, '"RIS"'),
