@@ -9,6 +9,7 @@ the only module that chooses `hw` adapters.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import tempfile
@@ -28,6 +29,7 @@ from appliance.health import HealthFacts, health_state
 from appliance.keystore import FileKeystore
 from appliance.logs import event
 from appliance.nodes import ECHO_TIMEOUT_S, NodeProber
+from appliance.pacing import Pacing, Throttle
 from appliance.receiving import Receiver
 from appliance.report import study_view
 from appliance.routing import (
@@ -63,6 +65,7 @@ from appliance.supervisor import Supervisor, Watcher
 log = logging.getLogger("fluxbox.app")
 
 PIN_SETTING = "site_pin"
+PACING_SETTING = "pacing"
 HOUSEKEEPING_S = 60.0
 
 
@@ -119,6 +122,9 @@ class Box:
         self.receiver = Receiver(box, self.store, self.current_site, on_stored=self.closer_wake.set,
                                  position=self.current_position)
         self.closer = StudyCloser(self.store, config, self.receiver.associations.studies)
+        saved = self.store.get_setting(PACING_SETTING)
+        self.pacing = Pacing(config.transmit, json.loads(saved) if saved else None)
+        self.throttle = Throttle(config.transmit)  # one for all destinations: caps are global
         self.workers = self._build_workers()
         self.control = ControlServer(box.data_dir, self._commands())
         self._threads: list[threading.Thread] = []
@@ -243,6 +249,7 @@ class Box:
                     calling_ae=self.config.box.ae_title,
                     gate=lambda study, now, d=dest_id: self.gate(study, d, now),
                     link_class=lambda d=dest_id: self._link_class(d),
+                    pacing=self.pacing, throttle=self.throttle,
                 )
                 workers[dest_id] = (worker, threading.Event())
         return workers
@@ -270,6 +277,7 @@ class Box:
         retention_s = self.config.box.retention_days * 86400
         while not self.stop_event.wait(HOUSEKEEPING_S):
             try:
+                self._save_pacing()
                 purged = self.store.purge(time.time(), retention_s,
                                           below_bytes=2 * self.store.reserve_bytes)
                 if purged:
@@ -316,7 +324,12 @@ class Box:
         for thread in self._threads:
             thread.join(timeout=30)
         self.control.stop()
+        self._save_pacing()
         self.store.close()
+
+    def _save_pacing(self) -> None:
+        """Link figures survive restarts: the next start knows the link it had."""
+        self.store.set_setting(PACING_SETTING, json.dumps(self.pacing.snapshot()))
 
     def run_forever(self) -> None:
         """`fluxbox run`: until SIGTERM or SIGINT. Feeds the systemd watchdog while alive."""

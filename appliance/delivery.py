@@ -8,8 +8,11 @@ flight at the drop can reach the PACS twice).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +33,7 @@ from appliance import commitment, dimse
 from appliance.config import DestinationConfig, TransmitConfig
 from appliance.crypto import BlobCorrupt
 from appliance.logs import event
+from appliance.pacing import Pacing, Throttle
 from appliance.store import Queued, Store, StudyRecord
 
 log = logging.getLogger("fluxbox.delivery")
@@ -117,6 +121,7 @@ class DestinationWorker:
         *, calling_ae: str, gate: Callable[[StudyRecord, float], str | None],
         on_progress: Callable[[], None] = lambda: None,
         link_class: Callable[[], str | None] = lambda: None,
+        pacing: Pacing | None = None, throttle: Throttle | None = None,
     ) -> None:
         self.store = store
         self.dest_id = dest_id
@@ -126,6 +131,8 @@ class DestinationWorker:
         self.gate = gate
         self.on_progress = on_progress
         self.link_class = link_class
+        self.pacing = pacing or Pacing(transmit)
+        self.throttle = throttle or Throttle(transmit)
         self.backoff = Backoff(transmit.retry_initial_s, transmit.retry_max_s)
         self.last_error: str | None = None
         self.last_success_at: float | None = None
@@ -180,7 +187,8 @@ class DestinationWorker:
         return batch
 
     def _split(self, batch: list[Queued]) -> list[list[Queued]]:
-        n = max(1, min(self.transmit.associations, len(batch)))
+        wanted = self.pacing.associations(self.dest_id, self.link_class())
+        n = max(1, min(wanted, len(batch)))
         return [batch[i::n] for i in range(n)]
 
     def _settle(self, outcomes: list[BatchResult], now: float) -> BatchResult:
@@ -191,6 +199,7 @@ class DestinationWorker:
             total.completed += o.completed
             total.error = total.error or o.error
         if total.error:
+            self.pacing.record_failure(self.dest_id, self.link_class())
             delay = self.backoff.failed(now)
             if self.last_error != total.error or self.backoff.failures <= 1:
                 event(log, "delivery interrupted", logging.WARNING, destination=self.dest_id,
@@ -210,20 +219,25 @@ class DestinationWorker:
     # -- one association -----------------------------------------------------
 
     def _send_part(self, items: list[Queued], outcome: BatchResult) -> None:
+        link_class = self.link_class()
         try:
+            started = time.monotonic()
             assoc = self._associate(contexts_for(items))
+            self.pacing.record_rtt(self.dest_id, link_class, time.monotonic() - started)
         except (LinkDown, PeerRejected) as exc:
             outcome.error = str(exc)
             return
+        dimse.pace(assoc, throttle=self.throttle.for_class(link_class),
+                   stall_s=self.transmit.stall_s)
         try:
             for item in items:
-                self._send_one(assoc, item, outcome)
-        except (LinkDown, TransientRefusal) as exc:
+                self._send_one(assoc, item, outcome, link_class)
+        except (LinkDown, TransientRefusal, dimse.Stalled) as exc:
             outcome.error = str(exc)
-            assoc.abort()
+            _hard_abort(assoc)
             return
         except Exception:
-            assoc.abort()
+            _hard_abort(assoc)
             raise
         assoc.release()
 
@@ -289,15 +303,19 @@ class DestinationWorker:
         ae.network_timeout = t.dimse_timeout_s
         for sop_class, syntaxes in wanted:
             ae.add_requested_context(sop_class, syntaxes)
+        tls = tls_context(self.dest)
         assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title,
-                             evt_handlers=handlers or [])
+                             evt_handlers=handlers or [],
+                             tls_args=(tls, self.dest.host) if tls else None)
         if assoc.is_established:
             return assoc
         if assoc.is_rejected:
             raise PeerRejected(f"association rejected by {self.dest.ae_title}")
-        raise LinkDown(f"cannot reach {self.dest.host}:{self.dest.port}")
+        problem = tls_problem(self.dest, tls, t.connect_timeout_s) if tls else None
+        raise LinkDown(problem or f"cannot reach {self.dest.host}:{self.dest.port}")
 
-    def _send_one(self, assoc, item: Queued, outcome: BatchResult) -> None:
+    def _send_one(self, assoc, item: Queued, outcome: BatchResult,
+                  link_class: str | None = None) -> None:
         record = item.instance
         accepted = [cx for cx in assoc.accepted_contexts
                     if cx.abstract_syntax == record.sop_class_uid]
@@ -311,10 +329,14 @@ class DestinationWorker:
             return
         if not assoc.is_established:
             raise LinkDown("association lost")
+        assoc.dimse_timeout = self.pacing.dimse_timeout_s(self.dest_id, link_class,
+                                                          record.size_bytes)
         try:
             with self.store.plaintext(record) as path:
                 dataset = path if exact else _decoded(path)
+                started = time.monotonic()
                 status = assoc.send_c_store(dataset)
+                elapsed = time.monotonic() - started
         except BlobCorrupt:
             self._fail(item, outcome, "the box's stored copy is damaged and cannot be sent")
             return
@@ -322,7 +344,8 @@ class DestinationWorker:
             raise LinkDown("no response from PACS (association aborted or timed out)")
         code = int(status.Status)
         if dimse.is_success_or_warning(code):
-            if self.store.record_delivered(self.dest_id, item, time.time(), self.link_class()):
+            self.pacing.record_transfer(self.dest_id, link_class, record.size_bytes, elapsed)
+            if self.store.record_delivered(self.dest_id, item, time.time(), link_class):
                 outcome.completed.append(item.study.key)
             outcome.sent += 1
         elif dimse.is_transient(code):
@@ -356,6 +379,38 @@ class DestinationWorker:
                 wait_s = max(0.05, min(idle_s, self.backoff.next_at - time.time()))
             wake.wait(wait_s)
             wake.clear()
+
+
+def _hard_abort(assoc) -> None:
+    """Abort, first shutting the socket so a send blocked on a dead link returns."""
+    with contextlib.suppress(Exception):
+        assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        assoc.abort()
+
+
+def tls_context(dest: DestinationConfig) -> ssl.SSLContext | None:
+    """DICOM TLS (PS3.15 B.1) towards `dest`, when its config names a CA."""
+    if dest.tls_ca is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(dest.tls_ca))
+    if dest.tls_cert is not None:
+        context.load_cert_chain(str(dest.tls_cert), str(dest.tls_key) if dest.tls_key else None)
+    return context
+
+
+def tls_problem(dest: DestinationConfig, context: ssl.SSLContext, timeout_s: float) -> str | None:
+    """Why a TLS handshake with `dest` fails, in words a PACS administrator can act on."""
+    try:
+        with socket.create_connection((dest.host, dest.port), timeout=timeout_s) as raw, \
+                context.wrap_socket(raw, server_hostname=dest.host):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS: the certificate of {dest.host} does not verify ({exc.verify_message})"
+    except ssl.SSLError as exc:
+        return f"TLS handshake with {dest.host} failed ({exc.reason or exc})"
+    except OSError:
+        return None
 
 
 def _decoded(path):

@@ -81,15 +81,33 @@ def _apply() -> None:
     AssociationSocket._fluxbox_nodelay = True
 
 
+class Stalled(Exception):
+    """No bytes left for the peer for `stall_s` seconds: the link is dead or hung."""
+
+
+def pace(assoc, *, throttle=None, stall_s: float | None = None) -> None:
+    """Attach a throttle (a callable taking a byte count, which blocks to keep the rate) and
+    a stall limit to an outgoing association; both act on every P-DATA PDU it sends."""
+    assoc.dul.fluxbox_throttle = throttle
+    assoc.dul.fluxbox_stall_s = stall_s
+
+
 def _bound_send_queue() -> None:
     send_pdu = DULServiceProvider.send_pdu
 
     def bounded_send_pdu(self, primitive):
         queue = self.to_provider_queue
         if isinstance(primitive, P_DATA):
+            throttle = getattr(self, "fluxbox_throttle", None)
+            if throttle is not None:
+                throttle(sum(len(data) for _, data in primitive.presentation_data_value_list))
+            stall_s = getattr(self, "fluxbox_stall_s", None)
+            waited_since = time.monotonic()
             with queue.not_full:  # every get() notifies, whatever the maxsize
                 while queue._qsize() >= MAX_QUEUED_PDUS and self.is_alive() and not (
                         self._kill_thread):
+                    if stall_s is not None and time.monotonic() - waited_since > stall_s:
+                        raise Stalled(f"no progress for {stall_s:.0f} s")
                     queue.not_full.wait(0.5)
         send_pdu(self, primitive)
 

@@ -131,7 +131,8 @@ def test_corrected_instance_replaces_and_is_delivered_again(make_box, ct_study, 
 @pytest.mark.parametrize("batch", ["count", "size"])
 def test_batches_by_count_and_size_with_parallel_associations(make_box, ct_study, batch):
     with CountingSCP(ae_title="PACS") as scp:
-        transmit = f'batch = "{batch}"\nbatch_count = 5\nbatch_mb = 1\nassociations = 2'
+        transmit = (f'batch = "{batch}"\nbatch_count = 5\nbatch_mb = 1\nassociations = 2\n'
+                    'adaptive = false')
         box = make_box([dest("pacs", "PACS", scp.port)], transmit=transmit)
         with box:
             _send(box, ct_study)
