@@ -348,8 +348,16 @@ class Box:
     # -- views and commands ------------------------------------------------------
 
     def studies_view(self) -> list[dict]:
+        """Every study; `overdue` marks one waiting past `transmit.ttl_h`. Nothing is ever
+        deleted for being old and undelivered: it keeps trying, and health asks for a look."""
         now = time.time()
-        return [study_view(self.store, s, self._study_block(s, now)) for s in self.store.studies()]
+        ttl_s = self.config.transmit.ttl_h * 3600
+        rows = []
+        for study in self.store.studies():
+            row = study_view(self.store, study, self._study_block(study, now))
+            row["overdue"] = row["state"] != "complete" and now - study.first_at > ttl_s
+            rows.append(row)
+        return rows
 
     def link_view(self) -> dict:
         site = self.config.site(self.current_site().id or "") or (
@@ -385,7 +393,11 @@ class Box:
             failed_studies=sum(r["state"] == "failed" for r in rows),
             held_studies=sum(r["state"] == "held" for r in rows),
             pending_instances=pending,
+            overdue_studies=sum(r["overdue"] for r in rows),
         )
+        if facts.overdue_studies:
+            errors.append(f"{facts.overdue_studies} studies waiting longer than "
+                          f"{self.config.transmit.ttl_h:g} h")
         return {
             "site": self.current_site().as_json(),
             "detect": {"mode": self.config.detect.mode, "evidence": self.evidence,

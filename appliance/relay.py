@@ -80,6 +80,8 @@ class FlakyRelay:
         self.connections = 0  # connections accepted and relayed
         self.refused = 0  # connections accepted and reset at once (down, or target refused)
         self._down = False
+        self._frozen = False
+        self._refresh = False
         self._conns: dict[socket.socket, _Conn] = {}
         self._listener: socket.socket | None = None
         self._wake_r: socket.socket | None = None
@@ -134,6 +136,13 @@ class FlakyRelay:
         """While down, new connections are accepted and reset at once, like a dead link."""
         self._down = down
 
+    def freeze(self, frozen: bool) -> None:
+        """While frozen, open connections carry nothing in either direction but stay open:
+        a link that went silent (a tunnel, a dead cell) rather than one that refused."""
+        self._frozen = frozen
+        self._refresh = True
+        self._wake()
+
     @property
     def down(self) -> bool:
         return self._down
@@ -163,6 +172,10 @@ class FlakyRelay:
                 for key, events in self._sel.select(timeout=1.0):
                     self._dispatch(key.fileobj, events)  # type: ignore[arg-type]
                 self._handle_cut_requests()
+                if self._refresh:
+                    self._refresh = False
+                    for conn in {id(c): c for c in self._conns.values()}.values():
+                        self._update(conn)
         finally:
             self._close_all()
 
@@ -307,6 +320,8 @@ class FlakyRelay:
         self._modify(conn.server, self._want(conn, conn.server))
 
     def _want(self, conn: _Conn, sock: socket.socket) -> int:
+        if self._frozen:
+            return 0
         if sock is conn.client:
             limit_left = conn.up_limit is None or conn.up_total < conn.up_limit
             reading = not conn.client_eof and len(conn.up) < _BUFFER and limit_left
