@@ -6,19 +6,35 @@ user (and root) can drive the box. Commands other than `run` are clients.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger("fluxbox.control")
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST_BYTES = 64 * 1024
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+
+
+@contextlib.contextmanager
+def _reachable(path: Path) -> Iterator[str]:
+    """A path to bind or connect to that fits in sun_path, even for a deep data directory
+    (through the directory's descriptor in /proc)."""
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 class ControlError(Exception):
@@ -50,7 +66,8 @@ class ControlServer:
 
         old_umask = os.umask(0o177)
         try:
-            self._server = socketserver.ThreadingUnixStreamServer(str(self.path), _Request)
+            with _reachable(self.path) as address:
+                self._server = socketserver.ThreadingUnixStreamServer(address, _Request)
         finally:
             os.umask(old_umask)
         self._server.daemon_threads = True
@@ -87,7 +104,8 @@ def call(data_dir: Path, command: str, timeout_s: float = 30.0, **args) -> objec
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout_s)
-            sock.connect(str(path))
+            with _reachable(path) as address:
+                sock.connect(address)
             sock.sendall(json.dumps({"command": command, "args": args}).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):

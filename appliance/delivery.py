@@ -18,31 +18,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pydicom import dcmread
 from pydicom.uid import (
     UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
 )
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
-from appliance import commitment, dimse
+from appliance import commitment, dimse, encoding
 from appliance.config import DestinationConfig, TransmitConfig
 from appliance.crypto import BlobCorrupt
+from appliance.encoding import UNCOMPRESSED
 from appliance.logs import event
 from appliance.pacing import Pacing, Throttle
 from appliance.store import Queued, Store, StudyRecord
 
 log = logging.getLogger("fluxbox.delivery")
 
-# Syntaxes that differ only in encoding: converting among them changes no value.
-UNCOMPRESSED = (
-    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-)
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1-255
 COMMIT_ASK_AGAIN_S = 600.0  # a commitment request with no report by then is asked again
 
@@ -95,22 +86,12 @@ class BatchResult:
     completed: list[str] = field(default_factory=list)
 
 
-def proposed_syntaxes(stored: str) -> list[str]:
-    """The stored syntax first; uncompressed data may also travel in another encoding."""
-    if stored in UNCOMPRESSED:
-        return [stored] + [ts for ts in UNCOMPRESSED if ts != stored]
-    return [stored]
-
-
-def contexts_for(items: list[Queued]) -> list[tuple[str, list[str]]]:
-    """Presentation contexts for a batch: one per (SOP class, stored syntax), so each
-    instance can go exactly as received, plus one per SOP class of uncompressed data
-    offering every uncompressed syntax, for a PACS that refuses the stored encoding."""
-    pairs = dict.fromkeys((i.instance.sop_class_uid, i.instance.transfer_syntax) for i in items)
-    contexts = [(sop_class, [ts]) for sop_class, ts in pairs]
-    fallback = dict.fromkeys(sop_class for sop_class, ts in pairs if ts in UNCOMPRESSED)
-    contexts += [(sop_class, list(UNCOMPRESSED)) for sop_class in fallback]
-    return contexts
+def contexts_for(items: list[Queued], preferred: list[str] | None = None
+                 ) -> list[tuple[str, list[str]]]:
+    """Presentation contexts for a batch (see encoding.proposals)."""
+    pairs = list(dict.fromkeys((i.instance.sop_class_uid, i.instance.transfer_syntax)
+                               for i in items))
+    return encoding.proposals(pairs, preferred or [])
 
 
 class DestinationWorker:
@@ -172,17 +153,13 @@ class DestinationWorker:
         )
         return self._fit_contexts(batch)
 
-    @staticmethod
-    def _fit_contexts(batch: list[Queued]) -> list[Queued]:
+    def _fit_contexts(self, batch: list[Queued]) -> list[Queued]:
         """Keep the batch within what one association can negotiate; the rest waits."""
-        pairs: set[tuple[str, str]] = set()
-        fallback: set[str] = set()
+        preferred = encoding.configured(self.dest.transfer_syntaxes)
+        pairs: dict[tuple[str, str], None] = {}
         for end, item in enumerate(batch):
-            sop_class, ts = item.instance.sop_class_uid, item.instance.transfer_syntax
-            pairs.add((sop_class, ts))
-            if ts in UNCOMPRESSED:
-                fallback.add(sop_class)
-            if len(pairs) + len(fallback) > MAX_CONTEXTS:
+            pairs[(item.instance.sop_class_uid, item.instance.transfer_syntax)] = None
+            if len(encoding.proposals(list(pairs), preferred)) > MAX_CONTEXTS:
                 return batch[:max(end, 1)]
         return batch
 
@@ -222,7 +199,8 @@ class DestinationWorker:
         link_class = self.link_class()
         try:
             started = time.monotonic()
-            assoc = self._associate(contexts_for(items))
+            assoc = self._associate(
+                contexts_for(items, encoding.configured(self.dest.transfer_syntaxes)))
             self.pacing.record_rtt(self.dest_id, link_class, time.monotonic() - started)
         except (LinkDown, PeerRejected) as exc:
             outcome.error = str(exc)
@@ -317,13 +295,15 @@ class DestinationWorker:
     def _send_one(self, assoc, item: Queued, outcome: BatchResult,
                   link_class: str | None = None) -> None:
         record = item.instance
-        accepted = [cx for cx in assoc.accepted_contexts
-                    if cx.abstract_syntax == record.sop_class_uid]
+        accepted = {cx.transfer_syntax[0] for cx in assoc.accepted_contexts
+                    if cx.abstract_syntax == record.sop_class_uid}
         if not accepted:
             self._fail(item, outcome, f"PACS does not accept SOP class {_sop_name(record)}")
             return
-        exact = any(cx.transfer_syntax[0] == record.transfer_syntax for cx in accepted)
-        if not exact and record.transfer_syntax not in UNCOMPRESSED:
+        candidates = [ts for ts in encoding.wire_syntaxes(
+            record.transfer_syntax, encoding.configured(self.dest.transfer_syntaxes),
+            record.size_bytes) if ts in accepted]
+        if not candidates:
             self._fail(item, outcome, "PACS does not accept transfer syntax "
                        f"{UID(record.transfer_syntax).name} for {_sop_name(record)}")
             return
@@ -333,12 +313,15 @@ class DestinationWorker:
                                                           record.size_bytes)
         try:
             with self.store.plaintext(record) as path:
-                dataset = path if exact else _decoded(path)
+                dataset = _prepared(path, record.transfer_syntax, candidates)
                 started = time.monotonic()
                 status = assoc.send_c_store(dataset)
                 elapsed = time.monotonic() - started
         except BlobCorrupt:
             self._fail(item, outcome, "the box's stored copy is damaged and cannot be sent")
+            return
+        except encoding.CannotEncode as exc:
+            self._fail(item, outcome, str(exc))
             return
         if "Status" not in status:
             raise LinkDown("no response from PACS (association aborted or timed out)")
@@ -413,10 +396,15 @@ def tls_problem(dest: DestinationConfig, context: ssl.SSLContext, timeout_s: flo
         return None
 
 
-def _decoded(path):
-    """Load the dataset for an encoding change. This holds the instance in memory, so it
-    is used only when the PACS refuses the encoding the modality used."""
-    return dcmread(path)
+def _prepared(path, stored: str, candidates: list[str]):
+    """The first candidate syntax the instance can be put in (the stored one always can)."""
+    problems = []
+    for target in candidates:
+        try:
+            return encoding.prepare(path, stored, target)
+        except encoding.CannotEncode as exc:
+            problems.append(str(exc))
+    raise encoding.CannotEncode("cannot encode for this PACS: " + "; ".join(problems))
 
 
 def _sop_name(record) -> str:

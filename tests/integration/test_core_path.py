@@ -7,7 +7,7 @@ import io
 import pydicom
 import pytest
 
-from appliance.delivery import UNCOMPRESSED
+from appliance.encoding import UNCOMPRESSED
 from tests.integration.conftest import dest
 from tests.peers import CountingSCP, Orthanc, dataset_part, store_responses, storescu
 

@@ -133,3 +133,61 @@ def test_a_study_waiting_past_its_time_to_live_needs_attention_and_keeps_trying(
         assert any("waiting longer" in e for e in status["errors"])
         (row,) = box.studies()
         assert row["overdue"] and row["state"] in ("queued", "sending")
+
+
+class PickyPacs:
+    """A storage SCP that accepts only the transfer syntaxes it is given; keeps datasets."""
+
+    def __init__(self, syntaxes: list[str]) -> None:
+        self.received: dict[str, tuple[str, bytes]] = {}
+        ae = AE(ae_title="PICKY")
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, syntaxes)
+        self.port = free_port()
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+
+    def _store(self, event) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            ds.decompress(generate_instance_uid=False)
+        self.received[str(ds.SOPInstanceUID)] = (str(event.context.transfer_syntax),
+                                                 ds.PixelData)
+        return 0
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def _pixels(files) -> dict[str, bytes]:
+    return {(ds := pydicom.dcmread(p)).SOPInstanceUID: ds.PixelData for p in files}
+
+
+def test_compression_on_the_wire_is_lossless_and_a_pacs_refusing_it_gets_the_study_as_stored(
+        make_box, ct_study):
+    from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless
+
+    syntaxes = '["JPEGLSLossless", "RLELossless"]'
+    cases = (([JPEGLSLossless, ExplicitVRLittleEndian], JPEGLSLossless),
+             ([RLELossless, ExplicitVRLittleEndian], RLELossless),
+             ([ExplicitVRLittleEndian], ExplicitVRLittleEndian))
+    for n, (accepts, expected) in enumerate(cases):
+        pacs = PickyPacs([str(ts) for ts in accepts])
+        try:
+            box = make_box([{**dest("pacs", "PICKY", pacs.port)}], name=f"b{n}",
+                           transmit="")
+            box.config_path.write_text(box.config_path.read_text().replace(
+                'port = ' + str(pacs.port), f'port = {pacs.port}\ntransfer_syntaxes = {syntaxes}'))
+            with box:
+                storescu("127.0.0.1", box.port, ct_study, called_aet="FLUXBOX")
+                box.wait_states("complete", timeout_s=60)
+            assert {ts for ts, _ in pacs.received.values()} == {str(expected)}
+            received = {uid: px for uid, (_, px) in pacs.received.items()}
+            sent = _pixels(ct_study)
+            assert received.keys() == sent.keys()
+            for uid in sent:
+                assert len(received[uid]) == len(sent[uid]), (expected, uid)
+                assert received[uid] == sent[uid], (expected, uid)
+        finally:
+            pacs.stop()

@@ -1,0 +1,78 @@
+"""The transfer syntax an instance travels in (PRODUCT.md: compressed data is sent as the
+modality sent it; uncompressed data may change only its encoding, or be compressed
+losslessly where a destination's `transfer_syntaxes` asks for it).
+
+Preference per instance: the destination's configured syntaxes (only for uncompressed
+data, and only up to COMPRESS_MAX_BYTES, since compressing loads the instance), then
+the stored syntax as is, then any other uncompressed encoding of the same values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom.uid
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+# Syntaxes that differ only in encoding: converting among them changes no value.
+UNCOMPRESSED = (
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+)
+COMPRESS_MAX_BYTES = 256 * 1024 * 1024
+
+
+class CannotEncode(Exception):
+    """The instance cannot be put in the wanted syntax (codec missing, pixel format)."""
+
+
+def configured(keywords: tuple[str, ...]) -> list[str]:
+    """Config keywords ("JPEGLSLossless") as UIDs."""
+    return [str(getattr(pydicom.uid, keyword)) for keyword in keywords]
+
+
+def wire_syntaxes(stored: str, preferred: list[str], size_bytes: int) -> list[str]:
+    """The syntaxes an instance may travel in, best first."""
+    if stored not in UNCOMPRESSED:
+        return [stored]
+    wanted = preferred if size_bytes <= COMPRESS_MAX_BYTES else []
+    out = [*wanted, stored, *UNCOMPRESSED]
+    return list(dict.fromkeys(out))
+
+
+def proposals(pairs: list[tuple[str, str]], preferred: list[str]) -> list[tuple[str, list[str]]]:
+    """Presentation contexts for (SOP class, stored syntax) pairs: one per syntax the
+    instance may travel in (so the PACS can accept each on its own), and one offering every
+    uncompressed encoding, for a PACS that accepts only one of them."""
+    contexts: dict[tuple[str, tuple[str, ...]], None] = {}
+    for sop_class, stored in pairs:
+        for ts in wire_syntaxes(stored, preferred, 0)[: len(preferred) + 1]:
+            contexts[(sop_class, (ts,))] = None
+        if stored in UNCOMPRESSED:
+            contexts[(sop_class, UNCOMPRESSED)] = None
+    return [(sop_class, list(syntaxes)) for sop_class, syntaxes in contexts]
+
+
+def prepare(path: Path, stored: str, target: str) -> Path | Dataset:
+    """What to hand to the sender: the stored file itself (streamed), or a dataset in
+    `target` (loaded: an encoding change or a compression)."""
+    if target == stored:
+        return path
+    dataset = dcmread(path)
+    if target in UNCOMPRESSED:
+        return dataset  # the sender re-encodes; values are untouched
+    try:
+        # Same instance, same values: it keeps its SOP Instance UID (pydicom makes a new
+        # one unless told not to).
+        dataset.compress(UID(target), generate_instance_uid=False)
+    except Exception as exc:  # pydicom raises several types for unsupported data
+        raise CannotEncode(f"{UID(target).name}: {type(exc).__name__}") from exc
+    return dataset
