@@ -153,16 +153,33 @@ def cmd_worklist(args) -> int:
 
 
 def cmd_console(args) -> int:
-    from appliance.report import render_status
+    """Full screen, refreshing every 2 s; single keys act (see appliance/console.py)."""
+    from appliance.console import Keys, render
+    from hw.console import Terminal
 
     config = _config(args)
-    while True:
-        try:
-            screen = render_status(call(config.box.data_dir, "status", timeout_s=5))
-        except ControlError as exc:
-            screen = f"health:  fault\n{exc}"
-        print("\033[2J\033[H" + time.strftime("%H:%M:%S  Flux Box\n") + screen, flush=True)
-        time.sleep(2)
+
+    def box(command: str, **kwargs):
+        return call(config.box.data_dir, command, timeout_s=5, **kwargs)
+
+    keys = Keys(box, [site.id for site in config.sites])
+    terminal = Terminal()
+    with terminal.raw():
+        while True:
+            try:
+                status, studies = box("status"), box("studies")
+                screen = render(status, studies, time.time(), keys.prompt)
+            except ControlError as exc:
+                studies, screen = [], ["FLUX BOX", "", "the appliance does not answer:", str(exc)]
+            terminal.draw(screen)
+            key = terminal.read_key(2.0)
+            if key is None:
+                continue
+            try:
+                if not keys.press(key, studies):
+                    return EXIT_OK
+            except ControlError as exc:
+                keys.prompt = f"failed: {exc}"
 
 
 def cmd_check_config(args) -> int:
