@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from appliance.report import human_size
+
 # A 5-row block font for the words the console shows large.
 _FONT = {
     "A": [" ### ", "#   #", "#####", "#   #", "#   #"],
@@ -40,14 +42,6 @@ def big(word: str) -> list[str]:
     return rows
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _ago(when: float | None, now: float) -> str:
     if not when:
         return "never"
@@ -72,7 +66,7 @@ def render(status: dict, studies: list[dict], now: float, prompt: str = "") -> l
         f"SITE    {site['id'] or 'unknown'} ({site['source'] or 'no evidence'})",
         f"LINK    {link['class']}{' ' + link['ssid'] if link.get('ssid') else ''}{radio}",
         f"QUEUE   {queue['studies']} studies  {queue['instances']} instances  "
-        f"{_size(queue['bytes'])}",
+        f"{human_size(queue['bytes'])}",
         f"LAST    delivery {_ago(last, now)}",
     ]
     waiting = held_studies(studies)

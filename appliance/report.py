@@ -46,7 +46,7 @@ def render_studies(rows: list[dict]) -> str:
                                                                    if d["failed"] else "")
             for d in row["destinations"]) or (row["held_reason"] or "-")
         lines.append(f"{row['state']:<10} {str(row['site'] or '?'):<12} {row['instances']:>5} "
-                     f"{_size(row['bytes']):>9}  {delivery:<28} {row['study_uid']}")
+                     f"{human_size(row['bytes']):>9}  {delivery:<28} {row['study_uid']}")
         for finding in row["findings"]:
             lines.append(f"{'':<10} finding: {finding}")
         for d in row["destinations"]:
@@ -64,8 +64,8 @@ def render_status(status: dict) -> str:
         f"site:    {site['id'] or 'unknown'} ({site['source'] or 'no evidence'})",
         f"link:    {link['class']}",
         f"queue:   {queue['studies']} studies, {queue['instances']} instances, "
-        f"{_size(queue['bytes'])}",
-        f"disk:    {_size(status['disk']['free_bytes'])} free",
+        f"{human_size(queue['bytes'])}",
+        f"disk:    {human_size(status['disk']['free_bytes'])} free",
     ]
     for dest in status.get("destinations", []):
         last = dest["last_success_at"]
@@ -77,7 +77,7 @@ def render_status(status: dict) -> str:
     return "\n".join(lines)
 
 
-def _size(n: int) -> str:
+def humanhuman_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
