@@ -77,7 +77,7 @@ def render_status(status: dict) -> str:
     return "\n".join(lines)
 
 
-def humanhuman_size(n: float) -> str:
+def human_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
