@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from pynetdicom import evt
+
 from appliance import (
     dimse,  # noqa: F401  (applies pynetdicom settings)
     systemd,
@@ -61,6 +63,7 @@ from appliance.sites import (
 from appliance.store import Store, StudyRecord
 from appliance.studies import StudyCloser
 from appliance.supervisor import Supervisor, Watcher
+from appliance.worklist import Worklist
 
 log = logging.getLogger("fluxbox.app")
 
@@ -119,8 +122,11 @@ class Box:
         self.evidence: dict[str, list[str]] = {}
         self.nodes = NodeProber(config)
         self.supervisor = Supervisor(self._watchers(), on_snapshot=self.on_snapshot)
+        self.worklist = Worklist(self.store, config, lambda: self.current_site().id,
+                                 calling_ae=box.ae_title)
         self.receiver = Receiver(box, self.store, self.current_site, on_stored=self.closer_wake.set,
-                                 position=self.current_position)
+                                 position=self.current_position,
+                                 extra_handlers=[(evt.EVT_C_FIND, self.worklist.on_c_find)])
         self.closer = StudyCloser(self.store, config, self.receiver.associations.studies)
         saved = self.store.get_setting(PACING_SETTING)
         self.pacing = Pacing(config.transmit, json.loads(saved) if saved else None)
@@ -132,7 +138,8 @@ class Box:
     # -- signals and site ------------------------------------------------------------
 
     def _destination_hosts(self) -> list[str]:
-        return sorted({d.host for s in self.config.sites for d in s.destinations})
+        worklists = {s.worklist.host for s in self.config.sites if s.worklist is not None}
+        return sorted({d.host for s in self.config.sites for d in s.destinations} | worklists)
 
     def _watchers(self) -> list[Watcher]:
         hw, hosts = self.hardware, self._destination_hosts()
@@ -157,6 +164,7 @@ class Box:
     def on_snapshot(self, snap: Snapshot) -> SiteChange | None:
         """Each supervisor tick: keep the snapshot, step the site decision."""
         self.snapshot = snap
+        self._observe_worklist(snap)
         if self.config.detect.mode != "auto":
             return None
         self.evidence = gather_evidence(self.config, snap)
@@ -172,6 +180,12 @@ class Box:
                 self.adopt_held(change.after, snap.taken_at)
             self.wake_delivery()
         return change
+
+    def _observe_worklist(self, snap: Snapshot) -> None:
+        """A new site, or a route to its worklist server again: the worklist syncs now."""
+        site = self.config.site(self.current_site().id or "")
+        host = site.worklist.host if site is not None and site.worklist is not None else None
+        self.worklist.observe(site.id if site else None, bool(host and snap.routes.get(host)))
 
     def current_site(self) -> SiteDecision:
         return decide_site(self.config, self.store.get_setting(PIN_SETTING),
@@ -302,6 +316,7 @@ class Box:
                 event(log, "hotplug unavailable", logging.WARNING, error=type(exc).__name__)
         self._spawn("closer", self._closer_loop)
         self._spawn("housekeeping", self._housekeeping_loop)
+        self._spawn("worklist", self.worklist.run, self.stop_event)
         for dest_id, (worker, wake) in self.workers.items():
             self._spawn(f"deliver-{dest_id}", worker.run, self.stop_event, wake)
 
@@ -317,6 +332,7 @@ class Box:
         self.receiver.stop()
         self.stop_event.set()
         self.closer_wake.set()
+        self.worklist.poke()
         self.wake_delivery()
         if self.hardware.hotplug is not None:
             self.hardware.hotplug.stop()
@@ -421,6 +437,7 @@ class Box:
             "signals": self.supervisor.health(),
             "cellular_bytes": dict(zip(("today", "month"), self.store.traffic(CELLULAR, now),
                                        strict=True)),
+            "worklist": self.worklist.status(now),
         }
 
     def _held_view(self, rows: list[dict], now: float) -> dict:
@@ -444,7 +461,7 @@ class Box:
             "site": self._cmd_site,
             "retry": self._cmd_retry,
             "assign": self._cmd_assign,
-            "worklist": lambda args: [],
+            "worklist": lambda args: self.worklist.entries_view(),
         }
 
     def _cmd_site(self, args: dict) -> dict:
@@ -458,6 +475,7 @@ class Box:
             self.store.set_setting(PIN_SETTING, None)
             event(log, "site released to detection")
         self.wake_delivery()
+        self.worklist.poke()
         return self.current_site().as_json()
 
     def _known_site(self, site_id: str) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pydicom.uid
-from pydicom.datadict import keyword_dict, tag_for_keyword
+from pydicom.charset import python_encoding
+from pydicom.datadict import dictionary_VR, keyword_dict, tag_for_keyword
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,35 @@ class DestinationConfig:
     tls_key: Path | None = None
 
 
+# -- worklist (begin) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CodeMapping:
+    """One row of the procedure code table: (code, scheme) -> the code to answer."""
+
+    code: str
+    scheme: str
+    to_code: str
+    to_scheme: str
+    to_meaning: str
+
+
+@dataclass(frozen=True)
+class CorrectionsConfig:
+    """Rules applied to every worklist entry at sync (see appliance/mwl_corrections.py)."""
+
+    clean_characters: bool = True  # remove control and disallowed characters
+    person_names: str = "keep"  # "keep" | "normalize" | "upper"
+    truncate: bool = True  # cut values to their VR's maximum length
+    procedure_codes: tuple[CodeMapping, ...] = ()
+    unknown_codes: str = "keep"  # "keep" | "remove": codes procedure_codes does not list
+    defaults: tuple[tuple[str, str], ...] = ()  # (attribute, value): where missing or empty
+    copy: tuple[tuple[str, str], ...] = ()  # (target, source): where the target is empty
+    move: tuple[tuple[str, str], ...] = ()  # (target, source): the source's value replaces
+    # the target's, and the source goes
+
+
 @dataclass(frozen=True)
 class WorklistConfig:
     ae_title: str
@@ -112,6 +142,17 @@ class WorklistConfig:
     port: int
     sync_interval_s: float = 300.0
     days_ahead: int = 2
+    retry_interval_s: float = 30.0  # after a failed sync, try again this soon
+    modality: str = ""  # sync only orders for this modality; "": any
+    station_ae_title: str = ""  # sync only orders for this station; "": any
+    name_matching: str = "case-insensitive"  # or "case-sensitive": PN keys of queries
+    answer_character_set: str = ""  # "": the query's Specific Character Set, else ISO_IR 100
+    server_character_set: str = ""  # for server answers that name none; "": ISO_IR 100
+    unrepresentable: str = "transliterate"  # or "replace" ("?")
+    corrections: CorrectionsConfig = field(default_factory=CorrectionsConfig)
+
+
+# -- worklist (end) ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -787,13 +828,122 @@ _DESTINATION: Spec = {
     "tls_cert": (_optional_path, None),
     "tls_key": (_optional_path, None),
 }
+# -- worklist (begin) -------------------------------------------------------------------
+
+
+def _charset(value: Any) -> str:
+    terms = value.split("\\") if isinstance(value, str) else None
+    if terms is not None and (value == "" or all(t.strip() in python_encoding for t in terms)):
+        return value
+    hint = _did_you_mean(value, python_encoding) if isinstance(value, str) else ""
+    raise _bad(f"must be a Specific Character Set defined term such as 'ISO_IR 100' or "
+               f"'ISO_IR 192', or \"\" for the default, got {_show(value)}{hint}")
+
+
+def _attribute_path(value: Any) -> str:
+    """'Keyword' or 'SequenceKeyword.Keyword': DICOM keywords, sequences before the dot,
+    not a sequence at the end."""
+    parts = value.split(".") if isinstance(value, str) else []
+    unknown = next((p for p in parts if tag_for_keyword(p) is None), None)
+    if parts and unknown is None:
+        kinds = [dictionary_VR(tag_for_keyword(part)) == "SQ" for part in parts]
+        if all(kinds[:-1]) and not kinds[-1]:
+            return value
+    hint = _did_you_mean(unknown, keyword_dict) if unknown else ""
+    raise _bad("must be a DICOM keyword such as 'Modality', or a sequence keyword and a "
+               "keyword such as 'ScheduledProcedureStepSequence.Modality', got "
+               f"{_show(value)}{hint}")
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{a = {b = 1}} (TOML's dotted keys) as {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        path = _join(prefix, key)
+        flat.update(_flatten(value, path) if isinstance(value, dict) else {path: value})
+    return flat
+
+
+def _attribute_map(value_of: Convert, example: str) -> Convert:
+    def convert(value: Any) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict):
+            raise _bad(f"must be an inline table such as {example}, got {_show(value)}")
+        problems: list[tuple[str, str]] = []
+        pairs = []
+        for path, item in _flatten(value).items():
+            try:
+                pairs.append((_attribute_path(path), value_of(item)))
+            except _Bad as bad:
+                problems += [(f".{path}", message) for _, message in bad.items]
+        if problems:
+            raise _Bad(*problems)
+        return tuple(pairs)
+
+    return convert
+
+
+def _subtable(spec: Spec, cls: type, example: str) -> Convert:
+    """A converter for a nested table: every key checked, every problem reported."""
+
+    def convert(value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _bad(f"must be a table such as {example}, got {_show(value)}")
+        problems = [(f".{name}", _unknown(name, spec)) for name in value if name not in spec]
+        values = {}
+        for name, (convert_one, required) in spec.items():
+            if name not in value:
+                if required is not None:
+                    problems.append((f".{name}", f"missing; add {name} = {required}"))
+                continue
+            try:
+                values[name] = convert_one(value[name])
+            except _Bad as bad:
+                problems += [(f".{name}{suffix}", message) for suffix, message in bad.items]
+        if problems:
+            raise _Bad(*problems)
+        return cls(**values)
+
+    return convert
+
+
+_CODE_MAPPING: Spec = {
+    "code": (_text, '"CTHD"'),
+    "scheme": (_text, '"LOCAL"'),
+    "to_code": (_text, '"CT-HEAD"'),
+    "to_scheme": (_text, '"99FLX"'),
+    "to_meaning": (_text, '"CT head"'),
+}
+_CODE_EXAMPLE = ('{ code = "CTHD", scheme = "LOCAL", to_code = "CT-HEAD", to_scheme = "99FLX", '
+                 'to_meaning = "CT head" }')
+_CORRECTIONS: Spec = {
+    "clean_characters": (_boolean, None),
+    "person_names": (_choice("keep", "normalize", "upper"), None),
+    "truncate": (_boolean, None),
+    "procedure_codes": (_list(_subtable(_CODE_MAPPING, CodeMapping, _CODE_EXAMPLE),
+                              f"[{_CODE_EXAMPLE}]"), None),
+    "unknown_codes": (_choice("keep", "remove"), None),
+    "defaults": (_attribute_map(_text, '{ Modality = "CT" }'), None),
+    "copy": (_attribute_map(_attribute_path, '{ RequestedProcedureDescription = '
+                                             '"ScheduledProcedureStepDescription" }'), None),
+    "move": (_attribute_map(_attribute_path, '{ PatientComments = "MedicalAlerts" }'), None),
+}
 _WORKLIST: Spec = {
     "ae_title": (_ae_title, '"RIS"'),
     "host": (_host, '"10.20.1.6"'),
     "port": (_PORT, "104"),
     "sync_interval_s": (_SECONDS, None),
     "days_ahead": (_integer(0, 365), None),
+    "retry_interval_s": (_SECONDS, None),
+    "modality": (_text, None),
+    "station_ae_title": (lambda v: v if v == "" else _ae_title(v), None),
+    "name_matching": (_choice("case-insensitive", "case-sensitive"), None),
+    "answer_character_set": (_charset, None),
+    "server_character_set": (_charset, None),
+    "unrepresentable": (_choice("transliterate", "replace"), None),
+    "corrections": (_subtable(_CORRECTIONS, CorrectionsConfig, "[site.worklist.corrections]"),
+                    None),
 }
+# -- worklist (end) ---------------------------------------------------------------------
 _TOP = ("box", "detect", "transmit", "links", "site")
 
 

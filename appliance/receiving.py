@@ -13,7 +13,11 @@ from pathlib import Path
 
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+from pynetdicom.sop_class import (
+    ModalityWorklistInformationFind,
+    StorageCommitmentPushModel,
+    Verification,
+)
 
 from appliance import dimse
 from appliance.commitment import handle_report
@@ -101,6 +105,9 @@ class Receiver:
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ACCEPTED_SYNTAXES)
         ae.add_supported_context(Verification, ACCEPTED_SYNTAXES)
+        # Modality Worklist C-FIND: the EVT_C_FIND handler comes in `extra_handlers`
+        # (worklist.Worklist.on_c_find); without one pynetdicom answers a failure.
+        ae.add_supported_context(ModalityWorklistInformationFind, ACCEPTED_SYNTAXES)
         # A PACS reports Storage Commitment results on an association of its own, acting
         # as the SCP of the Push Model: accept that role.
         ae.add_supported_context(StorageCommitmentPushModel, ACCEPTED_SYNTAXES,
