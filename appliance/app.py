@@ -22,12 +22,13 @@ from pynetdicom import evt
 
 from appliance import (
     dimse,  # noqa: F401  (applies pynetdicom settings)
+    metrics,
     systemd,
 )
 from appliance.config import Config
 from appliance.control import CommandError, ControlServer
 from appliance.delivery import DestinationWorker
-from appliance.health import HealthFacts, health_state
+from appliance.health import BOOTING, LED_PATTERNS, HealthFacts, StatusLed, health_state
 from appliance.keystore import FileKeystore
 from appliance.logs import event
 from appliance.nodes import ECHO_TIMEOUT_S, NodeProber
@@ -44,6 +45,7 @@ from appliance.routing import (
 )
 from appliance.signals import (
     CELLULAR,
+    LINK_CLASSES,
     OFFLINE,
     HotplugSource,
     LinkSource,
@@ -70,6 +72,7 @@ log = logging.getLogger("fluxbox.app")
 PIN_SETTING = "site_pin"
 PACING_SETTING = "pacing"
 HOUSEKEEPING_S = 60.0
+FRONT_PANEL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,13 @@ class Hardware:
     links: LinkSource
     modem: ModemSource
     hotplug: HotplugSource | None = None
+    led: StatusLed | None = None
 
 
 def choose_hardware(config: Config) -> Hardware:
     """The real adapters where the machine has the service, a do-nothing one elsewhere."""
     from hw.gps import GpsdPosition
+    from hw.led import SysfsLed
     from hw.modem import ModemManagerModem
     from hw.network import best_link_source
 
@@ -99,7 +104,18 @@ def choose_hardware(config: Config) -> Hardware:
         links=best_link_source(dict(config.links.classes)),
         modem=ModemManagerModem(),
         hotplug=hotplug,
+        led=SysfsLed(config.box.status_led) if config.box.status_led else None,
     )
+
+
+def _median_latency(rows: list[dict], recent: int = 50) -> float | None:
+    """Median seconds from arrival to complete over the most recent complete studies."""
+    done = sorted((r["completed_at"], r["completed_at"] - r["received_at"]) for r in rows
+                  if r["completed_at"])[-recent:]
+    if not done:
+        return None
+    spans = sorted(span for _, span in done)
+    return spans[len(spans) // 2]
 
 
 class Box:
@@ -134,6 +150,7 @@ class Box:
         self.workers = self._build_workers()
         self.control = ControlServer(box.data_dir, self._commands())
         self._threads: list[threading.Thread] = []
+        self._metrics = None
 
     # -- signals and site ------------------------------------------------------------
 
@@ -306,6 +323,7 @@ class Box:
 
     def start(self) -> None:
         event(log, "starting", data_dir=self.config.box.data_dir, repaired=str(self.repair))
+        self._show_led(BOOTING)
         self.supervisor.start()  # a first snapshot before the first study arrives
         self.receiver.start()
         self.control.start()
@@ -317,8 +335,24 @@ class Box:
         self._spawn("closer", self._closer_loop)
         self._spawn("housekeeping", self._housekeeping_loop)
         self._spawn("worklist", self.worklist.run, self.stop_event)
+        self._spawn("front-panel", self._front_panel_loop)
+        if self.config.box.metrics_listen:
+            host, port = self.config.box.metrics_listen.rsplit(":", 1)
+            self._metrics = metrics.serve(self.status_view, host, int(port))
         for dest_id, (worker, wake) in self.workers.items():
             self._spawn(f"deliver-{dest_id}", worker.run, self.stop_event, wake)
+
+    def _show_led(self, state: str) -> None:
+        if self.hardware.led is not None:
+            self.hardware.led.show(LED_PATTERNS[state])
+
+    def _front_panel_loop(self) -> None:
+        """The LED follows the health state (the console reads status itself)."""
+        while not self.stop_event.wait(FRONT_PANEL_S):
+            try:
+                self._show_led(self.status_view()["health"])
+            except Exception:
+                log.exception("front panel error")
 
     def _spawn(self, name: str, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -340,6 +374,8 @@ class Box:
         for thread in self._threads:
             thread.join(timeout=30)
         self.control.stop()
+        if self._metrics is not None:
+            self._metrics.shutdown()
         self._save_pacing()
         self.store.close()
 
@@ -438,6 +474,8 @@ class Box:
             "cellular_bytes": dict(zip(("today", "month"), self.store.traffic(CELLULAR, now),
                                        strict=True)),
             "worklist": self.worklist.status(now),
+            "sent_bytes_month": {c: self.store.traffic(c, now)[1] for c in LINK_CLASSES},
+            "delivery_latency_s": _median_latency(rows),
         }
 
     def _held_view(self, rows: list[dict], now: float) -> dict:

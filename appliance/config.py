@@ -33,6 +33,8 @@ class BoxConfig:
     reserve_mb: int = 512  # below this much free space, new C-STOREs get 0xA700
     retention_days: float = 7.0  # complete studies are purged after this long
     max_pdu: int = 0  # 0: unlimited
+    status_led: str = ""  # the front-panel LED's name under /sys/class/leds; "": none
+    metrics_listen: str = ""  # "host:port" of the Prometheus endpoint; "": off
 
     @property
     def key_path(self) -> Path:
@@ -755,6 +757,8 @@ _BOX: Spec = {
     "reserve_mb": (_integer(0), None),
     "retention_days": (_number(0), None),
     "max_pdu": (_integer(1024, 2**32 - 1, zero=True), None),
+    "status_led": (_text, None),
+    "metrics_listen": (lambda v: "" if v == "" else _host_port(v), None),
 }
 _DETECT: Spec = {
     "mode": (_choice("auto", "fixed"), None),
