@@ -25,12 +25,13 @@ from appliance import (
     metrics,
     systemd,
 )
-from appliance.config import Config
+from appliance.config import Config, DestinationConfig
 from appliance.control import CommandError, ControlServer
 from appliance.delivery import DestinationWorker
 from appliance.health import BOOTING, LED_PATTERNS, HealthFacts, StatusLed, health_state
 from appliance.keystore import FileKeystore
 from appliance.logs import event
+from appliance.mpps import MppsService
 from appliance.nodes import ECHO_TIMEOUT_S, NodeProber
 from appliance.pacing import Pacing, Throttle
 from appliance.receiving import Receiver
@@ -140,9 +141,14 @@ class Box:
         self.supervisor = Supervisor(self._watchers(), on_snapshot=self.on_snapshot)
         self.worklist = Worklist(self.store, config, lambda: self.current_site().id,
                                  calling_ae=box.ae_title)
+        self.mpps = MppsService(self.store, config, self.current_site,
+                                on_completed=self._mpps_completed,
+                                on_queued=lambda: self.wake_delivery())
         self.receiver = Receiver(box, self.store, self.current_site, on_stored=self.closer_wake.set,
                                  position=self.current_position,
-                                 extra_handlers=[(evt.EVT_C_FIND, self.worklist.on_c_find)])
+                                 extra_handlers=[(evt.EVT_C_FIND, self.worklist.on_c_find),
+                                                 (evt.EVT_N_CREATE, self.mpps.on_n_create),
+                                                 (evt.EVT_N_SET, self.mpps.on_n_set)])
         self.closer = StudyCloser(self.store, config, self.receiver.associations.studies)
         saved = self.store.get_setting(PACING_SETTING)
         self.pacing = Pacing(config.transmit, json.loads(saved) if saved else None)
@@ -154,9 +160,15 @@ class Box:
 
     # -- signals and site ------------------------------------------------------------
 
+    def _mpps_completed(self, study_uid: str, instance_uids: list[str]) -> None:
+        self.closer.expect(study_uid, instance_uids, time.time())
+        self.closer_wake.set()
+
     def _destination_hosts(self) -> list[str]:
         worklists = {s.worklist.host for s in self.config.sites if s.worklist is not None}
-        return sorted({d.host for s in self.config.sites for d in s.destinations} | worklists)
+        ris = {s.mpps.host for s in self.config.sites if s.mpps is not None}
+        return sorted({d.host for s in self.config.sites for d in s.destinations} | worklists
+                      | ris)
 
     def _watchers(self) -> list[Watcher]:
         hw, hosts = self.hardware, self._destination_hosts()
@@ -241,11 +253,17 @@ class Box:
 
     # -- policy ------------------------------------------------------------------------
 
-    def link_to(self, dest_id: str):
+    def _destination(self, dest_id: str) -> DestinationConfig:
+        """A site's destination by id; "SITE/ris" is its MPPS relay to the RIS."""
         site_id, name = dest_id.split("/", 1)
         site = self.config.site(site_id)
-        dest = next(d for d in site.destinations if d.name == name)
-        return link_for(dest.host, self.snapshot, self.config.links.classes)
+        if name == "ris" and site.mpps is not None:
+            return DestinationConfig("ris", site.mpps.ae_title, site.mpps.host, site.mpps.port)
+        return next(d for d in site.destinations if d.name == name)
+
+    def link_to(self, dest_id: str):
+        return link_for(self._destination(dest_id).host, self.snapshot,
+                        self.config.links.classes)
 
     def gate(self, study: StudyRecord, dest_id: str, now: float) -> str | None:
         """Why a study may not move to `dest_id` now; None when it may."""
@@ -273,8 +291,10 @@ class Box:
     def _build_workers(self) -> dict[str, tuple[DestinationWorker, threading.Event]]:
         workers = {}
         for site in self.config.sites:
-            for dest in site.destinations:
-                dest_id = destination_id(site, dest)
+            ids = [destination_id(site, d) for d in site.destinations]
+            ids += [f"{site.id}/ris"] if site.mpps is not None else []
+            for dest_id in ids:
+                dest = self._destination(dest_id)
                 worker = DestinationWorker(
                     self.store, dest_id, dest, self.config.transmit,
                     calling_ae=self.config.box.ae_title,
@@ -406,6 +426,8 @@ class Box:
         ttl_s = self.config.transmit.ttl_h * 3600
         rows = []
         for study in self.store.studies():
+            if study.kind != "study":
+                continue
             row = study_view(self.store, study, self._study_block(study, now))
             row["overdue"] = row["state"] != "complete" and now - study.first_at > ttl_s
             rows.append(row)

@@ -74,6 +74,7 @@ class TransmitConfig:
     max_kbps_cellular: int = 0
     stall_s: float = 20.0  # no bytes moving for this long: the association is dropped
     ttl_h: float = 24.0  # a study waiting longer needs attention (it keeps trying)
+    mpps_wait_s: float = 600.0  # after MPPS COMPLETED, wait this long for listed instances
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,15 @@ class WorklistConfig:
 
 
 @dataclass(frozen=True)
+class MppsConfig:
+    """The site's RIS that takes Modality Performed Procedure Step messages."""
+
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     id: str
     name: str = ""
@@ -168,6 +178,7 @@ class SiteConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     destinations: tuple[DestinationConfig, ...] = ()
     worklist: WorklistConfig | None = None
+    mpps: MppsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -790,6 +801,7 @@ _TRANSMIT: Spec = {
     "max_kbps_cellular": (_integer(0), None),
     "stall_s": (_SECONDS, None),
     "ttl_h": (_SECONDS, None),
+    "mpps_wait_s": (_number(0), None),
 }
 _LINKS: Spec = {"classes": (_interface_classes, None)}
 _SITE: Spec = {
@@ -799,11 +811,17 @@ _SITE: Spec = {
     "ssids": (_list(_ssid, '["STMARYS-IMAGING"]'), None),
     "gateways": (_list(_gateway, '["10.20.0.1", "00:1a:2b:3c:4d:5e"]'), None),
 }
-_SITE_TABLES = ("geofence", "policy", "destination", "worklist")
+_SITE_TABLES = ("geofence", "policy", "destination", "worklist", "mpps")
 _SITE_HINTS = {
     "geofence": "{ lat = 51.5171, lon = -0.1742, radius_m = 400 }",
     "policy": "[site.policy]",
     "worklist": "[site.worklist]",
+    "mpps": "[site.mpps]",
+}
+_MPPS: Spec = {
+    "ae_title": (_ae_title, '"RIS"'),
+    "host": (_host, '"10.20.1.6"'),
+    "port": (_PORT, "104"),
 }
 _FAILED = object()  # a sub-table that has a problem
 _GEOFENCE: Spec = {
@@ -1048,6 +1066,7 @@ class _Checker:
             "geofence": self.part(raw, key, "geofence", _GEOFENCE, Geofence, None),
             "policy": self.part(raw, key, "policy", _POLICY, PolicyConfig, PolicyConfig()),
             "worklist": self.part(raw, key, "worklist", _WORKLIST, WorklistConfig, None),
+            "mpps": self.part(raw, key, "mpps", _MPPS, MppsConfig, None),
         }
         destinations = self.destinations(raw, key)
         if not good or destinations is None or any(part is _FAILED for part in parts.values()):

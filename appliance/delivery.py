@@ -24,7 +24,7 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
-from appliance import commitment, dimse, encoding
+from appliance import commitment, dimse, encoding, mpps
 from appliance.config import DestinationConfig, TransmitConfig
 from appliance.crypto import BlobCorrupt
 from appliance.encoding import UNCOMPRESSED
@@ -295,6 +295,9 @@ class DestinationWorker:
     def _send_one(self, assoc, item: Queued, outcome: BatchResult,
                   link_class: str | None = None) -> None:
         record = item.instance
+        if record.sop_class_uid == mpps.MPPS_CLASS:
+            self._send_message(assoc, item, outcome, link_class)
+            return
         accepted = {cx.transfer_syntax[0] for cx in assoc.accepted_contexts
                     if cx.abstract_syntax == record.sop_class_uid}
         if not accepted:
@@ -323,11 +326,34 @@ class DestinationWorker:
         except encoding.CannotEncode as exc:
             self._fail(item, outcome, str(exc))
             return
+        self._record_status(item, outcome, status, link_class, elapsed)
+
+    def _send_message(self, assoc, item: Queued, outcome: BatchResult,
+                      link_class: str | None) -> None:
+        """An MPPS N-CREATE or N-SET, relayed as the modality sent it."""
+        record = item.instance
+        if not assoc.is_established:
+            raise LinkDown("association lost")
+        if not any(cx.abstract_syntax == mpps.MPPS_CLASS for cx in assoc.accepted_contexts):
+            self._fail(item, outcome, "RIS does not accept MPPS")
+            return
+        dataset = mpps.decode(self.store.message_payload(record))
+        if record.facts.get("kind") == "create":
+            status, _ = assoc.send_n_create(dataset, mpps.MPPS_CLASS, record.sop_instance_uid)
+        else:
+            status, _ = assoc.send_n_set(dataset, mpps.MPPS_CLASS, record.sop_instance_uid)
+        self._record_status(item, outcome, status, link_class, 0.0)
+
+    def _record_status(self, item: Queued, outcome: BatchResult, status, link_class,
+                       elapsed: float) -> None:
+        """Success or warning is recorded at once; a transient refusal retries the batch;
+        anything else fails this item with its reason while the rest go on."""
         if "Status" not in status:
             raise LinkDown("no response from PACS (association aborted or timed out)")
         code = int(status.Status)
         if dimse.is_success_or_warning(code):
-            self.pacing.record_transfer(self.dest_id, link_class, record.size_bytes, elapsed)
+            self.pacing.record_transfer(self.dest_id, link_class, item.instance.size_bytes,
+                                        elapsed)
             if self.store.record_delivered(self.dest_id, item, time.time(), link_class):
                 outcome.completed.append(item.study.key)
             outcome.sent += 1

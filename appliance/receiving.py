@@ -14,6 +14,7 @@ from pathlib import Path
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (
+    ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
     StorageCommitmentPushModel,
     Verification,
@@ -108,6 +109,8 @@ class Receiver:
         # Modality Worklist C-FIND: the EVT_C_FIND handler comes in `extra_handlers`
         # (worklist.Worklist.on_c_find); without one pynetdicom answers a failure.
         ae.add_supported_context(ModalityWorklistInformationFind, ACCEPTED_SYNTAXES)
+        # MPPS N-CREATE / N-SET: the handlers come in `extra_handlers` too.
+        ae.add_supported_context(ModalityPerformedProcedureStep, ACCEPTED_SYNTAXES)
         # A PACS reports Storage Commitment results on an association of its own, acting
         # as the SCP of the Push Model: accept that role.
         ae.add_supported_context(StorageCommitmentPushModel, ACCEPTED_SYNTAXES,

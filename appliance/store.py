@@ -21,6 +21,7 @@ as a key or file name is a keyed hash):
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import hashlib
@@ -102,6 +103,10 @@ class StudyRecord:
     calling_aet: str = ""
     study_description: str = ""
     position: tuple[float, float] | None = None  # where the vehicle was when it arrived
+    kind: str = "study"  # or "mpps": the messages of one procedure step, queued like a study
+    expected: tuple[str, ...] = ()  # instance keys an MPPS COMPLETED listed
+    expect_until: float | None = None  # ... waited for until then
+    performed_study_uid: str = ""  # of an MPPS step: the study it performed
 
     @property
     def seq_bytes(self) -> bytes:
@@ -152,7 +157,7 @@ class RepairReport:
 
 def _record_from_json(cls, raw: bytes):
     data = json.loads(raw)
-    for name in ("destinations", "findings", "commit_destinations", "position"):
+    for name in ("destinations", "findings", "commit_destinations", "position", "expected"):
         if name in data:
             data[name] = tuple(data[name]) if data[name] is not None else None
     return cls(**data)
@@ -659,6 +664,48 @@ class Store:
         for _, value in txn.cursor(db=self._db["studies"]):
             yield _record_from_json(StudyRecord, self.keys.open(value))
 
+    # -- MPPS messages ------------------------------------------------------------
+
+    def put_message(self, step_uid: str, kind: str, payload: bytes, *, site: str | None,
+                    dest: str | None, now: float, sop_class_uid: str,
+                    performed_study_uid: str = "") -> StudyRecord:
+        """Queue one MPPS message (N-CREATE or N-SET) for `dest`, durable on return.
+
+        The messages of one procedure step form one queue entry in arrival order, so they
+        reach the RIS in order. With no `dest` the message is kept, not relayed.
+        """
+        step_key = self.keys.uid_hash("mpps:" + step_uid)
+        with self.env.begin(write=True) as txn:
+            step = self._get(txn, "studies", step_key, StudyRecord) or StudyRecord(
+                key=step_key.hex(), seq=self._next_seq(txn), study_uid=step_uid, site=site,
+                site_source=None, phase="closed", kind="mpps", first_at=now, closed_at=now,
+                performed_study_uid=performed_study_uid)
+            seq = self._next_seq(txn)
+            inst_key = self.keys.uid_hash(f"mpps:{step_uid}:{seq}")
+            record = InstanceRecord(
+                key=inst_key.hex(), seq=seq, study_key=step.key, sop_instance_uid=step_uid,
+                sop_class_uid=sop_class_uid, series_uid="",
+                transfer_syntax="1.2.840.10008.1.2.1",  # explicit VR little endian
+                size_bytes=len(payload), blob="", digest=f"{kind}:{seq}", received_at=now,
+                facts={"kind": kind, "payload": base64.b64encode(payload).decode()})
+            destinations = (dest,) if dest else ()
+            step = replace(step, instances=step.instances + 1, last_at=now,
+                           size_bytes=step.size_bytes + len(payload),
+                           completed_at=None if dest else now,  # kept, nothing to relay
+                           destinations=tuple(dict.fromkeys(step.destinations + destinations)))
+            txn.put(inst_key, self._seal_record(record), db=self._db["instances"])
+            txn.put(step_key, self._seal_record(step), db=self._db["studies"])
+            txn.put(step_key + _SEQ.pack(seq), inst_key, db=self._db["members"])
+            if dest:
+                txn.put(self._position_key(dest, step.seq, seq), inst_key + step_key,
+                        db=self._db["pending"])
+            self._event(txn, now, "mpps queued", step=step.key[:12], kind=kind)
+            return step
+
+    @staticmethod
+    def message_payload(record: InstanceRecord) -> bytes:
+        return base64.b64decode(record.facts["payload"])
+
     # -- payloads --------------------------------------------------------------
 
     def write_plaintext(self, record: InstanceRecord, target: Path) -> None:
@@ -801,7 +848,7 @@ class Store:
         with self.env.begin(write=True) as txn:
             for member_key, inst_key in list(self._prefixed(txn, "members", key)):
                 record = self._get(txn, "instances", inst_key, InstanceRecord)
-                if record is not None:
+                if record is not None and record.blob:
                     blobs.append(record.blob)
                 txn.delete(inst_key, db=self._db["instances"])
                 txn.delete(member_key, db=self._db["members"])
@@ -840,7 +887,7 @@ class Store:
             for _, value in txn.cursor(db=self._db["instances"]):
                 record = _record_from_json(InstanceRecord, self.keys.open(value))
                 known.add(record.blob)
-                if not self._blob_path(record.blob).exists():
+                if record.blob and not self._blob_path(record.blob).exists():
                     report.missing_blobs += 1
         for blob_file in self.blob_dir.glob("*/*.blob"):
             if blob_file.stem not in known:

@@ -83,9 +83,11 @@ class StudyCloser:
         busy = self.open_studies()
         closed = []
         for study in self.store.studies():
-            if study.phase != RECEIVING:
+            if study.phase != RECEIVING or study.kind != "study":
                 continue
             quiet = study.key not in busy and now - study.last_at >= quiet_s
+            if study.expected:
+                quiet = self._expected_done(study, now)
             if quiet:
                 result = self._close(study, now)
                 if result:
@@ -95,6 +97,27 @@ class StudyCloser:
                 if route.destinations:
                     self.store.enqueue(study.key, route.destinations, now, route.commitment)
         return closed
+
+    def expect(self, study_uid: str, instance_uids: list[str], now: float) -> None:
+        """An MPPS COMPLETED listed these instances: close as soon as all are here, or
+        hold (even a closed study, back to receiving) for `mpps_wait_s` while some are not."""
+        study = self.store.study_by_uid(study_uid)
+        if study is None or not instance_uids:
+            return
+        keys = tuple(self.store.uid_key(uid) for uid in instance_uids)
+        changes = {"expected": keys, "expect_until": now + self.config.transmit.mpps_wait_s}
+        if study.phase != RECEIVING and not self._missing(study, keys):
+            self.store.update_study(study.key, **changes)
+            return
+        self.store.update_study(study.key, phase=RECEIVING, closed_at=None, **changes)
+
+    def _missing(self, study: StudyRecord, keys: tuple[str, ...]) -> set[str]:
+        present = {r.key for r in self.store.study_instances(study.key)}
+        return set(keys) - present
+
+    def _expected_done(self, study: StudyRecord, now: float) -> bool:
+        """All listed instances are here, or the wait is over."""
+        return not self._missing(study, study.expected) or now >= (study.expect_until or 0)
 
     def reroute(self, study: StudyRecord, now: float) -> Closed | None:
         """Route a closed study again (after its site was assigned)."""
@@ -113,9 +136,14 @@ class StudyCloser:
             for r in self.store.study_instances(study.key)
         ]
         route = route_study(study, self.config)
+        findings = study_findings(facts)
+        missing = self._missing(study, study.expected) if study.expected else set()
+        if missing:
+            findings.append(f"{len(missing)} of {len(study.expected)} instances listed by the "
+                            "modality's MPPS never arrived")
         updated = self.store.update_study(
             study.key, expect_last_at=study.last_at, phase="closed", closed_at=now,
-            findings=tuple(study_findings(facts)), held_reason=route.held_reason,
+            findings=tuple(findings), held_reason=route.held_reason,
         )
         if updated is None:  # an instance arrived meanwhile; close later
             return None

@@ -1,0 +1,146 @@
+"""MPPS: relayed to the RIS in order after an outage; COMPLETED closes the study exactly."""
+
+from __future__ import annotations
+
+import threading
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage, ModalityPerformedProcedureStep
+
+from tests.boxproc import BoxProcess, box_toml
+from tests.peers import CountingSCP, free_port
+
+
+class RecordingRis:
+    """A pynetdicom MPPS SCP that records (message, status) in arrival order."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.messages: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self.server = None
+
+    def start(self) -> None:
+        ae = AE(ae_title="RIS")
+        ae.add_supported_context(ModalityPerformedProcedureStep)
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[
+            (evt.EVT_N_CREATE, self._create), (evt.EVT_N_SET, self._set)])
+
+    def _create(self, event):
+        ds = event.attribute_list
+        with self._lock:
+            self.messages.append(("create", str(ds.PerformedProcedureStepStatus)))
+        return 0x0000, ds
+
+    def _set(self, event):
+        ds = event.modification_list
+        with self._lock:
+            self.messages.append(("set", str(ds.get("PerformedProcedureStepStatus", ""))))
+        return 0x0000, ds
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+
+
+def _config(tmp_path, pacs_port: int, ris_port: int, transmit: str) -> str:
+    sites = (f'[[site]]\nid = "a"\n[site.mpps]\nae_title = "RIS"\nhost = "127.0.0.1"\n'
+             f'port = {ris_port}\n[[site.destination]]\nname = "pacs"\nae_title = "PACS"\n'
+             f'host = "127.0.0.1"\nport = {pacs_port}\n')
+    return box_toml(tmp_path / "data", free_port(), sites, transmit=transmit)
+
+
+def _modality(port: int):
+    ae = AE(ae_title="CT1")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title="FLUXBOX")
+    assert assoc.is_established
+    return assoc
+
+
+def _create_request(study_uid: str) -> Dataset:
+    ds = Dataset()
+    step = Dataset()
+    step.StudyInstanceUID = study_uid
+    step.AccessionNumber = "ACC1"
+    ds.ScheduledStepAttributesSequence = [step]
+    ds.PatientID = "FLX0001"
+    ds.PerformedProcedureStepID = "PPS1"
+    ds.PerformedProcedureStepStatus = "IN PROGRESS"
+    ds.Modality = "CT"
+    return ds
+
+
+def _completed(files) -> Dataset:
+    ds = Dataset()
+    ds.PerformedProcedureStepStatus = "COMPLETED"
+    series = Dataset()
+    series.SeriesInstanceUID = pydicom.dcmread(files[0]).SeriesInstanceUID
+    refs = []
+    for path in files:
+        item = Dataset()
+        item.ReferencedSOPClassUID = CTImageStorage
+        item.ReferencedSOPInstanceUID = pydicom.dcmread(path).SOPInstanceUID
+        refs.append(item)
+    series.ReferencedImageSequence = refs
+    ds.PerformedSeriesSequence = [series]
+    return ds
+
+
+def test_mpps_reaches_the_ris_in_order_after_an_outage_and_completed_closes_the_study(
+        tmp_path, ct_study):
+    ris = RecordingRis(free_port())  # down at first
+    with CountingSCP(ae_title="PACS") as pacs:
+        text = _config(tmp_path, pacs.port, ris.port, "study_quiet_s = 600")
+        with BoxProcess(text, tmp_path) as box:
+            study_uid = pydicom.dcmread(ct_study[0]).StudyInstanceUID
+            assoc = _modality(box.port)
+            step_uid = generate_uid()
+            status, _ = assoc.send_n_create(_create_request(study_uid),
+                                            ModalityPerformedProcedureStep, step_uid)
+            assert status.Status == 0
+            for path in ct_study:
+                assert assoc.send_c_store(path).Status == 0
+            status, _ = assoc.send_n_set(_completed(ct_study), ModalityPerformedProcedureStep,
+                                         step_uid)
+            assert status.Status == 0
+            assoc.release()
+            # quiet time is 10 minutes: only the MPPS COMPLETED can close the study now
+            (row,) = box.wait_states("complete", timeout_s=30)
+            assert row["findings"] == []
+            assert len(pacs.uids()) == len(ct_study)
+            ris.start()
+            try:
+                box.wait_for(lambda: len(ris.messages) == 2, 30, "both messages at the RIS")
+                assert ris.messages == [("create", "IN PROGRESS"), ("set", "COMPLETED")]
+            finally:
+                ris.stop()
+
+
+def test_an_instance_listed_by_mpps_but_missing_holds_the_study_then_is_a_finding(
+        tmp_path, ct_study):
+    ris = RecordingRis(free_port())
+    ris.start()
+    try:
+        with CountingSCP(ae_title="PACS") as pacs:
+            text = _config(tmp_path, pacs.port, ris.port, "study_quiet_s = 600\nmpps_wait_s = 3")
+            with BoxProcess(text, tmp_path) as box:
+                study_uid = pydicom.dcmread(ct_study[0]).StudyInstanceUID
+                assoc = _modality(box.port)
+                step_uid = generate_uid()
+                assoc.send_n_create(_create_request(study_uid), ModalityPerformedProcedureStep,
+                                    step_uid)
+                for path in ct_study[:-1]:  # the last image never comes
+                    assert assoc.send_c_store(path).Status == 0
+                assoc.send_n_set(_completed(ct_study), ModalityPerformedProcedureStep, step_uid)
+                assoc.release()
+                assert box.studies()[0]["state"] == "receiving", "held for the missing image"
+                (row,) = box.wait_states("complete", timeout_s=30)
+                assert any("1 of 12 instances" in f for f in row["findings"]), row["findings"]
+                assert len(pacs.uids()) == len(ct_study) - 1
+    finally:
+        ris.stop()
