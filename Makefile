@@ -53,3 +53,58 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
+
+# ---------------------------------------------------------------------------- firmware image
+# Targets of the disk image (image/README.md). Everything lands in build/image/.
+#   make image          build/image/fluxbox.img (+ .bmap, SBOM): pinned Debian + the appliance
+#   make image-test     boot the test variant in QEMU: store, deliver, power cut, deliver
+#   make image-check    build twice, compare bit for bit, write the SBOM
+#   make image-lock     take the mirror's and PyPI's current versions into the lock files
+#   make image-run      boot build/image/fluxbox.img in QEMU on this terminal
+IMAGE_OUT := build/image
+IMAGE_HOST_PACKAGES := mmdebstrap genimage e2fsprogs dosfstools mtools fdisk bmap-tools \
+	qemu-system-x86 qemu-utils ovmf rauc openssl git
+# Inputs of the image: the appliance and the image's own files (not its test scripts).
+IMAGE_INPUTS := $(filter-out image/vmtest.py image/qemu.py image/relay.py image/check.sh image/README.md image/test/%, \
+	$(shell git ls-files -co --exclude-standard pyproject.toml appliance hw image 2>/dev/null))
+
+.PHONY: image image-deps image-test image-check image-lock image-run
+
+image-deps:
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(IMAGE_HOST_PACKAGES)"
+
+image: image-deps $(IMAGE_OUT)/fluxbox.img
+
+$(IMAGE_OUT)/fluxbox.img: $(IMAGE_INPUTS)
+	image/build.sh $(IMAGE_OUT)
+
+$(IMAGE_OUT)/fluxbox-test.img: $(IMAGE_OUT)/fluxbox.img image/test/fluxbox.toml image/mkdisk.sh
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) image/mkdisk.sh $(IMAGE_OUT)/rootfs.tar $(IMAGE_OUT) fluxbox-test
+
+image-test: image python-venv
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="dcmtk orthanc"
+	@$(MAKE) --no-print-directory $(STAMP) $(IMAGE_OUT)/fluxbox-test.img
+	@$(PY) -c 'import pexpect' 2>/dev/null || $(PY) -m pip install -q --require-hashes -r image/test-requirements.txt
+	timeout 900 $(PY) image/vmtest.py --image $(IMAGE_OUT)/fluxbox-test.img
+
+image-check: image-deps
+	image/check.sh $(IMAGE_OUT)
+
+image-lock: image-deps
+	image/lock.sh
+
+image-run: image
+	python3 image/qemu.py $(IMAGE_OUT)/fluxbox.img --snapshot
+# ------------------------------------------------------------------------ end firmware image
+
+# ------------------------------------------------------------------------ Buildroot external tree
+# Offline checks of buildroot/ (the BR2_EXTERNAL tree) against a Buildroot source tree:
+#   make buildroot-check BUILDROOT=/path/to/buildroot [BUILDROOT_OUT=dir] [BUILDROOT_SOURCES=1]
+# Without BUILDROOT it explains what it checks and how to get one. See buildroot/README.md.
+BUILDROOT ?=
+BUILDROOT_OUT ?=
+
+.PHONY: buildroot-check
+buildroot-check:
+	@BUILDROOT_SOURCES="$(BUILDROOT_SOURCES)" bash buildroot/check.sh "$(BUILDROOT)" $(BUILDROOT_OUT)
+# ------------------------------------------------------------------------ end Buildroot external tree
