@@ -33,6 +33,9 @@ class BoxConfig:
     reserve_mb: int = 512  # below this much free space, new C-STOREs get 0xA700
     retention_days: float = 7.0  # complete studies are purged after this long
     max_pdu: int = 0  # 0: unlimited
+    tls_cert: Path | None = None  # DICOM TLS on the box's own port: its certificate and key
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # if set, modalities must present a certificate it signed
     status_led: str = ""  # the front-panel LED's name under /sys/class/leds; "": none
     metrics_listen: str = ""  # "host:port" of the Prometheus endpoint; "": off
 
@@ -768,6 +771,9 @@ _BOX: Spec = {
     "reserve_mb": (_integer(0), None),
     "retention_days": (_number(0), None),
     "max_pdu": (_integer(1024, 2**32 - 1, zero=True), None),
+    "tls_cert": (_optional_path, None),
+    "tls_key": (_optional_path, None),
+    "tls_ca": (_optional_path, None),
     "status_led": (_text, None),
     "metrics_listen": (lambda v: "" if v == "" else _host_port(v), None),
 }

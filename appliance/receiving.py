@@ -7,6 +7,7 @@ encrypted on disk, fsynced and indexed (PRODUCT.md, Guarantees).
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -126,8 +127,21 @@ class Receiver:
             (evt.EVT_REJECTED, self._on_rejected),
             *self.extra_handlers,
         ]
-        self._server = ae.start_server((host, self.box.port), block=False, evt_handlers=handlers)
+        self._server = ae.start_server((host, self.box.port), block=False, evt_handlers=handlers,
+                                       ssl_context=self._tls())
         event(log, "listening", ae_title=self.box.ae_title, port=self.box.port)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """DICOM TLS on the box's own port when the config names a certificate."""
+        if self.box.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self.box.tls_cert),
+                                str(self.box.tls_key) if self.box.tls_key else None)
+        if self.box.tls_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=str(self.box.tls_ca))
+        return context
 
     @property
     def port(self) -> int:

@@ -191,3 +191,23 @@ def test_compression_on_the_wire_is_lossless_and_a_pacs_refusing_it_gets_the_stu
                 assert received[uid] == sent[uid], (expected, uid)
         finally:
             pacs.stop()
+
+
+def test_tls_on_the_box_own_port(make_box, tmp_path, ct_study):
+    ca, cert, key = _make_pki(tmp_path / "box-pki", "Box")
+    with CountingSCP(ae_title="PACS") as scp:
+        box = make_box([dest("pacs", "PACS", scp.port)],
+                       box=f'tls_cert = "{cert}"\ntls_key = "{key}"')
+        with box:
+            plain = storescu("127.0.0.1", box.port, ct_study[:1], called_aet="FLUXBOX")
+            assert plain.returncode != 0, "a plain connection is not served"
+            ae = AE(ae_title="CT1")
+            ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+            assoc = ae.associate("127.0.0.1", box.port, ae_title="FLUXBOX",
+                                 tls_args=(context, "127.0.0.1"))
+            assert assoc.is_established
+            assert assoc.send_c_store(ct_study[0]).Status == 0
+            assoc.release()
+            box.wait_states("complete", timeout_s=60)
+        assert len(scp.uids()) == 1
