@@ -34,6 +34,7 @@ from appliance.logs import event
 from appliance.mpps import MppsService
 from appliance.nodes import ECHO_TIMEOUT_S, NodeProber
 from appliance.pacing import Pacing, Throttle
+from appliance.precompress import Precompressor
 from appliance.receiving import Receiver
 from appliance.report import study_view
 from appliance.routing import (
@@ -154,6 +155,8 @@ class Box:
         self.pacing = Pacing(config.transmit, json.loads(saved) if saved else None)
         self.throttle = Throttle(config.transmit)  # one for all destinations: caps are global
         self.workers = self._build_workers()
+        self.precompressor = Precompressor(self.store, config,
+                                           lambda: self.receiver.associations.count() > 0)
         self.control = ControlServer(box.data_dir, self._commands())
         self._threads: list[threading.Thread] = []
         self._metrics = None
@@ -356,6 +359,7 @@ class Box:
         self._spawn("housekeeping", self._housekeeping_loop)
         self._spawn("worklist", self.worklist.run, self.stop_event)
         self._spawn("front-panel", self._front_panel_loop)
+        self._spawn("precompress", self.precompressor.run, self.stop_event)
         if self.config.box.metrics_listen:
             host, port = self.config.box.metrics_listen.rsplit(":", 1)
             self._metrics = metrics.serve(self.status_view, host, int(port))

@@ -314,9 +314,12 @@ class DestinationWorker:
             raise LinkDown("association lost")
         assoc.dimse_timeout = self.pacing.dimse_timeout_s(self.dest_id, link_class,
                                                           record.size_bytes)
+        variant = next((v for ts in candidates if ts != record.transfer_syntax
+                        and (v := self.store.variant(record, ts)) is not None), None)
         try:
-            with self.store.plaintext(record) as path:
-                dataset = _prepared(path, record.transfer_syntax, candidates)
+            with self.store.plaintext(variant or record) as path:
+                dataset = path if variant else _prepared(path, record.transfer_syntax,
+                                                         candidates)
                 started = time.monotonic()
                 status = assoc.send_c_store(dataset)
                 elapsed = time.monotonic() - started

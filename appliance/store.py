@@ -189,7 +189,7 @@ class Store:
             max_readers=256, subdir=True,
         )
         names = ("instances", "studies", "members", "pending", "acked", "failed", "events", "meta",
-                 "commitments", "transactions", "worklist")
+                 "commitments", "transactions", "worklist", "variants")
         self._db = {name: self.env.open_db(name.encode()) for name in names}
         self._event_counter = 0
         self._event_lock = threading.Lock()
@@ -714,6 +714,41 @@ class Store:
             for chunk in decrypt_stream(self.keys.blob_key, source):
                 sink.write(chunk)
 
+    # -- compressed variants ---------------------------------------------------------
+
+    def put_variant(self, record: InstanceRecord, transfer_syntax: str, path: Path) -> None:
+        """Keep `path` (the instance compressed to `transfer_syntax`, made ahead of sending)
+        as an encrypted variant; durable on return. A variant of an older version is never
+        used (it is tied to the record's digest)."""
+        temp = self.temp_dir / f"{uuid.uuid4().hex}.part"
+        with open(path, "rb") as source, open(temp, "wb") as sink:
+            size = encrypt_stream(self.keys.blob_key, source, sink)
+            sink.flush()
+            os.fsync(sink.fileno())
+        blob = self.uid_key(f"{record.sop_instance_uid}:{record.digest}:{transfer_syntax}")
+        self._place(temp, self._blob_path(blob))
+        body = {"blob": blob, "digest": record.digest, "size_bytes": size}
+        with self.env.begin(write=True) as txn:
+            txn.put(bytes.fromhex(record.key) + transfer_syntax.encode(),
+                    self.keys.seal(json.dumps(body).encode()), db=self._db["variants"])
+
+    def variant(self, record: InstanceRecord, transfer_syntax: str) -> InstanceRecord | None:
+        """The instance as kept in `transfer_syntax`, if a current variant exists."""
+        with self.env.begin() as txn:
+            raw = txn.get(bytes.fromhex(record.key) + transfer_syntax.encode(),
+                          db=self._db["variants"])
+        if raw is None:
+            return None
+        body = json.loads(self.keys.open(raw))
+        if body["digest"] != record.digest:
+            return None
+        return replace(record, blob=body["blob"], size_bytes=body["size_bytes"],
+                       transfer_syntax=transfer_syntax)
+
+    def _variant_blobs(self, txn, inst_key: bytes) -> list[tuple[bytes, str]]:
+        return [(key, json.loads(self.keys.open(value))["blob"])
+                for key, value in self._prefixed(txn, "variants", inst_key)]
+
     @contextlib.contextmanager
     def plaintext(self, record: InstanceRecord) -> Iterator[Path]:
         """A short-lived decrypted copy in the spool directory, removed on exit."""
@@ -850,6 +885,9 @@ class Store:
                 record = self._get(txn, "instances", inst_key, InstanceRecord)
                 if record is not None and record.blob:
                     blobs.append(record.blob)
+                for variant_key, blob in self._variant_blobs(txn, inst_key):
+                    txn.delete(variant_key, db=self._db["variants"])
+                    blobs.append(blob)
                 txn.delete(inst_key, db=self._db["instances"])
                 txn.delete(member_key, db=self._db["members"])
             for dest in study.destinations:
@@ -889,6 +927,8 @@ class Store:
                 known.add(record.blob)
                 if record.blob and not self._blob_path(record.blob).exists():
                     report.missing_blobs += 1
+            for _, value in txn.cursor(db=self._db["variants"]):
+                known.add(json.loads(self.keys.open(value))["blob"])
         for blob_file in self.blob_dir.glob("*/*.blob"):
             if blob_file.stem not in known:
                 blob_file.unlink(missing_ok=True)
