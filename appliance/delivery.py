@@ -117,8 +117,6 @@ class DestinationWorker:
         self.backoff = Backoff(transmit.retry_initial_s, transmit.retry_max_s)
         self.last_error: str | None = None
         self.last_success_at: float | None = None
-        self.in_flight = 0
-        self._lock = threading.Lock()
 
     # -- one step ------------------------------------------------------------
 

@@ -451,12 +451,11 @@ class Store:
 
     def next_batch(
         self, dest: str, *, max_count: int, max_bytes: int, whole_study: bool,
-        allowed: Callable[[StudyRecord], bool], skip: frozenset[bytes] = frozenset(),
+        allowed: Callable[[StudyRecord], bool],
     ) -> list[Queued]:
         """The next instances to send to `dest`, oldest study first.
 
-        Studies for which `allowed` is false are skipped whole; positions in
-        `skip` (in flight elsewhere) are passed over. At least one instance is
+        Studies for which `allowed` is false are skipped whole. At least one instance is
         returned when any is allowed, even if it alone exceeds `max_bytes`.
         """
         prefix = dest.encode() + b"\0"
@@ -465,8 +464,6 @@ class Store:
         verdicts: dict[bytes, StudyRecord | None] = {}
         with self.env.begin() as txn:
             for position, value in self._prefixed(txn, "pending", prefix):
-                if position in skip:
-                    continue
                 inst_key, study_key = value[:16], value[16:]
                 if study_key not in verdicts:
                     if whole_study and batch:
