@@ -100,8 +100,10 @@ class Pacing:
         self._lock = threading.Lock()
 
     def _get(self, dest_id: str, link_class: str | None) -> LinkFigures:
+        # A new link starts at the configured parallelism: on a long round trip one
+        # association idles the link between instances, and failures halve it soon enough.
         key = f"{dest_id}|{link_class or 'unknown'}"
-        return self.figures.setdefault(key, LinkFigures())
+        return self.figures.setdefault(key, LinkFigures(associations=self.transmit.associations))
 
     def record_transfer(self, dest_id: str, link_class: str | None, nbytes: int,
                         seconds: float) -> None:

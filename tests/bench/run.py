@@ -6,10 +6,13 @@ of them alike; the table shows medians. Results go to build/bench-results.json.
 
     python -m tests.bench.run [--repeat N] [--studies ct,mg] [--profile] [--strict]
                               [--transmit "associations = 2"]
+    python -m tests.bench.run --air [--air-profiles lte-good,lte-poor,wifi] [--strict]
 
 ``--profile`` adds one extra, untimed box ingest and delivery per study under
 py-spy and prints where the box's threads spend their time (files in
 build/bench-profile/). ``--transmit`` tries [transmit] settings on the box.
+``--air`` runs the over-the-air bench instead (tests/bench/air.py: emulated LTE and
+Wi-Fi links between network namespaces; needs root; build/bench-air-results.json).
 Targets that are missed print MISS; only ``--strict`` turns them into exit 1.
 """
 
@@ -32,7 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tests.bench import data, measure, report
+from tests.bench import air, data, measure, report
 from tests.bench.measure import Sender, Timing
 from tests.bench.profile import Profiler, render, summarise
 
@@ -65,7 +68,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--transmit", default="", metavar="TOML",
                         help='extra [transmit] settings for the box, separated by ";", '
                         'e.g. "associations = 2"')
+    parser.add_argument("--air", action="store_true",
+                        help="the over-the-air bench over emulated links instead")
+    parser.add_argument("--air-profiles", default=",".join(p.key for p in air.PROFILES),
+                        help="with --air, comma-separated: "
+                        + ", ".join(p.key for p in air.PROFILES))
     args = parser.parse_args(argv)
+    args.air_profiles = [p for p in args.air_profiles.split(",") if p]
+    if set(args.air_profiles) - {p.key for p in air.PROFILES}:
+        parser.error(f"unknown --air-profiles {args.air_profiles}")
     args.studies = [s for s in args.studies.split(",") if s]
     args.transmit = args.transmit.replace(";", "\n")
     unknown = set(args.studies) - set(data.WRITERS)
@@ -141,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
+    if args.air:
+        return air.main(args.air_profiles, strict=args.strict, say=_say)
     started = time.monotonic()
     studies = [data.study(DATA_DIR, name, log=_say) for name in args.studies]
     data.warm_cache(studies)

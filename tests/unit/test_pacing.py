@@ -29,13 +29,16 @@ def test_token_bucket_off_never_waits():
 
 def test_associations_grow_on_success_and_halve_on_failure():
     pacing = Pacing(TransmitConfig(associations=4, adaptive=True))
+    assert pacing.associations("a/pacs", "cellular") == 4, "a new link starts at the maximum"
+    pacing.record_failure("a/pacs", "cellular")
+    pacing.record_failure("a/pacs", "cellular")
     assert pacing.associations("a/pacs", "cellular") == 1
     for _ in range(60):
         pacing.record_transfer("a/pacs", "cellular", 500_000, 0.5)
     assert pacing.associations("a/pacs", "cellular") == 4
     pacing.record_failure("a/pacs", "cellular")
     assert pacing.associations("a/pacs", "cellular") == 2
-    assert pacing.associations("a/pacs", "wired") == 1, "figures are per link class"
+    assert pacing.associations("a/pacs", "wired") == 4, "figures are per link class"
     fixed = Pacing(TransmitConfig(associations=3, adaptive=False))
     assert fixed.associations("a/pacs", "cellular") == 3
 
