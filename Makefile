@@ -8,7 +8,7 @@ BUILD_PACKAGES := gcc python3-dev pkg-config libdbus-1-dev libglib2.0-dev
 APT_PACKAGES := $(BUILD_PACKAGES) dcmtk orthanc gpsd gpsd-clients dbus iproute2 tmux openssl
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit bench lint deps apt build-deps python-venv clean
+.PHONY: run test unit bench bench-air lint deps apt build-deps python-venv clean
 
 run: python-venv build-deps $(STAMP)
 	$(VENV)/bin/fluxbox run
@@ -21,6 +21,10 @@ unit: $(STAMP)
 
 bench: apt $(STAMP)
 	$(PY) -m tests.bench.run
+
+# Over the air: emulated LTE and Wi-Fi links in network namespaces (root).
+bench-air: apt $(STAMP)
+	$(PY) -m tests.bench.run --air
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check appliance hw tests
@@ -61,14 +65,17 @@ clean:
 #   make image-check    build twice, compare bit for bit, write the SBOM
 #   make image-lock     take the mirror's and PyPI's current versions into the lock files
 #   make image-run      boot build/image/fluxbox.img in QEMU on this terminal
+#   make bundle         a signed RAUC bundle of the root file system (test CA in build/image/pki)
+#   make image-update-test   install that bundle into slot B in QEMU and boot it
 IMAGE_OUT := build/image
 IMAGE_HOST_PACKAGES := mmdebstrap genimage e2fsprogs dosfstools mtools fdisk bmap-tools \
-	qemu-system-x86 qemu-utils ovmf rauc openssl git
+	qemu-system-x86 qemu-utils ovmf rauc squashfs-tools openssl git
 # Inputs of the image: the appliance and the image's own files (not its test scripts).
-IMAGE_INPUTS := $(filter-out image/vmtest.py image/qemu.py image/relay.py image/check.sh image/README.md image/test/%, \
+IMAGE_INPUTS := $(filter-out image/vmtest.py image/updatetest.py image/qemu.py image/relay.py image/check.sh \
+	image/lock.sh image/rauc/bundle.sh image/test-requirements.% image/test/%, \
 	$(shell git ls-files -co --exclude-standard pyproject.toml appliance hw image 2>/dev/null))
 
-.PHONY: image image-deps image-test image-check image-lock image-run
+.PHONY: image image-deps image-test image-check image-lock image-run bundle image-update-test image-test-deps
 
 image-deps:
 	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(IMAGE_HOST_PACKAGES)"
@@ -81,11 +88,20 @@ $(IMAGE_OUT)/fluxbox.img: $(IMAGE_INPUTS)
 $(IMAGE_OUT)/fluxbox-test.img: $(IMAGE_OUT)/fluxbox.img image/test/fluxbox.toml image/mkdisk.sh
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) image/mkdisk.sh $(IMAGE_OUT)/rootfs.tar $(IMAGE_OUT) fluxbox-test
 
-image-test: image python-venv
+# The test scripts run in the project's venv (pydicom, tests/peers.py) plus pexpect.
+image-test-deps: image python-venv
 	@$(MAKE) --no-print-directory apt APT_PACKAGES="dcmtk orthanc"
 	@$(MAKE) --no-print-directory $(STAMP) $(IMAGE_OUT)/fluxbox-test.img
 	@$(PY) -c 'import pexpect' 2>/dev/null || $(PY) -m pip install -q --require-hashes -r image/test-requirements.txt
+
+image-test: image-test-deps
 	timeout 900 $(PY) image/vmtest.py --image $(IMAGE_OUT)/fluxbox-test.img
+
+bundle: image
+	image/rauc/bundle.sh $(IMAGE_OUT)
+
+image-update-test: image-test-deps bundle
+	timeout 1500 $(PY) image/updatetest.py --image $(IMAGE_OUT)/fluxbox-test.img --bundle $(IMAGE_OUT)/fluxbox.raucb
 
 image-check: image-deps
 	image/check.sh $(IMAGE_OUT)
