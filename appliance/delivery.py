@@ -15,7 +15,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pydicom.uid import (
@@ -128,13 +128,16 @@ class DestinationWorker:
         batch = self._next_batch(now)
         if not batch:
             return self._request_commitments(now) if self.dest.commitment else BatchResult()
-        parts = self._split(batch)
-        outcomes = [BatchResult() for _ in parts]
-        if len(parts) == 1:
-            self._send_part(parts[0], outcomes[0])
+        # Parallel associations take instances from one shared queue, so a fast one is
+        # never left idle while a slow one still holds its share.
+        work = iter(batch)
+        contexts = contexts_for(batch, encoding.configured(self.dest.transfer_syntaxes))
+        outcomes = [BatchResult() for _ in range(self._associations(len(batch)))]
+        if len(outcomes) == 1:
+            self._send_part(work, contexts, outcomes[0])
         else:
-            threads = [threading.Thread(target=self._send_part, args=(p, o), daemon=True)
-                       for p, o in zip(parts, outcomes, strict=True)]
+            threads = [threading.Thread(target=self._send_part, args=(work, contexts, o),
+                                        daemon=True) for o in outcomes]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -161,10 +164,9 @@ class DestinationWorker:
                 return batch[:max(end, 1)]
         return batch
 
-    def _split(self, batch: list[Queued]) -> list[list[Queued]]:
+    def _associations(self, batch_size: int) -> int:
         wanted = self.pacing.associations(self.dest_id, self.link_class())
-        n = max(1, min(wanted, len(batch)))
-        return [batch[i::n] for i in range(n)]
+        return max(1, min(wanted, batch_size))
 
     def _settle(self, outcomes: list[BatchResult], now: float) -> BatchResult:
         total = BatchResult()
@@ -193,12 +195,13 @@ class DestinationWorker:
 
     # -- one association -----------------------------------------------------
 
-    def _send_part(self, items: list[Queued], outcome: BatchResult) -> None:
+    def _send_part(self, work: Iterator[Queued], contexts: list[tuple[str, list[str]]],
+                   outcome: BatchResult) -> None:
+        """One association sending from the shared `work` until it is empty or fails."""
         link_class = self.link_class()
         try:
             started = time.monotonic()
-            assoc = self._associate(
-                contexts_for(items, encoding.configured(self.dest.transfer_syntaxes)))
+            assoc = self._associate(contexts)
             self.pacing.record_rtt(self.dest_id, link_class, time.monotonic() - started)
         except (LinkDown, PeerRejected) as exc:
             outcome.error = str(exc)
@@ -206,7 +209,7 @@ class DestinationWorker:
         dimse.pace(assoc, throttle=self.throttle.for_class(link_class),
                    stall_s=self.transmit.stall_s)
         try:
-            for item in items:
+            while (item := _take(work)) is not None:
                 self._send_one(assoc, item, outcome, link_class)
         except (LinkDown, TransientRefusal, dimse.Stalled) as exc:
             outcome.error = str(exc)
@@ -389,6 +392,15 @@ class DestinationWorker:
                 wait_s = max(0.05, min(idle_s, self.backoff.next_at - time.time()))
             wake.wait(wait_s)
             wake.clear()
+
+
+_TAKE_LOCK = threading.Lock()
+
+
+def _take(work: Iterator[Queued]) -> Queued | None:
+    """The next instance of a batch shared by several associations."""
+    with _TAKE_LOCK:
+        return next(work, None)
 
 
 def _hard_abort(assoc) -> None:
