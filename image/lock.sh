@@ -1,0 +1,36 @@
+#!/bin/bash
+# Refresh the image's lock files from PyPI and the Debian mirror, then build with them.
+#
+#   image/requirements.txt        the appliance's Python dependencies (pyproject.toml, extra
+#                                 hw; dbus-python comes from Debian), every file's hash
+#   image/build-requirements.txt  pip, setuptools, wheel for the build
+#   image/test-requirements.txt   what image/vmtest.py adds to the test venv
+#   image/packages.lock           every Debian package and version of the root file system
+#                                 (written by a build that runs without it)
+# Review the diff, then commit the four files.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+for v in $(env | sed -n 's/^\(PIP_[A-Z_]*\)=.*/\1/p'); do
+    case $v in PIP_CERT|PIP_DEFAULT_TIMEOUT) ;; *) unset "$v" ;; esac
+done
+export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1
+TOOLS=$REPO/build/image/cache/locktools
+[ -x "$TOOLS/bin/pip-compile" ] || { /usr/bin/python3 -m venv "$TOOLS" && "$TOOLS/bin/pip" install -q pip-tools; }
+cd "$REPO"
+"$TOOLS/bin/pip-compile" -q --generate-hashes --extra hw --unsafe-package dbus-python \
+    --strip-extras --no-header -o image/requirements.txt pyproject.toml
+(cd image && "$TOOLS/bin/pip-compile" -q --generate-hashes --allow-unsafe --strip-extras --no-header \
+    -o build-requirements.txt build-requirements.in)
+(cd image && "$TOOLS/bin/pip-compile" -q --generate-hashes --strip-extras --no-header \
+    -o test-requirements.txt test-requirements.in)
+old=$(mktemp)
+cp image/packages.lock "$old" 2>/dev/null || : > "$old"
+rm -f image/packages.lock
+if ! image/build.sh build/image; then
+    cp "$old" image/packages.lock; rm -f "$old"
+    echo "lock.sh: the build failed; image/packages.lock left as it was" >&2; exit 1
+fi
+rm -f "$old"
+git -C "$REPO" diff --stat -- image/requirements.txt image/build-requirements.txt \
+    image/test-requirements.txt image/packages.lock || true

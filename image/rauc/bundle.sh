@@ -1,0 +1,59 @@
+#!/bin/bash
+# Make a signed RAUC bundle of the root file system slot image of the last build.
+#
+#   image/rauc/bundle.sh [OUTDIR]             (default build/image; needs OUTDIR/rootfs.ext4)
+#   image/rauc/bundle.sh OUTDIR fluxbox-test  (the test image's slot: for the update test)
+#
+# Writes OUTDIR/fluxbox-VERSION.raucb (format verity; a link fluxbox.raucb to it), or
+# OUTDIR/fluxbox-test.raucb of OUTDIR/fluxbox-test-rootfs.ext4, signed with the key in
+# build/image/pki (image/rauc/pki.sh makes a test CA there; the image trusts its CA).
+# FLUXBOX_RAUC_CERT / FLUXBOX_RAUC_KEY sign with another key.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$(dirname "$HERE")")
+OUT=$(realpath -m "${1:-$REPO/build/image}")
+NAME=${2:-fluxbox}
+PKI=$REPO/build/image/pki
+ROOTFS=$OUT/rootfs.ext4
+[ "$NAME" = fluxbox ] || ROOTFS=$OUT/$NAME-rootfs.ext4
+[ -s "$ROOTFS" ] || { echo "bundle.sh: $ROOTFS missing: run make image (or make image-test)" >&2; exit 1; }
+"$HERE/pki.sh" "$PKI"
+CERT=${FLUXBOX_RAUC_CERT:-$PKI/signing.cert.pem}
+KEY=${FLUXBOX_RAUC_KEY:-$PKI/signing.key.pem}
+appver=$(sed -n 's/^fluxbox==\([^ ]*\) .*/\1/p' "$OUT/python.txt")
+rev=$(git -C "$REPO" rev-parse --short=10 HEAD 2>/dev/null || echo unknown)
+VERSION=${FLUXBOX_BUNDLE_VERSION:-$appver+g$rev}
+W=$(mktemp -d /dev/shm/fluxbox-bundle.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+mkdir "$W/content"
+cp --sparse=always "$ROOTFS" "$W/content/rootfs.ext4"
+cat > "$W/content/manifest.raucm" <<MF
+[update]
+compatible=fluxbox-x86_64
+version=$VERSION
+description=Flux Box root file system
+build=$(sha256sum < "$ROOTFS" | cut -c1-16)
+
+[bundle]
+format=verity
+
+[image.rootfs]
+filename=rootfs.ext4
+MF
+# Verify as the box will: the CA, and the codeSigning purpose its system.conf asks for.
+cat > "$W/system.conf" <<CONF
+[system]
+compatible=fluxbox-x86_64
+bootloader=noop
+
+[keyring]
+path=$PKI/ca.cert.pem
+check-purpose=codesign
+CONF
+B=$OUT/fluxbox-$VERSION.raucb
+[ "$NAME" = fluxbox ] || B=$OUT/$NAME.raucb
+rm -f "$B"
+rauc --conf="$W/system.conf" bundle --cert="$CERT" --key="$KEY" "$W/content" "$B" >/dev/null
+rauc --conf="$W/system.conf" info "$B" >/dev/null
+[ "$NAME" = fluxbox ] && ln -sf "$(basename "$B")" "$OUT/fluxbox.raucb"
+echo "bundle.sh: $B ($(du -h "$B" | cut -f1)), version $VERSION, signature verified"
