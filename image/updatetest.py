@@ -208,18 +208,7 @@ def main() -> int:
         for f in ("disk.qcow2", "bundle.disk"):
             with contextlib.suppress(OSError):
                 os.unlink(args.workdir / f)
-    check.time("total")
-    (args.workdir / "result.json").write_text(
-        json.dumps(
-            {"passed": check.passed, "checks": check.results, "timings_s": check.timings}, indent=1
-        )
-    )
-    print(
-        f"{'update test passed' if check.passed else 'update test FAILED'} "
-        f"({sum(r['passed'] for r in check.results)}/{len(check.results)} checks; "
-        f"serial log {serial})"
-    )
-    return 0 if check.passed else 1
+    return check.finish(args.workdir, "update test", serial)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,22 @@ class Check:
     def passed(self) -> bool:
         return bool(self.results) and all(r["passed"] for r in self.results)
 
+    def finish(self, workdir: Path, what: str, serial: Path) -> int:
+        """Write result.json, print the verdict line, and return the exit status."""
+        self.time("total")
+        (workdir / "result.json").write_text(
+            json.dumps(
+                {"passed": self.passed, "checks": self.results, "timings_s": self.timings},
+                indent=1,
+            )
+        )
+        print(
+            f"{what} {'passed' if self.passed else 'FAILED'} "
+            f"({sum(r['passed'] for r in self.results)}/{len(self.results)} checks; "
+            f"serial log {serial})"
+        )
+        return 0 if self.passed else 1
+
 
 def wait_until(pred, timeout_s: float, interval_s: float = 1.0):
     deadline = time.monotonic() + timeout_s
@@ -367,18 +383,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.unlink(args.workdir / "disk.qcow2")
-    check.time("total")
-    (args.workdir / "result.json").write_text(
-        json.dumps(
-            {"passed": check.passed, "checks": check.results, "timings_s": check.timings}, indent=1
-        )
-    )
-    print(
-        f"{'image test passed' if check.passed else 'image test FAILED'} "
-        f"({sum(r['passed'] for r in check.results)}/{len(check.results)} checks; "
-        f"serial log {serial})"
-    )
-    return 0 if check.passed else 1
+    return check.finish(args.workdir, "image test", serial)
 
 
 if __name__ == "__main__":
