@@ -36,6 +36,7 @@ from appliance.nodes import ECHO_TIMEOUT_S, NodeProber
 from appliance.pacing import Pacing, Throttle
 from appliance.precompress import Precompressor
 from appliance.receiving import Receiver
+from appliance.release import versions
 from appliance.report import study_view
 from appliance.routing import (
     POLICY_WINDOW,
@@ -160,6 +161,7 @@ class Box:
         self.control = ControlServer(box.data_dir, self._commands())
         self._threads: list[threading.Thread] = []
         self._metrics = None
+        self.versions = versions()
 
     # -- signals and site ------------------------------------------------------------
 
@@ -502,6 +504,7 @@ class Box:
             "worklist": self.worklist.status(now),
             "sent_bytes_month": {c: self.store.traffic(c, now)[1] for c in LINK_CLASSES},
             "delivery_latency_s": _median_latency(rows),
+            "version": self.versions,
         }
 
     def _held_view(self, rows: list[dict], now: float) -> dict:

@@ -74,6 +74,10 @@ def render_status(status: dict) -> str:
                      + (f", {dest['last_error']}" if dest["last_error"] else ""))
     for error in status["errors"]:
         lines.append(f"error:   {error}")
+    version = status.get("version") or {}
+    if version:
+        lines.append(f"version: {version.get('appliance')}"
+                     + (f" (firmware {version['firmware']})" if version.get("firmware") else ""))
     return "\n".join(lines)
 
 

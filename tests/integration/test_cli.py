@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import appliance
 from tests.integration.conftest import dest
 
 
@@ -57,6 +58,8 @@ def test_commands_talk_to_the_running_box_with_config_before_or_after(make_box, 
     for key in ("link", "queue", "disk", "health", "errors"):
         assert key in status
     assert status["link"]["class"] == "wired"
+    assert status["version"]["appliance"] == appliance.__version__
+    assert "version: " + appliance.__version__ in fluxbox("status", "--config", config).stdout
 
     done = fluxbox("--config", config, "site", "set", "b")
     assert done.returncode == 0 and "b (manual)" in done.stdout
