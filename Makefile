@@ -62,14 +62,14 @@ clean:
 # Targets of the disk image (image/README.md). Everything lands in build/image/.
 #   make image          build/image/fluxbox.img (+ .bmap, SBOM): pinned Debian + the appliance
 #   make image-test     boot the test variant in QEMU: store, deliver, power cut, deliver
-#   make image-check    build twice, compare bit for bit, write the SBOM
+#   make image-check    build twice (the second offline), compare bit for bit, write the SBOM
 #   make image-lock     take the mirror's and PyPI's current versions into the lock files
 #   make image-run      boot build/image/fluxbox.img in QEMU on this terminal
 #   make bundle         a signed RAUC bundle of the root file system (test CA in build/image/pki)
-#   make image-update-test   install a bundle of the test slot into slot B in QEMU and boot it
+#   make image-update-test   update the test image in QEMU: into B and boot it; a broken update falls back
 IMAGE_OUT := build/image
 IMAGE_HOST_PACKAGES := mmdebstrap genimage e2fsprogs dosfstools mtools fdisk bmap-tools \
-	qemu-system-x86 qemu-utils ovmf rauc squashfs-tools openssl git
+	qemu-system-x86 qemu-utils ovmf rauc squashfs-tools openssl git dpkg-dev
 # Inputs of the image: the appliance and the image's own files (not its test scripts).
 IMAGE_INPUTS := $(filter-out image/vmtest.py image/updatetest.py image/qemu.py image/relay.py image/check.sh \
 	image/lock.sh image/rauc/bundle.sh image/test-requirements.% image/test/%, \
@@ -100,10 +100,16 @@ image-test: image-test-deps
 bundle: image
 	image/rauc/bundle.sh $(IMAGE_OUT)
 
-# The test image updates to the test image's own slot (it keeps the serial autologin).
+# The test image updates to variants of its own slot (they keep the serial autologin): one
+# with another version, one with another version and an appliance that cannot start.
 image-update-test: image-test-deps
-	image/rauc/bundle.sh $(IMAGE_OUT) fluxbox-test
-	timeout 1500 $(PY) image/updatetest.py --image $(IMAGE_OUT)/fluxbox-test.img --bundle $(IMAGE_OUT)/fluxbox-test.raucb
+	image/rauc/testslot.sh $(IMAGE_OUT)/fluxbox-test-rootfs.ext4 $(IMAGE_OUT)/fluxbox-update-rootfs.ext4 -update
+	image/rauc/testslot.sh $(IMAGE_OUT)/fluxbox-test-rootfs.ext4 $(IMAGE_OUT)/fluxbox-broken-rootfs.ext4 -broken broken
+	image/rauc/bundle.sh $(IMAGE_OUT) fluxbox-update
+	image/rauc/bundle.sh $(IMAGE_OUT) fluxbox-broken
+	rm -f $(IMAGE_OUT)/fluxbox-update-rootfs.ext4 $(IMAGE_OUT)/fluxbox-broken-rootfs.ext4
+	timeout 1800 $(PY) image/updatetest.py --image $(IMAGE_OUT)/fluxbox-test.img \
+		--bundle $(IMAGE_OUT)/fluxbox-update.raucb --broken $(IMAGE_OUT)/fluxbox-broken.raucb
 
 image-check: image-deps
 	image/check.sh $(IMAGE_OUT)

@@ -4,7 +4,8 @@
 #   image/check.sh [OUTDIR]      (default build/image; the builds go to OUTDIR/check/{1,2})
 #
 # Both builds share the caches (.deb files, pip downloads), start from scratch otherwise,
-# and use the same SOURCE_DATE_EPOCH. On a difference it says which partition, and which
+# and use the same SOURCE_DATE_EPOCH. The second one is offline (FLUXBOX_OFFLINE=1, in a
+# network namespace of its own): it proves the caches alone rebuild the image. On a difference it says which partition, and which
 # files of the root file system, differ. Each build writes its SBOM next to its image; the
 # first build's image, bmap and SBOM are kept, the second's large files are removed.
 set -euo pipefail
@@ -17,8 +18,9 @@ rm -rf "$C"; mkdir -p "$C"
 t0=$(date +%s)
 for n in 1 2; do
     s=$(date +%s)
-    "$HERE/build.sh" "$C/$n" > "$C/build-$n.log" 2>&1 || { tail -40 "$C/build-$n.log"; echo "check.sh: build $n failed" >&2; exit 1; }
-    echo "build $n: $(( $(date +%s) - s )) s, $(cut -c1-64 "$C/$n/fluxbox.img.sha256")"
+    if [ $n = 1 ]; then build=("$HERE/build.sh"); else build=(env FLUXBOX_OFFLINE=1 unshare --net "$HERE/build.sh"); fi
+    "${build[@]}" "$C/$n" > "$C/build-$n.log" 2>&1 || { tail -40 "$C/build-$n.log"; echo "check.sh: build $n failed" >&2; exit 1; }
+    echo "build $n$([ $n = 2 ] && echo ' (offline)'): $(( $(date +%s) - s )) s, $(cut -c1-64 "$C/$n/fluxbox.img.sha256")"
 done
 
 status=0

@@ -180,6 +180,11 @@ def lock_verify(lockfile: str, dpkg_tsv: str) -> None:
             + "\nrun `make image-lock` to take the mirror's versions"
         )
     added, removed = sorted(set(have) - set(want)), sorted(set(want) - set(have))
+    if (added or removed) and os.environ.get("FLUXBOX_OFFLINE"):
+        sys.exit(
+            "imagetool: an offline build installed other packages than image/packages.lock: "
+            f"added {' '.join(added) or '-'}; missing {' '.join(removed) or '-'}"
+        )
     if added or removed:
         header = [ln for ln in Path(lockfile).read_text().splitlines() if ln.startswith("#")]
         Path(lockfile).write_text(

@@ -43,7 +43,8 @@ UUID_FS_DATA=6a1e0b0c-0000-4000-8000-00000000f5da
 SEED_FS_DATA=6a1e0b0c-0000-4000-8000-00000000f5db
 TYPE_ROOT_X86_64=4f68bce3-e8cd-4db1-96e7-fbcaf984b709
 TYPE_LINUX=0fc63daf-8483-4772-8e79-3d69d8477de4
-CMDLINE_COMMON="ro rootwait console=tty0 console=ttyS0,115200 systemd.gpt_auto=0"
+# panic=10: a kernel that panics reboots (and a slot on trial falls back to the committed one)
+CMDLINE_COMMON="ro rootwait panic=10 console=tty0 console=ttyS0,115200 systemd.gpt_auto=0"
 
 case $NAME in fluxbox|fluxbox-test) ;; *) echo "mkdisk.sh: NAME is fluxbox or fluxbox-test" >&2; exit 2 ;; esac
 W=$(mktemp -d /dev/shm/fluxbox-disk.XXXXXX)

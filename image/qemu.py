@@ -49,8 +49,10 @@ def qemu_command(
     memory_mb: int = 1536,
     cpus: int = 2,
     relay: str = "cmd",
+    extra_disks: tuple[Path, ...] = (),
 ) -> list[str]:
-    """The QEMU command line. `disk` may be raw or qcow2 (by its suffix)."""
+    """The QEMU command line. `disk` may be raw or qcow2 (by its suffix); `extra_disks` are
+    raw, read-only, and appear in the guest as /dev/vdb, /dev/vdc, ..."""
     fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
     netdev = "user,id=n0,restrict=on"
     if box_port:
@@ -89,6 +91,14 @@ def qemu_command(
         netdev,
         "-device",
         "virtio-net-pci,netdev=n0",
+        # a hardware watchdog for systemd to feed (RuntimeWatchdogSec); with -no-reboot its
+        # reset ends QEMU like a reboot does
+        "-device",
+        "i6300esb",
+    ] + [
+        arg
+        for extra in extra_disks
+        for arg in ("-drive", f"file={extra},format=raw,if=virtio,readonly=on")
     ]
 
 
@@ -106,12 +116,14 @@ class Vm:
         pacs_port: int | None = None,
         vars_fd: Path | None = None,
         relay: str = "cmd",
+        extra_disks: tuple[Path, ...] = (),
     ) -> None:
         self.disk = Path(disk)
         self.log_path = Path(log)
         self.box_port = box_port
         self.pacs_port = pacs_port
         self.relay = relay
+        self.extra_disks = tuple(extra_disks)
         self._tmp = Path(tempfile.mkdtemp(prefix="fluxbox-vm-"))
         self.vars_fd = vars_fd or self._tmp / "vars.fd"
         if not self.vars_fd.exists():
@@ -130,6 +142,7 @@ class Vm:
             box_port=self.box_port,
             pacs_port=self.pacs_port,
             relay=self.relay,
+            extra_disks=self.extra_disks,
         )
         # kept open for the life of the VM (pexpect writes to it); closed in child_close()
         self._log = open(self.log_path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
@@ -165,6 +178,19 @@ class Vm:
         if getattr(self, "_log", None):
             self._log.close()
             self._log = None
+
+    def wait_exit(self, timeout_s: float) -> bool:
+        """Wait for QEMU to end by itself (with -no-reboot a guest reboot ends it): True if it
+        did within timeout_s. The console is read meanwhile (into the log)."""
+        import pexpect
+
+        if self.child is None:
+            return True
+        try:
+            self.child.expect(pexpect.EOF, timeout=timeout_s)
+            return True
+        except pexpect.TIMEOUT:
+            return False
 
     def poweroff(self, timeout_s: float = 90) -> bool:
         """A clean shutdown; falls back to kill() after timeout_s."""

@@ -5,12 +5,16 @@
 1. boot (UEFI, systemd-boot, slot A) until `fluxbox.service` is active; the serial console
    logs root in (test image only);
 2. check the image: read-only root, data directories bound from the data partition and
-   owned by `fluxbox`, the unit's sandbox, no failed units;
+   owned by `fluxbox`, the unit's sandbox, the data partition grown to fill the disk (the
+   test's disk is 1 GiB larger than the image), the hardware watchdog, the journal on the
+   data partition, no failed units;
 3. send a small study with DCMTK storescu to the box's port 104 (forwarded from the host);
    every instance must get Success; `fluxbox status --json` in the guest must read healthy;
    the study must reach an Orthanc on the host (the guest's PACS at 10.0.2.100:11113);
+   status names the firmware's version;
 4. power cut: send a long study and kill QEMU in the middle of it; boot again; every
-   instance storescu got Success for must reach Orthanc.
+   instance storescu got Success for must reach Orthanc; the journal kept the boot before
+   the cut and names no test patient.
 
 Every wait is bounded; QEMU and Orthanc are killed on every exit path. Results go to
 build/image/test/ (serial.log, result.json). Exit status 0 only if every check passed.
@@ -40,6 +44,9 @@ from appliance.synthetic import write_ct_study  # noqa: E402
 from tests.peers import Orthanc, free_port, peer_env, storescu_profile  # noqa: E402
 
 BOX_AET = "FLUXBOX"
+DATA_MIB = 1024  # the data partition as image/mkdisk.sh makes it
+GROW_DISK_MIB = 1024  # the test's disk is this much larger than the image
+JOURNAL_SYNC_S = 15  # SyncIntervalSec in image/rootfs/etc/systemd/journald.conf.d/fluxbox.conf
 
 
 class Check:
@@ -197,6 +204,10 @@ def main() -> int:
             check=True,
             timeout=60,
         )
+        # a disk larger than the image: the first boot grows the data partition into it
+        subprocess.run(
+            ["qemu-img", "resize", "-q", str(disk), f"+{GROW_DISK_MIB}M"], check=True, timeout=60
+        )
         study1 = write_ct_study(
             tmp / "study1", slices=4, rows=64, cols=64, seed=11, patient_id="VMTEST1"
         )
@@ -213,6 +224,7 @@ def main() -> int:
         check.time("first boot: shell on the serial console", vm.login(300))
         wait_box_active(vm, 240)
         check.time("first boot: fluxbox.service active", vm.elapsed())
+        active_at = time.monotonic()
 
         # ---------------------------------------------------------------- 2. the image
         mnt = vm.sh(
@@ -260,6 +272,36 @@ def main() -> int:
             enabled.split()[:4] == ["enabled"] * 4,
             enabled,
         )
+        sizes = vm.sh(
+            "lsblk -bno SIZE /dev/disk/by-partlabel/data; df -B1 --output=size /data | tail -1"
+        ).split()
+        check.ok(
+            "data partition and its file system grown to the end of the disk",
+            len(sizes) == 2 and min(map(int, sizes)) > (DATA_MIB + GROW_DISK_MIB * 3 // 4) << 20,
+            f"partition {sizes[0] if sizes else '?'} B, file system "
+            f"{sizes[-1] if sizes else '?'} B (image: {DATA_MIB} MiB, disk +{GROW_DISK_MIB} MiB)",
+        )
+        dog = vm.sh(
+            "systemctl show -p RuntimeWatchdogUSec --value; ls /dev/watchdog0; "
+            "findmnt -no SOURCE /var/log/journal",
+            check=False,
+        ).splitlines()
+        check.ok(
+            "hardware watchdog fed by systemd",
+            len(dog) >= 2 and dog[0] not in ("0", "infinity") and dog[1] == "/dev/watchdog0",
+            " ".join(dog[:2]),
+        )
+        check.ok(
+            "journal on the data partition",
+            len(dog) == 3 and dog[2].endswith("[/journal]"),
+            dog[-1] if dog else "",
+        )
+        machine_id = vm.sh("cat /etc/machine-id").strip()
+        check.ok(
+            "the box's identity saved on the data partition",
+            len(machine_id) == 32 and vm.sh("cat /data/etc/machine-id").strip() == machine_id,
+            machine_id,
+        )
         failed = vm.sh("systemctl --failed --no-legend --plain | sed 's/ .*//'", check=False)
         check.ok("no failed units", not failed.strip(), failed.replace("\n", " "))
         check.ok("config accepted", "ok" in vm.sh("fluxbox check-config /etc/fluxbox/fluxbox.toml"))
@@ -283,6 +325,12 @@ def main() -> int:
         )
         check.time("study 1 stored", time.monotonic() - t)
         status = status_json(vm)
+        firmware = (status.get("version") or {}).get("firmware") or ""
+        check.ok(
+            "fluxbox status --json: the firmware's version",
+            firmware.startswith((status.get("version") or {}).get("appliance") or "?"),
+            f"version={status.get('version')}",
+        )
         check.ok(
             "fluxbox status --json: healthy",
             status.get("health") in ("ok", "sending")
@@ -310,6 +358,9 @@ def main() -> int:
             )
 
         # ---------------------------------------------------------------- 4. power cut
+        # journald writes to disk every 15 s (SyncIntervalSec): what the appliance logged
+        # when it started must be older than that when the power goes
+        time.sleep(max(0.0, active_at + JOURNAL_SYNC_S + 5 - time.monotonic()))
         t = time.monotonic()
         proc = subprocess.Popen(
             storescu_args(study2, box_port, tmp / "p2.cfg"),
@@ -369,6 +420,27 @@ def main() -> int:
             "fluxbox status --json after the power cut: not fault",
             status.get("health") in ("ok", "sending", "attention", "holding"),
             f"health={status.get('health')} errors={status.get('errors')}",
+        )
+        same_id = vm.sh("cat /etc/machine-id").strip()
+        check.ok("the same identity after the power cut", same_id == machine_id, same_id)
+        boots = vm.sh("journalctl --list-boots --no-pager | grep -c '^ *-1 '; "
+                      "journalctl -b -1 -u fluxbox.service -q --no-pager | grep -c listening",
+                      check=False)
+        counts = [int(n) for n in boots.split() if n.isdigit()]
+        check.ok(
+            "the journal kept the boot before the power cut",
+            counts == [1, 1],
+            f"boot -1 in the journal: {counts[0] if counts else '?'}, the appliance's start "
+            f"logged there: {counts[1] if len(counts) > 1 else '?'}",
+        )
+        leaked = vm.sh(
+            "journalctl -q --no-pager -o cat | grep -c -e VMTEST1 -e VMTEST2 -e SYNTHETIC",
+            check=False,
+        )
+        check.ok(
+            "no patient data in the journal",
+            leaked.strip().splitlines()[-1:] == ["0"],
+            f"{leaked.strip()} lines name a test patient",
         )
         t = time.monotonic()
         clean = vm.poweroff(120)

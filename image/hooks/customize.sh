@@ -52,6 +52,14 @@ install -m 0644 "$IMG/README.md" "$R/usr/share/fluxbox/IMAGE.md"
 install -d -m 0755 "$R/data" "$R/var/lib/fluxbox" "$R/var/lib/fluxbox-key" "$R/etc/fluxbox" \
     "$R/var/lib/NetworkManager" "$R/etc/NetworkManager/system-connections"
 
+# apt's sources name the mirror, not the build's local repository of its .deb cache.
+printf '%s\n' "${FLUXBOX_SOURCES_LIST:?}" > "$R/etc/apt/sources.list"
+
+# The firmware's name and version in os-release: `fluxbox status` and `rauc status` show it.
+# (Debian's file has no final newline.)
+[ -z "$(tail -c1 "$R/usr/lib/os-release")" ] || echo >> "$R/usr/lib/os-release"
+printf 'IMAGE_ID=fluxbox\nIMAGE_VERSION=%s\n' "${FLUXBOX_IMAGE_VERSION:?}" >> "$R/usr/lib/os-release"
+
 # RAUC: the CA whose bundles this image installs.
 install -m 0644 "${FLUXBOX_RAUC_KEYRING:?}" "$R/etc/rauc/ca.cert.pem"
 
@@ -83,6 +91,8 @@ chroot "$R" update-initramfs -u -k all
 chroot "$R" dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n' \
     | LC_ALL=C sort > "$STATE/dpkg.tsv"
 rm -f "$R/etc/apt/preferences.d/fluxbox-lock"
-rm -rf "$R/var/log/apt" "$R/var/log/dpkg.log" "$R/var/log/alternatives.log" "$R/var/log/bootstrap.log" \
+# (apt's auto-installed marks too: they depend on how the packages were named to apt, which
+# an offline build does differently, and nothing installs packages on the read-only root)
+rm -rf "$R/var/lib/apt/extended_states" "$R/var/log/apt" "$R/var/log/dpkg.log" "$R/var/log/alternatives.log" "$R/var/log/bootstrap.log" \
     "$R/var/cache/ldconfig/aux-cache" "$R/var/lib/dpkg/"*-old "$R/var/cache/debconf/"*-old
 find "$R/opt/fluxbox" -name direct_url.json -delete

@@ -2,12 +2,14 @@
 # Make a signed RAUC bundle of the root file system slot image of the last build.
 #
 #   image/rauc/bundle.sh [OUTDIR]             (default build/image; needs OUTDIR/rootfs.ext4)
-#   image/rauc/bundle.sh OUTDIR fluxbox-test  (the test image's slot: for the update test)
+#   image/rauc/bundle.sh OUTDIR NAME          (the slot OUTDIR/NAME-rootfs.ext4, e.g. fluxbox-test:
+#                                              the test image's slot, for the update test)
 #
 # Writes OUTDIR/fluxbox-VERSION.raucb (format verity; a link fluxbox.raucb to it), or
-# OUTDIR/fluxbox-test.raucb of OUTDIR/fluxbox-test-rootfs.ext4, signed with the key in
+# OUTDIR/NAME.raucb of OUTDIR/NAME-rootfs.ext4, signed with the key in
 # build/image/pki (image/rauc/pki.sh makes a test CA there; the image trusts its CA).
-# FLUXBOX_RAUC_CERT / FLUXBOX_RAUC_KEY sign with another key.
+# FLUXBOX_RAUC_CERT / FLUXBOX_RAUC_KEY sign with another key. The version is the slot's
+# (IMAGE_VERSION in its os-release).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$(dirname "$HERE")")
@@ -20,9 +22,10 @@ ROOTFS=$OUT/rootfs.ext4
 "$HERE/pki.sh" "$PKI"
 CERT=${FLUXBOX_RAUC_CERT:-$PKI/signing.cert.pem}
 KEY=${FLUXBOX_RAUC_KEY:-$PKI/signing.key.pem}
-appver=$(sed -n 's/^fluxbox==\([^ ]*\) .*/\1/p' "$OUT/python.txt")
-rev=$(git -C "$REPO" rev-parse --short=10 HEAD 2>/dev/null || echo unknown)
-VERSION=${FLUXBOX_BUNDLE_VERSION:-$appver+g$rev}
+# The bundle's version is the slot's own (os-release IMAGE_VERSION, set by the build).
+slotver=$(debugfs -R "cat /usr/lib/os-release" "$ROOTFS" 2>/dev/null | sed -n 's/^IMAGE_VERSION=//p')
+[ -n "$slotver" ] || { echo "bundle.sh: no IMAGE_VERSION in $ROOTFS's os-release" >&2; exit 1; }
+VERSION=${FLUXBOX_BUNDLE_VERSION:-$slotver}
 W=$(mktemp -d /dev/shm/fluxbox-bundle.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 mkdir "$W/content"
