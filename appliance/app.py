@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import tempfile
 import threading
@@ -76,6 +77,7 @@ PIN_SETTING = "site_pin"
 PACING_SETTING = "pacing"
 HOUSEKEEPING_S = 60.0
 FRONT_PANEL_S = 2.0
+STATUS_LED_ENV = "FLUXBOX_STATUS_LED"  # "external": another process drives the LED
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,12 @@ class Hardware:
     modem: ModemSource
     hotplug: HotplugSource | None = None
     led: StatusLed | None = None
+
+
+def _drives_led(config: Config) -> bool:
+    """The appliance drives the status LED itself unless another process does
+    (FLUXBOX_STATUS_LED=external: `fluxbox led` as root on the firmware image)."""
+    return bool(config.box.status_led) and os.environ.get(STATUS_LED_ENV) != "external"
 
 
 def choose_hardware(config: Config) -> Hardware:
@@ -107,7 +115,7 @@ def choose_hardware(config: Config) -> Hardware:
         links=best_link_source(dict(config.links.classes)),
         modem=ModemManagerModem(),
         hotplug=hotplug,
-        led=SysfsLed(config.box.status_led) if config.box.status_led else None,
+        led=SysfsLed(config.box.status_led) if _drives_led(config) else None,
     )
 
 

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("worklist", "the cached worklist of the current site (patient data; root only)"
         ).add_argument("--json", action="store_true")
     add("console", "the front-panel status console")
+    add("led", "drive the status LED from the appliance's health (root; fluxbox-led.service)")
     add("check-config", "validate a config file").add_argument("file")
     demo = add("demo", "a self-contained run: modality, box, PACS and a flaky link")
     demo.add_argument("--instances", type=int, default=24)
@@ -182,6 +183,31 @@ def cmd_console(args) -> int:
                 keys.prompt = f"failed: {exc}"
 
 
+def cmd_led(args) -> int:
+    """Until SIGTERM: the LED named by box.status_led shows the running appliance's health."""
+    import signal
+    import threading
+
+    from appliance.led_follower import LedFollower
+    from hw.led import SysfsLed
+
+    config = _config(args)
+    if not config.box.status_led:
+        print("fluxbox: no status LED configured (box.status_led); nothing to drive")
+        return EXIT_OK
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+    def health() -> str:
+        return call(config.box.data_dir, "status", timeout_s=5)["health"]
+
+    print(f"fluxbox: the status LED {config.box.status_led} follows the appliance's health",
+          flush=True)
+    LedFollower(health, SysfsLed(config.box.status_led)).run(stop)
+    return EXIT_OK
+
+
 def cmd_check_config(args) -> int:
     config = load_config(args.file)
     sites = ", ".join(s.id for s in config.sites)
@@ -198,5 +224,6 @@ def cmd_demo(args) -> int:
 COMMANDS = {
     "run": cmd_run, "status": cmd_status, "studies": cmd_studies, "site": cmd_site,
     "retry": cmd_retry, "assign": cmd_assign, "worklist": cmd_worklist, "console": cmd_console,
+    "led": cmd_led,
     "check-config": cmd_check_config, "demo": cmd_demo,
 }

@@ -11,7 +11,9 @@
 3. send a small study with DCMTK storescu to the box's port 104 (forwarded from the host);
    every instance must get Success; `fluxbox status --json` in the guest must read healthy;
    the study must reach an Orthanc on the host (the guest's PACS at 10.0.2.100:11113);
-   status names the firmware's version;
+   status names the firmware's version; a real kernel LED (the emulated keyboard's scroll
+   lock) set as box.status_led is steady on while the box is ok and on the heartbeat while
+   the appliance is stopped (fluxbox-led.service);
 4. power cut: send a long study and kill QEMU in the middle of it; boot again; every
    instance storescu got Success for must reach Orthanc; the journal kept the boot before
    the cut and names no test patient.
@@ -159,6 +161,42 @@ def wait_box_active(vm: Vm, timeout_s: float) -> None:
         f"do sleep 1; done'",
         timeout_s + 15,
     )
+
+
+def led_state(vm: Vm, led: str) -> tuple[str, str, str]:
+    """(the active trigger, brightness, max_brightness) of a kernel LED in the guest."""
+    out = vm.sh(f"cd /sys/class/leds/{led} && cat trigger brightness max_brightness")
+    trigger, brightness, top = (out.splitlines() + ["", "", ""])[:3]
+    active = next((w.strip("[]") for w in trigger.split() if w.startswith("[")), "")
+    return active, brightness.strip(), top.strip()
+
+
+def check_status_led(vm: Vm, check: Check) -> None:
+    """A real kernel LED (the emulated keyboard's scroll lock) as the status LED: steady on
+    while the box is ok, the heartbeat trigger while the appliance is down."""
+    led = vm.sh("ls /sys/class/leds | grep -m1 '::scrolllock$'", check=False).strip()
+    if not check.ok("a kernel LED to use as the status LED", bool(led), led):
+        return
+    triggers = vm.sh(f"cat /sys/class/leds/{led}/trigger")
+    check.ok(
+        "the LED triggers the patterns use are loaded",
+        all(name in triggers.replace("[", " ").replace("]", " ").split()
+            for name in ("timer", "heartbeat")),
+        triggers[-200:],
+    )
+    vm.sh(f"sed -i '/^\\[box\\]$/a status_led = \"{led}\"' /etc/fluxbox/fluxbox.toml && "
+          "systemctl restart fluxbox-led")
+    ok = wait_until(lambda: (s := led_state(vm, led))[0] == "none" and s[1] == s[2] and s, 30, 1)
+    check.ok("LED steady on while the box is ok (fluxbox-led.service)", bool(ok),
+             str(ok or led_state(vm, led)))
+    vm.sh("systemctl stop fluxbox")
+    down = wait_until(lambda: led_state(vm, led)[0] == "heartbeat", 30, 1)
+    check.ok("LED on the heartbeat trigger while the appliance is down", bool(down),
+             str(led_state(vm, led)))
+    vm.sh("systemctl start fluxbox")
+    wait_box_active(vm, 120)
+    back = wait_until(lambda: led_state(vm, led)[0] == "none", 60, 1)
+    check.ok("LED steady again once the appliance is back", bool(back), str(led_state(vm, led)))
 
 
 def main() -> int:
@@ -356,6 +394,8 @@ def main() -> int:
                 status.get("health") == "ok",
                 f"health={status.get('health')} queue={status.get('queue')}",
             )
+
+        check_status_led(vm, check)
 
         # ---------------------------------------------------------------- 4. power cut
         # journald writes to disk every 15 s (SyncIntervalSec): what the appliance logged

@@ -65,7 +65,8 @@ install -m 0644 "${FLUXBOX_RAUC_KEYRING:?}" "$R/etc/rauc/ca.cert.pem"
 
 # Services.
 chroot "$R" systemctl enable fluxbox.service NetworkManager.service ModemManager.service \
-    gpsd.service gpsd.socket systemd-timesyncd.service fluxbox-mark-good.service
+    gpsd.service gpsd.socket systemd-timesyncd.service fluxbox-mark-good.service \
+    fluxbox-led.service
 for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do
     chroot "$R" systemctl disable "$unit" 2>/dev/null || true
 done
