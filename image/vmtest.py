@@ -13,7 +13,7 @@
    the study must reach an Orthanc on the host (the guest's PACS at 10.0.2.100:11113);
    status names the firmware's version; a real kernel LED (the emulated keyboard's scroll
    lock) set as box.status_led is steady on while the box is ok and on the heartbeat while
-   the appliance is stopped (fluxbox-led.service);
+   the appliance is stopped (fluxbox-led.service); tty1 shows `fluxbox console`;
 4. power cut: send a long study and kill QEMU in the middle of it; boot again; every
    instance storescu got Success for must reach Orthanc; the journal kept the boot before
    the cut and names no test patient.
@@ -197,6 +197,22 @@ def check_status_led(vm: Vm, check: Check) -> None:
     wait_box_active(vm, 120)
     back = wait_until(lambda: led_state(vm, led)[0] == "none", 60, 1)
     check.ok("LED steady again once the appliance is back", bool(back), str(led_state(vm, led)))
+
+
+def check_front_console(vm: Vm, check: Check) -> None:
+    """tty1 shows `fluxbox console` (read back from the virtual terminal's screen memory)."""
+    def screen() -> str:
+        return vm.sh("cat /dev/vcs1 | tr -s ' '", check=False)
+
+    shown = wait_until(lambda: "FLUX BOX" in (s := screen()) and "SITE test (fixed)" in s and s,
+                       60, 2)
+    state = vm.sh("systemctl is-active fluxbox-console@tty1.service getty@tty1.service",
+                  check=False).split()
+    check.ok(
+        "tty1 shows the front-panel console (no login prompt there)",
+        bool(shown) and state[:1] == ["active"] and "active" not in state[1:],
+        f"units {state}; screen: {(shown or screen())[:160]!r}",
+    )
 
 
 def main() -> int:
@@ -396,6 +412,7 @@ def main() -> int:
             )
 
         check_status_led(vm, check)
+        check_front_console(vm, check)
 
         # ---------------------------------------------------------------- 4. power cut
         # journald writes to disk every 15 s (SyncIntervalSec): what the appliance logged

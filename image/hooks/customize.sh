@@ -66,7 +66,10 @@ install -m 0644 "${FLUXBOX_RAUC_KEYRING:?}" "$R/etc/rauc/ca.cert.pem"
 # Services.
 chroot "$R" systemctl enable fluxbox.service NetworkManager.service ModemManager.service \
     gpsd.service gpsd.socket systemd-timesyncd.service fluxbox-mark-good.service \
-    fluxbox-led.service
+    fluxbox-led.service fluxbox-console@tty1.service
+# tty1 is the front panel: no login prompt there (tty2 and the serial console have one).
+chroot "$R" systemctl disable getty@tty1.service 2>/dev/null || true
+chroot "$R" systemctl mask getty@tty1.service autovt@tty1.service
 for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do
     chroot "$R" systemctl disable "$unit" 2>/dev/null || true
 done
