@@ -36,6 +36,7 @@ log = logging.getLogger("fluxbox.delivery")
 
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1-255
 COMMIT_ASK_AGAIN_S = 600.0  # a commitment request with no report by then is asked again
+LAST_SUCCESS_SAVE_S = 30.0  # the last delivery time goes to the store at most this often
 
 
 class LinkDown(Exception):
@@ -116,7 +117,21 @@ class DestinationWorker:
         self.throttle = throttle or Throttle(transmit)
         self.backoff = Backoff(transmit.retry_initial_s, transmit.retry_max_s)
         self.last_error: str | None = None
-        self.last_success_at: float | None = None
+        # kept in the store (at most every LAST_SUCCESS_SAVE_S): a restart does not make the
+        # front panel say "never"
+        saved = store.get_setting(self._last_success_setting)
+        self.last_success_at: float | None = float(saved) if saved else None
+        self._last_success_saved = self.last_success_at or 0.0
+
+    @property
+    def _last_success_setting(self) -> str:
+        return f"last_success_at:{self.dest_id}"
+
+    def _record_success(self, now: float) -> None:
+        self.last_success_at = now
+        if now - self._last_success_saved >= LAST_SUCCESS_SAVE_S:
+            self.store.set_setting(self._last_success_setting, repr(now))
+            self._last_success_saved = now
 
     # -- one step ------------------------------------------------------------
 
@@ -186,7 +201,7 @@ class DestinationWorker:
             self.backoff.succeeded()
             self.last_error = None
         if total.sent:
-            self.last_success_at = now
+            self._record_success(now)
         for study_key in total.completed:
             event(log, "study delivered", destination=self.dest_id, study=study_key[:12])
         if total.sent or total.failed:

@@ -7,6 +7,7 @@ import io
 import pydicom
 import pytest
 
+from appliance.delivery import LAST_SUCCESS_SAVE_S
 from appliance.encoding import UNCOMPRESSED
 from tests.integration.conftest import dest
 from tests.peers import CountingSCP, Orthanc, dataset_part, store_responses, storescu
@@ -75,6 +76,19 @@ def test_pacs_aborting_mid_batch_resends_only_what_was_in_flight(make_box, ct_st
         assert scp.uids() == {pydicom.dcmread(p).SOPInstanceUID for p in ct_study}
         extra = sum(n - 1 for n in scp.counts.values())
         assert extra <= scp.aborts, f"resent {extra} with {scp.aborts} drops"
+
+
+def test_last_delivery_time_survives_a_restart(make_box, ct_study):
+    with CountingSCP(ae_title="PACS") as scp:
+        box = make_box([dest("pacs", "PACS", scp.port)])
+        with box:
+            _send(box, ct_study)
+            box.wait_states("complete", timeout_s=60)
+            before = box.status()["destinations"][0]["last_success_at"]
+        assert before
+        with box:
+            after = box.status()["destinations"][0]["last_success_at"]
+    assert after is not None and before - LAST_SUCCESS_SAVE_S <= after <= before
 
 
 def test_pacs_refusing_one_sop_class_fails_only_those(make_box, diverse_files, tmp_path):
