@@ -106,6 +106,21 @@ class VmError(RuntimeError):
     pass
 
 
+def overlay(image: Path, disk: Path, grow_mib: int = 0) -> Path:
+    """A qcow2 disk over `image` (raw), `grow_mib` larger: the guest writes there and the
+    image stays as built."""
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(Path(image).resolve()),
+         str(disk)],
+        check=True,
+        timeout=60,
+    )
+    if grow_mib:
+        subprocess.run(["qemu-img", "resize", "-q", str(disk), f"+{grow_mib}M"], check=True,
+                       timeout=60)
+    return disk
+
+
 class Vm:
     def __init__(
         self,

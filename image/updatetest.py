@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "image"))
 
-from qemu import OVMF_VARS, Vm, VmError  # noqa: E402
+from qemu import OVMF_VARS, Vm, VmError, overlay  # noqa: E402
 from vmtest import Check, status_json, wait_box_active  # noqa: E402
 
 from appliance.synthetic import write_ct_study  # noqa: E402
@@ -157,12 +157,7 @@ def main() -> int:
     disk = args.workdir / "disk.qcow2"
     disks = (args.workdir / "bundle.disk", args.workdir / "broken.disk")
     try:
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-             str(args.image.resolve()), str(disk)],
-            check=True,
-            timeout=60,
-        )
+        overlay(args.image, disk)
         size = as_disk(args.bundle, disks[0])
         broken_size = as_disk(args.broken, disks[1])
         new_version, broken_version = bundle_version(args.bundle), bundle_version(args.broken)
@@ -176,12 +171,11 @@ def main() -> int:
             return Vm(disk, log=serial, box_port=box_port, vars_fd=vars_fd,
                       extra_disks=disks).start()
 
-        def boot(name: str, box: bool = True) -> Vm:
+        def boot(name: str) -> Vm:
             v = start()
             check.time(f"{name}: shell on the serial console", v.login(300))
-            if box:
-                wait_box_active(v, 240)
-                check.time(f"{name}: fluxbox.service active", v.elapsed())
+            wait_box_active(v, 240)
+            check.time(f"{name}: fluxbox.service active", v.elapsed())
             return v
 
         # ------------------------------------------------------------ 1. slot A, install

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "image"))
 
 from pydicom import dcmread  # noqa: E402
-from qemu import Vm, VmError  # noqa: E402
+from qemu import Vm, VmError, overlay  # noqa: E402
 
 from appliance.synthetic import write_ct_study  # noqa: E402
 from tests.peers import Orthanc, free_port, peer_env, storescu_profile  # noqa: E402
@@ -241,27 +241,8 @@ def main() -> int:
     orthanc = Orthanc(aet="ORTHANC")
     tmp = Path(tempfile.mkdtemp(prefix="fluxbox-vmtest-"))
     try:
-        disk = args.workdir / "disk.qcow2"  # the guest writes here; the image stays as built
-        subprocess.run(
-            [
-                "qemu-img",
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                "raw",
-                "-b",
-                str(args.image.resolve()),
-                str(disk),
-            ],
-            check=True,
-            timeout=60,
-        )
         # a disk larger than the image: the first boot grows the data partition into it
-        subprocess.run(
-            ["qemu-img", "resize", "-q", str(disk), f"+{GROW_DISK_MIB}M"], check=True, timeout=60
-        )
+        disk = overlay(args.image, args.workdir / "disk.qcow2", GROW_DISK_MIB)
         study1 = write_ct_study(
             tmp / "study1", slices=4, rows=64, cols=64, seed=11, patient_id="VMTEST1"
         )
@@ -272,12 +253,15 @@ def main() -> int:
         box_port = free_port()
 
         # ---------------------------------------------------------------- 1. first boot
-        vm = Vm(
-            disk, log=serial, box_port=box_port, pacs_port=orthanc.dicom_port, relay=args.relay
-        ).start()
-        check.time("first boot: shell on the serial console", vm.login(300))
-        wait_box_active(vm, 240)
-        check.time("first boot: fluxbox.service active", vm.elapsed())
+        def boot(name: str) -> Vm:
+            v = Vm(disk, log=serial, box_port=box_port, pacs_port=orthanc.dicom_port,
+                   relay=args.relay).start()
+            check.time(f"{name}: shell on the serial console", v.login(300))
+            wait_box_active(v, 240)
+            check.time(f"{name}: fluxbox.service active", v.elapsed())
+            return v
+
+        vm = boot("first boot")
         active_at = time.monotonic()
 
         # ---------------------------------------------------------------- 2. the image
@@ -456,12 +440,7 @@ def main() -> int:
         check.time("study 2: sent until the cut", time.monotonic() - t)
         want2 = {uid_of(f) for f in acked}
 
-        vm = Vm(
-            disk, log=serial, box_port=box_port, pacs_port=orthanc.dicom_port, relay=args.relay
-        ).start()
-        check.time("second boot: shell on the serial console", vm.login(300))
-        wait_box_active(vm, 240)
-        check.time("second boot: fluxbox.service active", vm.elapsed())
+        vm = boot("second boot")
         t = time.monotonic()
         have = wait_until(lambda: want2 <= orthanc.sop_instance_uids(), 240, 3)
         in_pacs = want2 & orthanc.sop_instance_uids()
