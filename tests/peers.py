@@ -425,9 +425,14 @@ def storescu(host: str, port: int, files: Iterable[Path | str], *, called_aet: s
 def store_responses(cp: subprocess.CompletedProcess[str]) -> list[tuple[str, str]]:
     """(file, response) for each file storescu sent, e.g. ("a.dcm", "Success") or
     ("b.dcm", "Refused: SOPClassNotSupported"); a file without an answer is left out."""
+    return storescu_responses((cp.stdout + "\n" + cp.stderr).splitlines())
+
+
+def storescu_responses(lines: list[str]) -> list[tuple[str, str]]:
+    """store_responses of storescu's --verbose output lines."""
     out: list[tuple[str, str]] = []
     current = None
-    for line in (cp.stdout + "\n" + cp.stderr).splitlines():
+    for line in lines:
         if line.startswith("I: Sending file: "):
             current = line.removeprefix("I: Sending file: ").strip()
         elif line.startswith("I: Received Store Response (") and current is not None:
