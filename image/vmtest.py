@@ -43,7 +43,13 @@ from pydicom import dcmread  # noqa: E402
 from qemu import Vm, VmError, overlay  # noqa: E402
 
 from appliance.synthetic import write_ct_study  # noqa: E402
-from tests.peers import Orthanc, free_port, peer_env, storescu_profile  # noqa: E402
+from tests.peers import (  # noqa: E402
+    Orthanc,
+    free_port,
+    peer_env,
+    storescu_profile,
+    storescu_responses,
+)
 
 BOX_AET = "FLUXBOX"
 DATA_MIB = 1024  # the data partition as image/mkdisk.sh makes it
@@ -131,17 +137,6 @@ def storescu_args(files: list[Path], port: int, profile: Path) -> list[str]:
         str(port),
         *map(str, files),
     ]
-
-
-def responses(lines: list[str]) -> list[tuple[str, str]]:
-    out, current = [], None
-    for line in lines:
-        if line.startswith("I: Sending file: "):
-            current = line.removeprefix("I: Sending file: ").strip()
-        elif line.startswith("I: Received Store Response (") and current is not None:
-            out.append((current, line.removeprefix("I: Received Store Response (").rstrip(")")))
-            current = None
-    return out
 
 
 def uid_of(path: str | Path) -> str:
@@ -355,7 +350,7 @@ def main() -> int:
             timeout=180,
             stdin=subprocess.DEVNULL,
         )
-        got = responses((r.stdout + r.stderr).splitlines())
+        got = storescu_responses((r.stdout + r.stderr).splitlines())
         check.ok(
             "storescu: every instance acknowledged with Success",
             len(got) == len(study1) and all(s == "Success" for _, s in got),
@@ -431,7 +426,7 @@ def main() -> int:
             lines += (rest or "").splitlines()
         if proc.poll() is None:
             proc.kill()
-        acked = [f for f, s in responses(lines) if s == "Success"]
+        acked = [f for f, s in storescu_responses(lines) if s == "Success"]
         check.ok(
             "power cut in the middle of a study",
             cut and 0 < len(acked) < len(study2),
@@ -465,7 +460,7 @@ def main() -> int:
         counts = [int(n) for n in boots.split() if n.isdigit()]
         check.ok(
             "the journal kept the boot before the power cut",
-            counts == [1, 1],
+            len(counts) == 2 and counts[0] == 1 and counts[1] >= 1,  # the LED check restarts it
             f"boot -1 in the journal: {counts[0] if counts else '?'}, the appliance's start "
             f"logged there: {counts[1] if len(counts) > 1 else '?'}",
         )
