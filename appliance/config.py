@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from appliance.config_tls import tls_client_problems, tls_server_problems
 from appliance.config_values import (
     LINK_CLASSES,
     PORT,
@@ -565,6 +566,7 @@ class _Checker:
         sites = self.sites(raw_sites)
         self.check_retry(transmit)
         self.check_fixed_site(detect, raw_sites)
+        self.check_tls("box", box, tls_server_problems)
         return Config(box, detect, transmit, sites, self.source, links)
 
     def table(self, value: Any, key: str, allowed: Iterable[str], hint: str) -> dict | None:
@@ -673,6 +675,9 @@ class _Checker:
         self.check_unique(
             raw, key, "name", "destination name", "give each destination its own name"
         )
+        for index, destination in enumerate(found):
+            if destination is not None:
+                self.check_tls(f"{key}[{index}]", destination, tls_client_problems)
         return tuple(found) if all(found) else None
 
     def check_unique(
@@ -691,6 +696,11 @@ class _Checker:
                 )
             else:
                 seen[value] = index
+
+    def check_tls(self, key: str, settings: Any, problems: Any) -> None:
+        """A TLS setting is complete or refused: never a half that silently means clear text."""
+        for name, message in problems(settings.tls_cert, settings.tls_key, settings.tls_ca):
+            self.report(f"{key}.{name}", message)
 
     def check_retry(self, transmit: TransmitConfig) -> None:
         if transmit.retry_max_s < transmit.retry_initial_s:

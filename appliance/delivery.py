@@ -26,6 +26,7 @@ from pynetdicom.sop_class import Verification
 
 from appliance import commitment, dimse, encoding, mpps
 from appliance.config import DestinationConfig, TransmitConfig
+from appliance.config_tls import tls_client_problems
 from appliance.crypto import BlobCorrupt
 from appliance.encoding import UNCOMPRESSED
 from appliance.logs import event
@@ -427,7 +428,11 @@ def _hard_abort(assoc) -> None:
 
 
 def tls_context(dest: DestinationConfig) -> ssl.SSLContext | None:
-    """DICOM TLS (PS3.15 B.1) towards `dest`, when its config names a CA."""
+    """DICOM TLS (PS3.15 B.1) towards `dest`, when its config names a CA. A half-configured
+    setting raises (check-config refuses it): it never means clear text."""
+    problems = tls_client_problems(dest.tls_cert, dest.tls_key, dest.tls_ca)
+    if problems:
+        raise ValueError(f"destination {dest.name}: " + "; ".join(f"{k} {m}" for k, m in problems))
     if dest.tls_ca is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(dest.tls_ca))

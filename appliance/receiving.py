@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (
 from appliance import dimse
 from appliance.commitment import handle_report
 from appliance.config import BoxConfig
+from appliance.config_tls import tls_server_problems
 from appliance.logs import event
 from appliance.sites import SiteDecision
 from appliance.store import Outcome, Store, StoreFault, StoreFull
@@ -132,7 +133,11 @@ class Receiver:
         event(log, "listening", ae_title=self.box.ae_title, port=self.box.port)
 
     def _tls(self) -> ssl.SSLContext | None:
-        """DICOM TLS on the box's own port when the config names a certificate."""
+        """DICOM TLS on the box's own port when the config names a certificate. A
+        half-configured setting raises (check-config refuses it): never a plain port."""
+        problems = tls_server_problems(self.box.tls_cert, self.box.tls_key, self.box.tls_ca)
+        if problems:
+            raise ValueError("box: " + "; ".join(f"{k} {m}" for k, m in problems))
         if self.box.tls_cert is None:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
