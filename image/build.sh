@@ -66,7 +66,8 @@ for tool in mmdebstrap genimage mke2fs debugfs mkdosfs sfdisk dpkg-scanpackages;
     command -v "$tool" >/dev/null || { echo "build.sh: $tool missing: run make image-deps" >&2; exit 1; }
 done
 
-# Reproducible: the time of the last commit, unless given.
+# Reproducible: the time of the last commit (from exported inputs: theirs), unless given.
+[ -z "$INPUTS" ] || : "${SOURCE_DATE_EPOCH:=$(awk '$1 == "source_date_epoch" { print $2 }' "$INPUTS/MANIFEST")}"
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 1735689600)}
 export LC_ALL=C.UTF-8 TZ=UTC
 umask 022
@@ -147,6 +148,7 @@ export FLUXBOX_VERSION
 # The image's version (os-release IMAGE_VERSION, the bundle's version): the appliance's and
 # the commit's, unless given.
 rev=$(git -C "$REPO" rev-parse --short=10 HEAD 2>/dev/null || echo unknown)
+[ -z "$INPUTS" ] || : "${FLUXBOX_IMAGE_VERSION:=$(awk '$1 == "image_version" { print $2 }' "$INPUTS/MANIFEST")}"
 export FLUXBOX_IMAGE_VERSION=${FLUXBOX_IMAGE_VERSION:-$FLUXBOX_VERSION+g$rev}
 
 # ------------------------------------------------------------------ 2. rootfs

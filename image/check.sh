@@ -8,14 +8,13 @@
 # build into OUTDIR/check/1. The second is what an installer does years later on another
 # machine: a clean build directory (an empty cache), the exported inputs alone
 # (FLUXBOX_INPUTS), and no network at all (a network namespace of its own). Both use the same
-# SOURCE_DATE_EPOCH. On a difference it says which partition, and which files of the root
+# SOURCE_DATE_EPOCH (the second takes it from the inputs' MANIFEST). On a difference it says which partition, and which files of the root
 # file system, differ. Each build writes its SBOM next to its image; the first build's
 # image, bmap, SBOM and inputs are kept, the second's large files are removed.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 OUT=$(realpath -m "${1:-$REPO/build/image}")
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 1735689600)}
 C=$OUT/check
 rm -rf "$C"; mkdir -p "$C"
 t0=$(date +%s)
