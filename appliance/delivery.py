@@ -148,7 +148,7 @@ class DestinationWorker:
         # never left idle while a slow one still holds its share.
         work = iter(batch)
         contexts = contexts_for(batch, encoding.configured(self.dest.transfer_syntaxes))
-        outcomes = [BatchResult() for _ in range(self._associations(len(batch)))]
+        outcomes = [BatchResult() for _ in range(self._associations(batch))]
         if len(outcomes) == 1:
             self._send_part(work, contexts, outcomes[0])
         else:
@@ -180,9 +180,13 @@ class DestinationWorker:
                 return batch[:max(end, 1)]
         return batch
 
-    def _associations(self, batch_size: int) -> int:
+    def _associations(self, batch: list[Queued]) -> int:
+        """As many as pacing wants, but one for MPPS messages: the N-CREATE and N-SETs of a
+        procedure step must reach the RIS in order."""
+        if any(item.instance.sop_class_uid == mpps.MPPS_CLASS for item in batch):
+            return 1
         wanted = self.pacing.associations(self.dest_id, self.link_class())
-        return max(1, min(wanted, batch_size))
+        return max(1, min(wanted, len(batch)))
 
     def _settle(self, outcomes: list[BatchResult], now: float) -> BatchResult:
         total = BatchResult()
