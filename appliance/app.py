@@ -9,6 +9,7 @@ the only module that chooses `hw` adapters.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -95,25 +96,58 @@ def _drives_led(config: Config) -> bool:
     return bool(config.box.status_led) and os.environ.get(STATUS_LED_ENV) != "external"
 
 
+# The hardware libraries each adapter needs: (import name, package, adapters that need it).
+# gpsd-py3 and pyudev are core dependencies; dbus-python and python-networkmanager come
+# with the `hw` extra (dbus-python compiles against libdbus). Whichever is missing, the
+# box runs: that adapter gives no vote, and one log line says so.
+HW_LIBRARIES = (
+    ("gpsd", "gpsd-py3", "gps"),
+    ("pyudev", "pyudev", "hotplug"),
+    ("dbus", "dbus-python", "network, modem"),
+    ("NetworkManager", "python-networkmanager", "network"),
+)
+
+
+def missing_hw_libraries() -> set[str]:
+    """The import names of HW_LIBRARIES that are not installed, each logged once."""
+    missing = set()
+    for module, package, adapters in HW_LIBRARIES:
+        if importlib.util.find_spec(module) is None:
+            missing.add(module)
+            event(log, "hardware library missing", logging.WARNING, library=package,
+                  adapters=adapters)
+    return missing
+
+
 def choose_hardware(config: Config) -> Hardware:
-    """The real adapters where the machine has the service, a do-nothing one elsewhere."""
-    from hw.gps import GpsdPosition
+    """The real adapters where the machine has the service and the library, a do-nothing
+    one elsewhere (never a crash for a missing library)."""
+    from hw.gps import FixedPosition, GpsdPosition
     from hw.led import SysfsLed
-    from hw.modem import ModemManagerModem
-    from hw.network import best_link_source
+    from hw.modem import ModemManagerModem, NoModem
+    from hw.network import KernelLinks, best_link_source
 
-    try:
-        from hw.udev import UdevHotplug
+    missing = missing_hw_libraries()
+    hotplug: HotplugSource | None = None
+    if "pyudev" not in missing:
+        try:
+            from hw.udev import UdevHotplug
 
-        hotplug: HotplugSource | None = UdevHotplug()
-    except Exception:  # no pyudev or no netlink access: hotplug falls back to polling
-        hotplug = None
-    gpsd_host, gpsd_port = config.detect.gpsd.split(":")
+            hotplug = UdevHotplug()
+        except Exception:  # no netlink access: hotplug falls back to polling
+            hotplug = None
+    classes = dict(config.links.classes)
+    if "gpsd" in missing:
+        position: PositionSource = FixedPosition()
+    else:
+        gpsd_host, gpsd_port = config.detect.gpsd.split(":")
+        position = GpsdPosition(gpsd_host, int(gpsd_port), max_age_s=config.detect.gps_max_age_s,
+                                max_error_m=config.detect.gps_max_error_m)
     return Hardware(
-        position=GpsdPosition(gpsd_host, int(gpsd_port), max_age_s=config.detect.gps_max_age_s,
-                              max_error_m=config.detect.gps_max_error_m),
-        links=best_link_source(dict(config.links.classes)),
-        modem=ModemManagerModem(),
+        position=position,
+        links=KernelLinks(classes) if {"dbus", "NetworkManager"} & missing
+        else best_link_source(classes),
+        modem=NoModem() if "dbus" in missing else ModemManagerModem(),
         hotplug=hotplug,
         led=SysfsLed(config.box.status_led) if _drives_led(config) else None,
     )
