@@ -27,6 +27,7 @@ from appliance import (
     metrics,
     systemd,
 )
+from appliance.commitment_scp import ModalityCommitment
 from appliance.config import Config, DestinationConfig
 from appliance.control import CommandError, ControlServer
 from appliance.delivery import DestinationWorker
@@ -188,11 +189,13 @@ class Box:
         self.mpps = MppsService(self.store, config, self.current_site,
                                 on_completed=self._mpps_completed,
                                 on_queued=lambda: self.wake_delivery())
+        self.commitment = ModalityCommitment(self.store, box, config.transmit)
         self.receiver = Receiver(box, self.store, self.current_site, on_stored=self.closer_wake.set,
                                  position=self.current_position,
                                  extra_handlers=[(evt.EVT_C_FIND, self.worklist.on_c_find),
                                                  (evt.EVT_N_CREATE, self.mpps.on_n_create),
-                                                 (evt.EVT_N_SET, self.mpps.on_n_set)])
+                                                 (evt.EVT_N_SET, self.mpps.on_n_set),
+                                                 (evt.EVT_N_ACTION, self.commitment.on_n_action)])
         self.closer = StudyCloser(self.store, config, self.receiver.associations.studies)
         saved = self.store.get_setting(PACING_SETTING)
         self.pacing = Pacing(config.transmit, json.loads(saved) if saved else None)
@@ -404,6 +407,7 @@ class Box:
         self._spawn("worklist", self.worklist.run, self.stop_event)
         self._spawn("front-panel", self._front_panel_loop)
         self._spawn("precompress", self.precompressor.run, self.stop_event)
+        self._spawn("commitment", self.commitment.run, self.stop_event)
         if self.config.box.metrics_listen:
             host, port = self.config.box.metrics_listen.rsplit(":", 1)
             self._metrics = metrics.serve(self.status_view, host, int(port))
@@ -435,6 +439,7 @@ class Box:
         self.stop_event.set()
         self.closer_wake.set()
         self.worklist.poke()
+        self.commitment.wake.set()
         self.wake_delivery()
         if self.hardware.hotplug is not None:
             self.hardware.hotplug.stop()
