@@ -227,16 +227,19 @@ class ModalityCommitment:
         """Send the report: on the asking association if still open, else on a new one.
         Returns None once the modality answered success, else why not."""
         with self._lock:
-            assoc = self._open.pop(request.transaction_uid, None)
             self._open = {t: a for t, a in self._open.items() if a.is_established}
-        if assoc is not None and assoc.is_established:
+            assoc = self._open.get(request.transaction_uid)
+        error = None
+        if assoc is not None:
             error = self._send(assoc, report, same_association=True)
             if error is None:
+                self._forget(request.transaction_uid)
                 self._logged(request, report, "same")
                 return None
         modality = self.box.modality(request.calling_aet)
         if modality is None:
-            return "association closed and no [box.modalities] entry for this AE title"
+            return (f"{error} on the open association; " if error else "association closed; "
+                    ) + "no [box.modalities] entry for this AE title"
         ae = AE(ae_title=self.box.ae_title)
         ae.acse_timeout = ae.connection_timeout = self.transmit.connect_timeout_s
         ae.dimse_timeout = ae.network_timeout = self.transmit.dimse_timeout_s
@@ -257,8 +260,13 @@ class ModalityCommitment:
             if assoc.is_established:
                 assoc.release()
         if error is None:
+            self._forget(request.transaction_uid)
             self._logged(request, report, "new")
         return error
+
+    def _forget(self, transaction_uid: str) -> None:
+        with self._lock:
+            self._open.pop(transaction_uid, None)
 
     def _send(self, assoc, report: Report, *, same_association: bool) -> str | None:
         if same_association:
