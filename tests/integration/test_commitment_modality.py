@@ -116,3 +116,30 @@ def test_pacs_mode_waits_for_the_pacs_own_commitment(make_box, ct_study):
     assert report.association == "same" and report.event_type == 1
     # complete means delivered and confirmed by Orthanc's own commitment report
     assert report.at >= row["completed_at"]
+
+
+def test_orthanc_as_the_modality_gets_its_commitment_report_on_a_new_association(
+        make_box, ct_study):
+    # Orthanc's Storage Commitment SCU waits for the report on its own DICOM port.
+    files = ct_study[:3]
+    modality = Orthanc(aet="ORTHANC_MOD")
+    box = make_box([dest("pacs", "PACS", free_port())],
+                   box=f'modalities = {{ ORTHANC_MOD = {{ host = "127.0.0.1", '
+                       f'port = {modality.dicom_port} }} }}')
+    modality.extra_config = {"DicomModalities": {"fluxbox": {
+        "AET": "FLUXBOX", "Host": "127.0.0.1", "Port": box.port,
+        "AllowStorageCommitment": True}}}
+    with modality, box:
+        loaded = storescu("127.0.0.1", modality.dicom_port, files, called_aet="ORTHANC_MOD")
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+        job = modality.rest("POST", "/modalities/fluxbox/store", {
+            "Resources": modality.instances(), "StorageCommitment": True,
+            "Synchronous": True})
+        transaction = job["StorageCommitmentTransactionUID"]
+        report = box.wait_for(
+            lambda: (r := modality.rest("GET", f"/storage-commitment/{transaction}"))
+            and r["Status"] != "Pending" and r, 60, "Orthanc's commitment report")
+        assert report["Status"] == "Success", report
+        assert {s["SOPInstanceUID"] for s in report["Success"]} == {
+            uid for _, uid in _references(files)}
+        assert report["Failures"] == []
