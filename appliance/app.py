@@ -512,6 +512,8 @@ class Box:
         errors = [e for e in (w.last_error for w, _ in self.workers.values()) if e]
         if self.receiver.last_error:
             errors.append(self.receiver.last_error)
+        if self.commitment.last_error:
+            errors.append(self.commitment.last_error)
         if free < self.store.reserve_bytes:
             errors.append("disk below reserve: new studies are refused")
         facts = HealthFacts(
@@ -549,6 +551,7 @@ class Box:
             "cellular_bytes": dict(zip(("today", "month"), self.store.traffic(CELLULAR, now),
                                        strict=True)),
             "worklist": self.worklist.status(now),
+            "commitment": self.commitment.status(),
             "sent_bytes_month": {c: self.store.traffic(c, now)[1] for c in LINK_CLASSES},
             "delivery_latency_s": _median_latency(rows),
             "version": self.versions,

@@ -157,6 +157,7 @@ class ModalityCommitment:
         self._lock = threading.Lock()
         self._backoff: dict[str, Backoff] = {}
         self._message_ids = itertools.count(1)
+        self.last_error: str | None = None  # of the latest failed report, until one succeeds
 
     @property
     def end_to_end(self) -> bool:
@@ -212,8 +213,10 @@ class ModalityCommitment:
             if error is None:
                 self.store.drop_commit_request(request.transaction_uid)
                 self._backoff.pop(request.transaction_uid, None)
+                self.last_error = None
                 delivered += 1
                 continue
+            self.last_error = f"commitment report to {request.calling_aet} not delivered: {error}"
             backoff = self._backoff.setdefault(request.transaction_uid, Backoff(
                 self.transmit.retry_initial_s, self.transmit.retry_max_s))
             delay = backoff.failed(now)
@@ -289,6 +292,11 @@ class ModalityCommitment:
               transaction=self.store.uid_key(request.transaction_uid)[:12],
               committed=len(report.committed), failed=len(report.failed),
               association=association)
+
+    def status(self) -> dict:
+        """For `fluxbox status`: the mode, requests not yet reported, the last failure."""
+        return {"mode": self.box.commitment_mode, "requests": len(self.store.commit_requests()),
+                "last_error": self.last_error}
 
     def run(self, stop: threading.Event) -> None:
         """Report until `stop`: at once after a request, and every POLL_S for waiting ones."""

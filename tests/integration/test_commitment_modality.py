@@ -51,6 +51,8 @@ def test_box_mode_commits_what_the_box_holds_on_the_same_association(make_box, c
         assert report.committed == frozenset(refs)
         assert report.failed == {unknown[1]: 0x0112, other_class[1]: 0x0119}
         assert box.studies()[0]["state"] != "complete", "committed before any delivery"
+        status, _ = modality.request(box.port, [])
+        assert status == 0x0115, "a request without references is an invalid argument"
 
 
 def test_box_mode_reports_on_a_new_association_to_a_modality_that_left(make_box, ct_study):
@@ -143,3 +145,22 @@ def test_orthanc_as_the_modality_gets_its_commitment_report_on_a_new_association
         assert {s["SOPInstanceUID"] for s in report["Success"]} == {
             uid for _, uid in _references(files)}
         assert report["Failures"] == []
+
+
+def test_a_report_the_modality_cannot_take_yet_is_tried_again_until_it_can(make_box, ct_study):
+    files = ct_study[:2]
+    modality = CommitModality(port=free_port())  # not listening yet
+    box = make_box([dest("pacs", "PACS", free_port())], box=_modality_entry(modality.port))
+    with box:
+        _send(box, files)
+        status, transaction = modality.request(box.port, _references(files), listen_same=False)
+        assert status == 0x0000
+        box.wait_for(lambda: box.status()["commitment"]["last_error"], 60,
+                     "a failed report to a modality that is not listening")
+        assert box.status()["commitment"]["requests"] == 1
+        with modality:
+            report = modality.wait(transaction, 60)
+            box.wait_for(lambda: box.status()["commitment"]["requests"] == 0, 10,
+                         "the reported request forgotten")
+    assert report.association == "new" and report.event_type == 1
+    assert modality.count(transaction) == 1

@@ -117,6 +117,27 @@ def test_end_to_end_an_instance_is_committed_once_delivered_and_confirmed(store)
     assert store.instance_commit(CT_CLASS, uid, end_to_end=True) is InstanceCommit.COMMITTED
 
 
+def test_end_to_end_a_replaced_instance_waits_for_its_new_version(store, tmp_path):
+    uid = _put(store)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 2.0)
+    (item,) = store.next_batch("a/pacs", max_count=10, max_bytes=1 << 30, whole_study=True,
+                               allowed=lambda s: True)
+    store.record_delivered("a/pacs", item, 3.0)
+    assert store.instance_commit(CT_CLASS, uid, end_to_end=True) is InstanceCommit.COMMITTED
+    changed = pydicom.dcmread(CT)
+    changed.SeriesDescription = "corrected"
+    changed.save_as(tmp_path / "v2.dcm", enforce_file_format=True)
+    header = read_header(tmp_path / "v2.dcm", command_sop_class=CT_CLASS,
+                         command_sop_instance=uid)
+    store.put_instance(tmp_path / "v2.dcm", header, calling_aet="CT1", site="a",
+                       site_source="fixed", now=4.0)
+    store.update_study(study.key, phase="closed")
+    assert store.instance_commit(CT_CLASS, uid, end_to_end=True) is InstanceCommit.WAITING
+    assert store.instance_commit(CT_CLASS, uid, end_to_end=False) is InstanceCommit.COMMITTED
+
+
 def test_end_to_end_a_refused_instance_fails(store):
     uid = _put(store)
     study = store.studies()[0]
