@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -153,7 +154,7 @@ class ModalityCommitment:
         self.box = box
         self.transmit = transmit
         self.wake = threading.Event()
-        self._open: dict[str, object] = {}  # Transaction UID -> the association that asked
+        self._open: dict[str, Any] = {}  # Transaction UID -> the association that asked
         self._lock = threading.Lock()
         self._backoff: dict[str, Backoff] = {}
         self._message_ids = itertools.count(1)
