@@ -42,6 +42,7 @@ from appliance.config_values import (
     path,
     show,
     ssid,
+    subtable,
     text,
     transfer_syntax,
     unknown_key,
@@ -64,6 +65,7 @@ __all__ = [
     "DetectConfig",
     "Geofence",
     "LinksConfig",
+    "ModalityConfig",
     "MppsConfig",
     "PolicyConfig",
     "SiteConfig",
@@ -74,6 +76,16 @@ __all__ = [
     "parse_config",
     "resolve_config",
 ]
+
+
+@dataclass(frozen=True)
+class ModalityConfig:
+    """A modality that asks for Storage Commitment: where a report goes when the
+    association that asked for it has closed (`[box.modalities.AE_TITLE]`)."""
+
+    ae_title: str
+    host: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,11 @@ class BoxConfig:
     tls_ca: Path | None = None  # if set, modalities must present a certificate it signed
     status_led: str = ""  # the front-panel LED's name under /sys/class/leds; "": none
     metrics_listen: str = ""  # "host:port" of the Prometheus endpoint; "": off
+    commitment_mode: str = "box"  # Storage Commitment for modalities: "box" | "pacs"
+    modalities: tuple[ModalityConfig, ...] = ()  # where commitment reports go, by calling AE
+
+    def modality(self, ae_title: str) -> ModalityConfig | None:
+        return next((m for m in self.modalities if m.ae_title == ae_title), None)
 
     @property
     def key_path(self) -> Path:
@@ -457,7 +474,35 @@ _BOX: Spec = {
     "tls_ca": (optional_path, None),
     "status_led": (text, None),
     "metrics_listen": (lambda v: "" if v == "" else host_port(v), None),
+    "commitment_mode": (choice("box", "pacs"), None),
+    "modalities": (lambda v: _modalities(v), None),
 }
+_MODALITY: Spec = {
+    "host": (host_address, '"10.0.0.21"'),
+    "port": (PORT, "104"),
+}
+_MODALITY_HINT = '[box.modalities.CT1] with host = "10.0.0.21" and port = 104'
+
+
+def _modalities(value: Any) -> tuple[ModalityConfig, ...]:
+    """`[box.modalities.AE_TITLE]` tables: the key is the modality's AE title."""
+    if not isinstance(value, dict):
+        raise Bad(("", f"must be a table of modalities keyed by AE title, such as "
+                       f"{_MODALITY_HINT}; got {show(value)}"))
+    read = subtable(_MODALITY, dict, _MODALITY_HINT)
+    problems: list[tuple[str, str]] = []
+    found = []
+    for title, table in value.items():
+        try:
+            ae_title(title)
+            found.append(ModalityConfig(title, **read(table)))
+        except Bad as error:
+            problems += [(f".{title}{suffix}", message) for suffix, message in error.items]
+    if problems:
+        raise Bad(*problems)
+    return tuple(found)
+
+
 _DETECT: Spec = {
     "mode": (choice("auto", "fixed"), None),
     "fixed_site": (text, None),

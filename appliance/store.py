@@ -17,6 +17,8 @@ as a key or file name is a keyed hash):
   sort oldest study first, so a destination's queue is a cursor walk.
 - ``events``     time_ns + counter -> sealed audit event
 - ``meta``       counters and settings (the pinned site)
+- ``commit_requests``  hash of a Transaction UID -> sealed CommitRequest: a modality's
+  Storage Commitment request, kept until its report is delivered
 """
 
 from __future__ import annotations
@@ -141,6 +143,31 @@ class Commitment:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class CommitRequest:
+    """A modality's Storage Commitment request (N-ACTION), kept until it is reported.
+
+    `held` says, per reference, whether the box held that instance (same SOP Class) when
+    the request arrived.
+    """
+
+    transaction_uid: str
+    calling_aet: str
+    references: tuple[tuple[str, str], ...]  # (SOP Class UID, SOP Instance UID)
+    held: tuple[bool, ...]
+    received_at: float
+
+
+class InstanceCommit(Enum):
+    """Where one instance stands for a modality's commitment request."""
+
+    COMMITTED = "committed"  # durable on the box (and, end to end, confirmed everywhere)
+    WAITING = "waiting"  # end to end: not yet delivered or confirmed everywhere
+    FAILED = "failed"  # end to end: a destination refused it for good
+    MISSING = "missing"  # the box does not hold this SOP Instance UID
+    CLASS_CONFLICT = "class-conflict"  # held, but with another SOP Class
+
+
 @dataclass
 class RepairReport:
     temp_files_removed: int = 0
@@ -185,11 +212,11 @@ class Store:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._make_blob_dirs()
         self.env = lmdb.open(
-            str(self.data_dir / "index"), map_size=MAP_SIZE_BYTES, max_dbs=12,
+            str(self.data_dir / "index"), map_size=MAP_SIZE_BYTES, max_dbs=16,
             max_readers=256, subdir=True,
         )
         names = ("instances", "studies", "members", "pending", "acked", "failed", "events", "meta",
-                 "commitments", "transactions", "worklist", "variants")
+                 "commitments", "transactions", "worklist", "variants", "commit_requests")
         self._db = {name: self.env.open_db(name.encode()) for name in names}
         self._event_counter = 0
         self._event_lock = threading.Lock()
@@ -656,6 +683,64 @@ class Store:
             self._event(txn, now, "commitment failed", destination=dest,
                         study=study.key[:12], instances=len(failed_uids))
             return True
+
+    # -- storage commitment requested by modalities ------------------------------
+
+    def put_commit_request(self, request: CommitRequest) -> None:
+        """Keep a modality's request until `drop_commit_request`; durable on return.
+        The same Transaction UID again replaces it."""
+        key = self.keys.uid_hash("commit-request:" + request.transaction_uid)
+        with self.env.begin(write=True) as txn:
+            txn.put(key, self._seal_record(request), db=self._db["commit_requests"])
+
+    def commit_requests(self) -> list[CommitRequest]:
+        """Every request not yet reported, oldest first."""
+        with self.env.begin() as txn:
+            found = []
+            for _, value in txn.cursor(db=self._db["commit_requests"]):
+                data = json.loads(self.keys.open(value))
+                data["references"] = tuple(tuple(pair) for pair in data["references"])
+                data["held"] = tuple(data["held"])
+                found.append(CommitRequest(**data))
+        return sorted(found, key=lambda r: r.received_at)
+
+    def drop_commit_request(self, transaction_uid: str) -> None:
+        """Forget a reported request; safe to repeat."""
+        key = self.keys.uid_hash("commit-request:" + transaction_uid)
+        with self.env.begin(write=True) as txn:
+            txn.delete(key, db=self._db["commit_requests"])
+
+    def instance_commit(self, sop_class_uid: str, sop_instance_uid: str, *,
+                        end_to_end: bool) -> InstanceCommit:
+        """Whether the box can commit one instance to a modality. Without `end_to_end` a
+        held instance of that SOP Class is committed; with it, only once every destination
+        of its study acknowledged the current version (and confirmed commitment where that
+        destination asks for it)."""
+        with self.env.begin() as txn:
+            record = self._get(txn, "instances", self.keys.uid_hash(sop_instance_uid),
+                               InstanceRecord)
+            if record is None:
+                return InstanceCommit.MISSING
+            if record.sop_class_uid != sop_class_uid:
+                return InstanceCommit.CLASS_CONFLICT
+            if not end_to_end:
+                return InstanceCommit.COMMITTED
+            study = self._get(txn, "studies", bytes.fromhex(record.study_key), StudyRecord)
+            if study is None or study.phase != "closed" or not study.destinations:
+                return InstanceCommit.WAITING
+            for dest in study.destinations:
+                position = self._position_key(dest, study.seq, record.seq)
+                if txn.get(position, db=self._db["failed"]) is not None:
+                    return InstanceCommit.FAILED
+                if txn.get(position, db=self._db["acked"]) != record.digest.encode():
+                    return InstanceCommit.WAITING
+                if dest in study.commit_destinations:
+                    confirmation = self._commitment(txn, dest, study)
+                    if confirmation is not None and confirmation.state == "refused":
+                        return InstanceCommit.FAILED
+                    if confirmation is None or confirmation.state != "confirmed":
+                        return InstanceCommit.WAITING
+        return InstanceCommit.COMMITTED
 
     def _all_studies(self, txn) -> Iterator[StudyRecord]:
         for _, value in txn.cursor(db=self._db["studies"]):
