@@ -201,6 +201,9 @@ else
     SOURCES+=("${NET_SOURCES[@]}")
 fi
 FLUXBOX_SOURCES_LIST=$(printf '%s\n\n' "${IMAGE_SOURCES[@]}")
+# The local repository's directory (mounted into the chroot; hooks/unmounted.sh removes its path).
+FLUXBOX_LOCAL_REPO=$([ -n "$INPUTS" ] && echo "$INPUTS" || echo "$CACHE")
+export FLUXBOX_LOCAL_REPO
 export FLUXBOX_SOURCES_LIST
 [ -s "$LOCK" ] || echo "build.sh: no image/packages.lock: this build takes the mirror's versions (make image-lock writes the lock)"
 mmdebstrap --variant=minbase --mode=root --format=tar \
@@ -217,7 +220,7 @@ mmdebstrap --variant=minbase --mode=root --format=tar \
     --setup-hook="sync-in $CACHE/debs /var/cache/apt/archives/" \
     --setup-hook="$HERE/hooks/pin.sh" \
     --customize-hook="sync-out /var/cache/apt/archives $CACHE/debs" \
-    --customize-hook="$HERE/hooks/unmounted.sh $([ -n "$INPUTS" ] && echo "$INPUTS" || echo "$CACHE")" \
+    --customize-hook="$HERE/hooks/unmounted.sh" \
     --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
     --customize-hook="$HERE/hooks/customize.sh" \
     "$SUITE" "$WORK/rootfs.tar" "${SOURCES[@]}" \
