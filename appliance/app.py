@@ -42,6 +42,7 @@ from appliance.receiving import Receiver
 from appliance.release import versions
 from appliance.report import study_view
 from appliance.routing import (
+    ANOTHER_SITE,
     POLICY_WINDOW,
     SITE_UNKNOWN,
     block_reason,
@@ -68,7 +69,7 @@ from appliance.sites import (
     distance_m,
     gather_evidence,
 )
-from appliance.store import Store, StudyRecord
+from appliance.store import Store, StudyRecord, destination_site
 from appliance.studies import StudyCloser
 from appliance.supervisor import Supervisor, Watcher
 from appliance.worklist import Worklist
@@ -317,6 +318,8 @@ class Box:
 
     def gate(self, study: StudyRecord, dest_id: str, now: float) -> str | None:
         """Why a study may not move to `dest_id` now; None when it may."""
+        if destination_site(dest_id) != study.site:
+            return ANOTHER_SITE  # never, whatever else: a study goes only to its own site
         if study.phase != "closed" and self.config.transmit.forward != "streaming":
             return "receiving"
         return block_reason(

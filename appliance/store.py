@@ -182,6 +182,11 @@ class RepairReport:
         )
 
 
+def destination_site(dest_id: str) -> str:
+    """The site of a destination id ("SITE/name", `routing.destination_id`)."""
+    return dest_id.split("/", 1)[0]
+
+
 def _record_from_json(cls, raw: bytes):
     data = json.loads(raw)
     for name in ("destinations", "findings", "commit_destinations", "position", "expected"):
@@ -449,8 +454,9 @@ class Store:
         """Route a study: every instance not yet delivered or failed becomes pending.
 
         `commitment` names the destinations that must also confirm Storage
-        Commitment before the study is complete. Safe to repeat; returns how
-        many positions were added.
+        Commitment before the study is complete. Destinations of another site than the
+        study's (it was assigned elsewhere) lose their pending positions and are no longer
+        the study's. Safe to repeat; returns how many positions were added.
         """
         key = bytes.fromhex(study_key)
         added = 0
@@ -459,6 +465,7 @@ class Store:
             if study is None:
                 return 0
             members = list(self._prefixed(txn, "members", key))
+            study = self._drop_other_sites(txn, study, members)
             for dest in destinations:
                 for member_key, inst_key in members:
                     position = dest.encode() + b"\0" + study.seq_bytes + member_key[16:]
@@ -475,6 +482,20 @@ class Store:
             if added:
                 self._event(txn, now, "study queued", study=study.key[:12], positions=added)
         return added
+
+    def _drop_other_sites(self, txn, study: StudyRecord,
+                          members: list[tuple[bytes, bytes]]) -> StudyRecord:
+        """The study without destinations (and their pending positions) of other sites."""
+        own = [d for d in study.destinations if destination_site(d) == study.site]
+        others = [d for d in study.destinations if destination_site(d) != study.site]
+        for dest in others:
+            for member_key, _ in members:
+                position = dest.encode() + b"\0" + study.seq_bytes + member_key[16:]
+                txn.delete(position, db=self._db["pending"])
+        if not others:
+            return study
+        commits = tuple(d for d in study.commit_destinations if destination_site(d) == study.site)
+        return replace(study, destinations=tuple(own), commit_destinations=commits)
 
     def next_batch(
         self, dest: str, *, max_count: int, max_bytes: int, whole_study: bool,
