@@ -348,6 +348,9 @@ class Store:
             existing = self._get(txn, "instances", inst_key, InstanceRecord)
             if existing is not None and existing.digest == digest:
                 return Outcome.DUPLICATE, None
+            if existing is not None and existing.study_key != study_key.hex():
+                self._leave_study(txn, existing, now)  # re-sent under another Study UID
+            same_study = existing is not None and existing.study_key == study_key.hex()
             study = self._get(txn, "studies", study_key, StudyRecord) or StudyRecord(
                 key=study_key.hex(), seq=self._next_seq(txn), study_uid=header.study_uid,
                 site=site, site_source=site_source, first_at=now, modality=header.modality,
@@ -370,20 +373,40 @@ class Store:
             )
             study = replace(
                 study, phase="receiving", last_at=now, closed_at=None, completed_at=None,
-                instances=study.instances + (0 if existing else 1),
-                size_bytes=study.size_bytes + size - (existing.size_bytes if existing else 0),
+                instances=study.instances + (0 if same_study else 1),
+                size_bytes=study.size_bytes + size - (existing.size_bytes if same_study else 0),
                 corrections=study.corrections + (1 if existing else 0),
             )
             txn.put(inst_key, self._seal_record(record), db=self._db["instances"])
             txn.put(study_key, self._seal_record(study), db=self._db["studies"])
             txn.put(study_key + _SEQ.pack(record.seq), inst_key, db=self._db["members"])
-            if existing is not None:
+            if same_study:
                 self._requeue(txn, study, record)
                 self._event(txn, now, "instance corrected", study=study.key[:12],
                             instance=record.key[:12], version=record.version)
             return (Outcome.REPLACED if existing else Outcome.STORED), (
                 existing.blob if existing else None
             )
+
+    def _leave_study(self, txn, record: InstanceRecord, now: float) -> None:
+        """An instance re-sent under another Study UID leaves its old study: no member
+        entry, no position, no count there points at it any more (so purging the old study
+        cannot touch the new version)."""
+        old_key = bytes.fromhex(record.study_key)
+        old = self._get(txn, "studies", old_key, StudyRecord)
+        txn.delete(old_key + _SEQ.pack(record.seq), db=self._db["members"])
+        if old is None:
+            return
+        for dest in old.destinations:
+            position = self._position_key(dest, old.seq, record.seq)
+            for db in ("pending", "acked", "failed"):
+                txn.delete(position, db=self._db[db])
+        old = replace(old, instances=max(0, old.instances - 1),
+                      size_bytes=max(0, old.size_bytes - record.size_bytes))
+        txn.put(old_key, self._seal_record(old), db=self._db["studies"])
+        self._event(txn, now, "instance moved to another study", study=old.key[:12],
+                    instance=record.key[:12])
+        self._complete_if_done(txn, old.key, now)
 
     def _requeue(self, txn, study: StudyRecord, record: InstanceRecord) -> None:
         """A new version must reach every destination the old one was routed to."""
@@ -975,17 +998,24 @@ class Store:
             expired = now - study.completed_at >= retention_s
             if not expired and self.free_bytes() >= below_bytes:
                 continue
-            self._delete_study(study, now)
-            purged += 1
+            purged += self._delete_study(study, now)
         self._trim_events()
         return purged
 
-    def _delete_study(self, study: StudyRecord, now: float) -> None:
-        key = bytes.fromhex(study.key)
+    def _delete_study(self, picked: StudyRecord, now: float) -> bool:
+        """Delete a study picked as complete, if it still is, in the same transaction: an
+        instance that arrived since the pick (the study is receiving again) keeps it."""
+        key = bytes.fromhex(picked.key)
         blobs = []
         with self.env.begin(write=True) as txn:
+            study = self._get(txn, "studies", key, StudyRecord)
+            if study is None or study.completed_at != picked.completed_at:
+                return False
             for member_key, inst_key in list(self._prefixed(txn, "members", key)):
                 record = self._get(txn, "instances", inst_key, InstanceRecord)
+                if record is not None and record.study_key != study.key:
+                    txn.delete(member_key, db=self._db["members"])  # it moved; not ours
+                    continue
                 if record is not None and record.blob:
                     blobs.append(record.blob)
                 for variant_key, blob in self._variant_blobs(txn, inst_key):
@@ -1003,6 +1033,7 @@ class Store:
             self._event(txn, now, "study purged", study=study.key[:12])
         for blob in blobs:
             self._blob_path(blob).unlink(missing_ok=True)
+        return True
 
     def _trim_events(self) -> None:
         with self.env.begin(write=True) as txn:

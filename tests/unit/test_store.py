@@ -170,6 +170,55 @@ def test_repair_scrubs_leftovers_and_reports_missing_blobs(store):
     assert store.repair().missing_blobs == 1
 
 
+def _deliver_all(store, dest, now):
+    batch = store.next_batch(dest, max_count=100, max_bytes=1 << 30, whole_study=False,
+                             allowed=lambda s: True)
+    for item in batch:
+        store.record_delivered(dest, item, now)
+    return batch
+
+
+def test_same_uid_under_another_study_leaves_the_old_study_and_survives_its_purge(
+        store, tmp_path):
+    _put(store, CT, now=1.0)
+    old = store.studies()[0]
+    store.update_study(old.key, phase="closed")
+    store.enqueue(old.key, ("a/pacs",), 2.0)
+    _deliver_all(store, "a/pacs", 3.0)
+    assert store.study(old.key).completed_at is not None
+
+    moved = _variant(CT, tmp_path / "moved.dcm", StudyInstanceUID="1.2.826.0.1.3680043.99.1",
+                     StudyDescription="MOVED")
+    outcome, header = _put(store, moved, now=4.0)
+    assert outcome is Outcome.REPLACED
+    new = store.study_by_uid(header.study_uid)
+    assert store.study_instances(old.key) == [], "the old study no longer holds it"
+    assert store.study(old.key).instances == 0
+    (record,) = store.study_instances(new.key)
+    assert (new.instances, record.study_key) == (1, new.key)
+
+    assert store.purge(now=10_000.0, retention_s=0) == 1  # the old study, complete
+    (record,) = store.study_instances(new.key)
+    assert store.verify_blob(record), "purging the old study deleted the new version"
+    store.update_study(new.key, phase="closed")
+    store.enqueue(new.key, ("a/pacs",), 10_001.0)
+    (item,) = _deliver_all(store, "a/pacs", 10_002.0)
+    assert item.instance.study_key == new.key
+    assert store.study(new.key).completed_at is not None
+
+
+def test_purge_rechecks_a_study_that_received_an_instance_since_it_was_picked(store, tmp_path):
+    _put(store, CT, now=1.0)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed", completed_at=10.0)
+    picked = store.study(study.key)
+    corrected = _variant(CT, tmp_path / "late.dcm", StudyDescription="LATE")
+    _put(store, corrected, now=20.0)  # arrives between the pick and the delete
+    assert not store._delete_study(picked, 30.0)
+    (record,) = store.study_instances(study.key)
+    assert store.verify_blob(record)
+
+
 def test_purge_removes_only_complete_studies_past_retention(store):
     _put(store, CT, now=1.0)
     _put(store, MR, now=2.0)
