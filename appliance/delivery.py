@@ -344,8 +344,8 @@ class DestinationWorker:
                 started = time.monotonic()
                 status = assoc.send_c_store(dataset)
                 elapsed = time.monotonic() - started
-        except BlobCorrupt:
-            self._fail(item, outcome, "the box's stored copy is damaged and cannot be sent")
+        except BlobCorrupt as exc:
+            self._fail(item, outcome, f"the box's stored copy cannot be sent: {exc}")
             return
         except encoding.CannotEncode as exc:
             self._fail(item, outcome, str(exc))

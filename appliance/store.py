@@ -531,6 +531,7 @@ class Store:
         """
         prefix = dest.encode() + b"\0"
         batch: list[Queued] = []
+        orphans: list[bytes] = []
         total = 0
         verdicts: dict[bytes, StudyRecord | None] = {}
         with self.env.begin() as txn:
@@ -545,11 +546,28 @@ class Store:
                 if study is None:
                     continue
                 record = self._get(txn, "instances", inst_key, InstanceRecord)
+                if record is None or record.study_key != study.key:
+                    orphans.append(position)  # never block the queue behind it
+                    continue
                 if batch and (len(batch) >= max_count or total + record.size_bytes > max_bytes):
                     break
                 batch.append(Queued(position, record, study))
                 total += record.size_bytes
+        if orphans:
+            self._fail_orphans(dest, orphans)
         return batch
+
+    def _fail_orphans(self, dest: str, positions: list[bytes]) -> None:
+        """Positions whose instance record is gone (or belongs to another study now) are
+        failed with that reason, so the destination goes on with the rest."""
+        reason = b"the box no longer holds this instance"
+        with self.env.begin(write=True) as txn:
+            for position in positions:
+                value = txn.pop(position, db=self._db["pending"])
+                if value is not None:
+                    txn.put(position, value[:32] + reason, db=self._db["failed"])
+                    self._event(txn, time.time(), "instance failed", destination=dest,
+                                reason=reason.decode())
 
     def record_delivered(self, dest: str, item: Queued, now: float,
                          link_class: str | None = None) -> bool:
@@ -572,9 +590,14 @@ class Store:
             return self._complete_if_done(txn, item.study.key, now)
 
     def record_failed(self, dest: str, item: Queued, reason: str, now: float) -> None:
-        """A permanent refusal: the position moves from pending to failed with its reason."""
+        """A permanent refusal: the position moves from pending to failed with its reason.
+        A refusal of a version replaced meanwhile changes nothing: the new one is sent."""
         with self.env.begin(write=True) as txn:
             if txn.get(item.pending_key, db=self._db["pending"]) is None:
+                return
+            current = self._get(txn, "instances", bytes.fromhex(item.instance.key),
+                                InstanceRecord)
+            if current is not None and current.digest != item.instance.digest:
                 return
             value = txn.pop(item.pending_key, db=self._db["pending"])
             txn.put(item.pending_key, value[:32] + reason.encode(), db=self._db["failed"])
@@ -835,9 +858,23 @@ class Store:
     # -- payloads --------------------------------------------------------------
 
     def write_plaintext(self, record: InstanceRecord, target: Path) -> None:
-        """Decrypt an instance's blob into `target` (a Part 10 file), chunk by chunk."""
-        with open(self._blob_path(record.blob), "rb") as source, open(target, "wb") as sink:
-            for chunk in decrypt_stream(self.keys.blob_key, source):
+        """Decrypt an instance's blob into `target` (a Part 10 file), chunk by chunk.
+
+        A blob that is missing, unreadable or damaged raises BlobCorrupt (that instance
+        cannot be sent, ever); an error writing `target` (a full disk) stays an OSError."""
+        try:
+            source = open(self._blob_path(record.blob), "rb")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise BlobCorrupt(f"blob missing or unreadable ({exc.strerror})") from exc
+        with source, open(target, "wb") as sink:
+            chunks = decrypt_stream(self.keys.blob_key, source)
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    return
+                except OSError as exc:
+                    raise BlobCorrupt(f"blob unreadable ({exc.strerror})") from exc
                 sink.write(chunk)
 
     # -- compressed variants ---------------------------------------------------------

@@ -228,3 +228,32 @@ def test_500_mb_instance_is_received_and_delivered_with_bounded_memory(make_box,
         assert _dataset_sha256(received) == _dataset_sha256(big)
         assert peak[0] < 300 * 1024 * 1024, f"peak RSS {peak[0] >> 20} MB"
         time.sleep(0)
+
+
+def test_a_missing_blob_fails_that_instance_and_the_queue_goes_on(make_box, ct40, tmp_path):
+    """One instance's stored copy vanishes (a bad sector, a careless hand): that instance is
+    failed with a reason, and every other instance, of its study and of later studies,
+    still reaches the PACS."""
+    later = write_ct_study(tmp_path / "later", slices=3, rows=64, cols=64, seed=11)
+    scp = CountingSCP(ae_title="PACS")
+    scp.start()
+    scp.stop()  # down while both studies are queued
+    box = make_box([dest("pacs", "PACS", scp.port)]).start()
+    storescu("127.0.0.1", box.port, ct40[:4], called_aet="FLUXBOX")
+    storescu("127.0.0.1", box.port, later, called_aet="FLUXBOX")
+    box.wait_for(lambda: len(box.studies()) == 2
+                 and all(r["state"] in ("queued", "sending") for r in box.studies()),
+                 30, "both studies queued")
+    assert box.stop() == 0
+    blobs = sorted(box.data_dir.rglob("*.blob"), key=lambda p: p.stat().st_mtime)
+    blobs[0].unlink()  # the first instance of the first study
+    with scp:
+        box.start()
+        box.wait_for(lambda: len(scp.uids()) == 3 + 3, 60, "every other instance delivered")
+        box.wait_for(lambda: sorted(r["state"] for r in box.studies()) == ["complete", "failed"],
+                     30, "first study failed, the later one complete")
+    assert scp.uids() == _uids(ct40[1:4]) | _uids(later)
+    first = next(r for r in box.studies() if r["state"] == "failed")
+    (destination,) = first["destinations"]
+    assert (destination["delivered"], destination["failed"]) == (3, 1)
+    assert "stored copy cannot be sent" in " ".join(destination.get("reasons", []))
