@@ -380,6 +380,7 @@ class Store:
             txn.put(inst_key, self._seal_record(record), db=self._db["instances"])
             txn.put(study_key, self._seal_record(study), db=self._db["studies"])
             txn.put(study_key + _SEQ.pack(record.seq), inst_key, db=self._db["members"])
+            self._reset_commitments(txn, study)  # a confirmation covers the study as it was
             if same_study:
                 self._requeue(txn, study, record)
                 self._event(txn, now, "instance corrected", study=study.key[:12],
@@ -408,10 +409,14 @@ class Store:
                     instance=record.key[:12])
         self._complete_if_done(txn, old.key, now)
 
+    def _reset_commitments(self, txn, study: StudyRecord) -> None:
+        """The study's content changed: every destination must be asked to commit again."""
+        for dest in study.destinations:
+            txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
+
     def _requeue(self, txn, study: StudyRecord, record: InstanceRecord) -> None:
         """A new version must reach every destination the old one was routed to."""
         for dest in study.destinations:
-            txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
             key = self._position_key(dest, study.seq, record.seq)
             txn.delete(key, db=self._db["acked"])
             txn.delete(key, db=self._db["failed"])
@@ -733,6 +738,14 @@ class Store:
             study = self._get(txn, "studies", study_key, StudyRecord)
             if study is None:
                 return False
+            current = self._commitment(txn, dest, study)
+            if current is None or current.state != "requested" or (
+                    current.transaction_uid != transaction_uid):
+                # asked before the study changed (a late or corrected instance): it does not
+                # cover what the study holds now, so it confirms nothing
+                self._event(txn, now, "stale commitment report ignored", destination=dest,
+                            study=study.key[:12])
+                return True
             if not failed_uids:
                 self._put_commitment(txn, dest, study,
                                      Commitment(transaction_uid, now, "confirmed"))

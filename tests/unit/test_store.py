@@ -255,3 +255,33 @@ def test_commitment_gates_completion_and_failed_instances_are_sent_again(store):
     store.commitment_requested("a/pacs", study, "1.2.3.5", 10.0)
     assert store.commitment_result("1.2.3.5", set(), 11.0)
     assert store.study(study.key).completed_at == 11.0
+
+
+def test_a_late_instance_resets_commitment_and_an_old_transaction_confirms_nothing(
+        store, tmp_path):
+    _put(store, CT, now=1.0)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 2.0, commitment=("a/pacs",))
+    _deliver_all(store, "a/pacs", 3.0)
+    store.commitment_requested("a/pacs", store.study(study.key), "1.2.3.4.1", 4.0)
+    assert store.commitment_result("1.2.3.4.1", set(), 5.0)
+    assert store.study(study.key).completed_at is not None
+
+    # a late instance of the same study: the confirmation does not cover it
+    ds = pydicom.dcmread(MR)
+    ds.StudyInstanceUID = study.study_uid
+    path = tmp_path / "late.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    store.commitment_requested("a/pacs", store.study(study.key), "1.2.3.4.2", 6.0)
+    _put(store, path, now=7.0)
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 8.0, commitment=("a/pacs",))
+    _deliver_all(store, "a/pacs", 9.0)
+    assert store.study(study.key).completed_at is None, "completed without a new commitment"
+    assert store.commitment_result("1.2.3.4.2", set(), 10.0)  # asked before the late one
+    assert store.study(study.key).completed_at is None, "an old transaction confirmed it"
+    assert [s.key for s in store.awaiting_commitment("a/pacs", 11.0, 60)] == [study.key]
+    store.commitment_requested("a/pacs", store.study(study.key), "1.2.3.4.3", 11.0)
+    assert store.commitment_result("1.2.3.4.3", set(), 12.0)
+    assert store.study(study.key).completed_at is not None
