@@ -132,13 +132,14 @@ if online; then
 fi
 pipver=$(sed -n 's/^pip==\([^ ]*\).*/\1/p' "$HERE/build-requirements.txt")
 cp "$DIST/pip-$pipver-"*.whl "$WHL/" 2>/dev/null || python_missing /dev/null build-requirements.txt
-"${PIP[@]}" wheel -q --no-index --find-links "$DIST" --require-hashes --no-deps --no-build-isolation \
+# (no cache: pip's wheel cache would hand back a wheel built under another SOURCE_DATE_EPOCH)
+"${PIP[@]}" wheel -q --no-cache-dir --no-index --find-links "$DIST" --require-hashes --no-deps --no-build-isolation \
     -r "$HERE/requirements.txt" -w "$WHL" 2> "$WORK/wheels.log" || python_missing "$WORK/wheels.log" requirements.txt
 # The appliance, from the work tree (tracked and new files, not ignored ones).
 (cd "$REPO" && git ls-files -z -co --exclude-standard -- pyproject.toml appliance hw) \
     | (cd "$REPO" && while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done) \
     | (cd "$REPO" && xargs -0 cp --parents -t "$WORK/src")
-"${PIP[@]}" wheel -q --no-deps --no-build-isolation "$WORK/src" -w "$WORK/app" \
+"${PIP[@]}" wheel -q --no-cache-dir --no-deps --no-build-isolation "$WORK/src" -w "$WORK/app" \
     2> "$WORK/app.log" || { cat "$WORK/app.log"; exit 1; }
 python3 "$HERE/imagetool.py" lock-check "$HERE/requirements.txt" "$WORK"/app/fluxbox-*.whl
 cp "$WORK"/app/fluxbox-*.whl "$WHL/"
