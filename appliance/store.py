@@ -174,11 +174,13 @@ class RepairReport:
     orphan_blobs_removed: int = 0
     missing_blobs: int = 0
     studies_checked: int = 0
+    damaged_records: int = 0  # index values that fail authentication or do not parse
 
     def __str__(self) -> str:
         return (
             f"temp_files_removed={self.temp_files_removed} "
             f"orphan_blobs_removed={self.orphan_blobs_removed} missing_blobs={self.missing_blobs}"
+            f" damaged_records={self.damaged_records}"
         )
 
 
@@ -823,8 +825,12 @@ class Store:
         return InstanceCommit.COMMITTED
 
     def _all_studies(self, txn) -> Iterator[StudyRecord]:
+        """Every study record that reads; a damaged one is skipped (repair counts it)."""
         for _, value in txn.cursor(db=self._db["studies"]):
-            yield _record_from_json(StudyRecord, self.keys.open(value))
+            try:
+                yield _record_from_json(StudyRecord, self.keys.open(value))
+            except (BlobCorrupt, ValueError, TypeError, KeyError):
+                continue
 
     # -- MPPS messages ------------------------------------------------------------
 
@@ -1095,7 +1101,10 @@ class Store:
 
     def repair(self) -> RepairReport:
         """At start-up: scrub temp and spool files, drop blobs no index entry names,
-        and count index entries whose blob is missing (reported, never hidden)."""
+        and count index entries whose blob is missing (reported, never hidden).
+
+        A damaged index value is counted, never fatal (the box must start); while any is
+        damaged no blob counts as an orphan, since it may be the damaged record's."""
         report = RepairReport()
         for folder in (self.temp_dir, self.spool_dir):
             for leftover in folder.iterdir():
@@ -1107,12 +1116,21 @@ class Store:
         known = set()
         with self.env.begin() as txn:
             for _, value in txn.cursor(db=self._db["instances"]):
-                record = _record_from_json(InstanceRecord, self.keys.open(value))
+                try:
+                    record = _record_from_json(InstanceRecord, self.keys.open(value))
+                except (BlobCorrupt, ValueError, TypeError, KeyError):
+                    report.damaged_records += 1
+                    continue
                 known.add(record.blob)
                 if record.blob and not self._blob_path(record.blob).exists():
                     report.missing_blobs += 1
             for _, value in txn.cursor(db=self._db["variants"]):
-                known.add(json.loads(self.keys.open(value))["blob"])
+                try:
+                    known.add(json.loads(self.keys.open(value))["blob"])
+                except (BlobCorrupt, ValueError, TypeError, KeyError):
+                    report.damaged_records += 1
+        if report.damaged_records:
+            return report
         for blob_file in self.blob_dir.glob("*/*.blob"):
             if blob_file.stem not in known:
                 blob_file.unlink(missing_ok=True)

@@ -285,3 +285,18 @@ def test_a_late_instance_resets_commitment_and_an_old_transaction_confirms_nothi
     store.commitment_requested("a/pacs", store.study(study.key), "1.2.3.4.3", 11.0)
     assert store.commitment_result("1.2.3.4.3", set(), 12.0)
     assert store.study(study.key).completed_at is not None
+
+
+def test_a_damaged_index_value_is_counted_and_never_stops_the_start_or_costs_a_blob(store):
+    _put(store, CT, now=1.0)
+    _put(store, MR, now=2.0)
+    blobs = sorted(store.blob_dir.rglob("*.blob"))
+    with store.env.begin(write=True) as txn:
+        key, value = next(iter(txn.cursor(db=store._db["instances"])))
+        txn.put(key, value[:-1] + bytes([value[-1] ^ 1]), db=store._db["instances"])
+        key, value = next(iter(txn.cursor(db=store._db["studies"])))
+        txn.put(key, value[:-1] + bytes([value[-1] ^ 1]), db=store._db["studies"])
+    report = store.repair()
+    assert report.damaged_records == 1
+    assert sorted(store.blob_dir.rglob("*.blob")) == blobs, "a blob was taken for an orphan"
+    assert len(store.studies()) == 1, "the readable study is still listed"
