@@ -302,9 +302,12 @@ class Store:
                 inst_key, header, blob, digest, size, calling_aet, site, site_source, now,
                 position,
             )
-        except lmdb.MapFullError as exc:
+        except (lmdb.MapFullError, lmdb.DiskError) as exc:  # DiskError: ENOSPC at commit
             final.unlink(missing_ok=True)
-            raise StoreFull("index full") from exc
+            raise StoreFull(f"index full or disk full ({type(exc).__name__})") from exc
+        except lmdb.Error as exc:
+            final.unlink(missing_ok=True)
+            raise StoreFault(f"index write failed ({type(exc).__name__})") from exc
         except OSError as exc:
             temp.unlink(missing_ok=True)
             final.unlink(missing_ok=True)

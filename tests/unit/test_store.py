@@ -9,7 +9,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from appliance.keystore import FileKeystore
-from appliance.store import Outcome, Store, StoreFull
+from appliance.store import Outcome, Store, StoreFault, StoreFull
 from appliance.validation import read_header
 
 CT = Path(get_testdata_file("CT_small.dcm"))
@@ -300,3 +300,18 @@ def test_a_damaged_index_value_is_counted_and_never_stops_the_start_or_costs_a_b
     assert report.damaged_records == 1
     assert sorted(store.blob_dir.rglob("*.blob")) == blobs, "a blob was taken for an orphan"
     assert len(store.studies()) == 1, "the readable study is still listed"
+
+
+@pytest.mark.parametrize("error", ["DiskError", "MapFullError", "Error"])
+def test_an_index_write_error_is_a_clean_failure_and_leaves_no_blob(store, monkeypatch, error):
+    import lmdb
+
+    def fail(*args, **kwargs):
+        raise getattr(lmdb, error)("simulated")
+
+    monkeypatch.setattr(store, "_commit_instance", fail)
+    expected = StoreFull if error != "Error" else StoreFault
+    with pytest.raises(expected):
+        _put(store, CT)
+    assert list(store.blob_dir.rglob("*.blob")) == []
+    assert list(store.temp_dir.iterdir()) == []
