@@ -438,7 +438,7 @@ class Box:
         """Stop accepting, let in-flight C-STOREs finish, stop workers, close the index."""
         event(log, "stopping")
         systemd.notify("STOPPING=1")
-        self.receiver.stop()
+        drained = self.receiver.stop()
         self.stop_event.set()
         self.closer_wake.set()
         self.worklist.poke()
@@ -453,7 +453,8 @@ class Box:
         if self._metrics is not None:
             self._metrics.shutdown()
         self._save_pacing()
-        self.store.close()
+        if drained:  # never close the index under a handler that is still storing
+            self.store.close()
 
     def _save_pacing(self) -> None:
         """Link figures survive restarts: the next start knows the link it had."""

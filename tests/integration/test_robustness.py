@@ -23,9 +23,10 @@ from tests.peers import CountingSCP, StoreSCP, peer_env, store_responses, stores
 class Modality:
     """A pynetdicom sender that stops wherever the test says (deterministic crash points)."""
 
-    def __init__(self, port: int, calling_aet: str = "MODALITY") -> None:
+    def __init__(self, port: int, calling_aet: str = "MODALITY",
+                 sop_class: str = CTImageStorage) -> None:
         ae = AE(ae_title=calling_aet)
-        ae.add_requested_context(CTImageStorage)
+        ae.add_requested_context(sop_class)
         ae.add_requested_context(Verification)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
         self.assoc = ae.associate("127.0.0.1", port, ae_title="FLUXBOX")
@@ -257,3 +258,34 @@ def test_a_missing_blob_fails_that_instance_and_the_queue_goes_on(make_box, ct40
     (destination,) = first["destinations"]
     assert (destination["delivered"], destination["failed"]) == (3, 1)
     assert "stored copy cannot be sent" in " ".join(destination.get("reasons", []))
+
+
+def test_sigterm_during_a_c_store_lets_it_finish_and_keeps_it(make_box, tmp_path):
+    """SIGTERM while a modality is sending: the C-STORE in flight finishes with Success (the
+    box drains open associations before it closes its index), the box exits 0 with no
+    error, and the instance is there after the restart."""
+    big = write_multiframe(tmp_path / "big.dcm", size_bytes=120 * 1024 * 1024)
+    box = make_box([dest("pacs", "PACS", 9)], transmit="study_quiet_s = 600").start()
+    sop_class = pydicom.dcmread(big, stop_before_pixels=True).SOPClassUID
+    modality = Modality(box.port, sop_class=sop_class)
+    box.wait_for(lambda: box.status()["receiving"]["associations"] == 1, 10, "association open")
+    statuses: list[object] = []
+
+    def send() -> None:
+        try:
+            statuses.append(modality.send(str(big)))
+        except Exception as exc:  # reported by the assertion below
+            statuses.append(repr(exc))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        assert box.stop(timeout_s=60) == 0
+    finally:
+        sender.join(60)
+    assert statuses == [0], f"the C-STORE in flight at SIGTERM got {statuses}"
+    log = box.log()
+    assert "Traceback" not in log and "ERROR" not in log, log[-2000:]
+    box.start()
+    (row,) = box.studies()
+    assert row["instances"] == 1
