@@ -247,6 +247,16 @@ class Store:
     def uid_key(self, uid: str) -> str:
         return self.keys.uid_hash(uid).hex()
 
+    def _ack_mark(self, record: InstanceRecord) -> bytes:
+        """What an acknowledgment keeps of the version it acknowledged: a keyed hash of its
+        digest (a plain content digest would tell whether a known file is on the box)."""
+        return self.keys.uid_hash("ack\0" + record.digest)
+
+    def _ack_marks(self, record: InstanceRecord) -> tuple[bytes, bytes]:
+        """The marks that acknowledge `record`: the keyed one, and the plain digest that
+        stores written before it hold."""
+        return self._ack_mark(record), record.digest.encode()
+
     def _seal_record(self, record) -> bytes:
         return self.keys.seal(json.dumps(asdict(record), separators=(",", ":")).encode())
 
@@ -596,7 +606,7 @@ class Store:
             if current is None or current.digest != item.instance.digest:
                 return False
             txn.delete(item.pending_key, db=self._db["pending"])
-            txn.put(item.pending_key, current.digest.encode(), db=self._db["acked"])
+            txn.put(item.pending_key, self._ack_mark(current), db=self._db["acked"])
             return self._complete_if_done(txn, item.study.key, now)
 
     def record_failed(self, dest: str, item: Queued, reason: str, now: float) -> None:
@@ -817,7 +827,7 @@ class Store:
                 position = self._position_key(dest, study.seq, record.seq)
                 if txn.get(position, db=self._db["failed"]) is not None:
                     return InstanceCommit.FAILED
-                if txn.get(position, db=self._db["acked"]) != record.digest.encode():
+                if txn.get(position, db=self._db["acked"]) not in self._ack_marks(record):
                     return InstanceCommit.WAITING
                 if dest in study.commit_destinations:
                     confirmation = self._commitment(txn, dest, study)

@@ -315,3 +315,14 @@ def test_an_index_write_error_is_a_clean_failure_and_leaves_no_blob(store, monke
         _put(store, CT)
     assert list(store.blob_dir.rglob("*.blob")) == []
     assert list(store.temp_dir.iterdir()) == []
+
+
+def test_acknowledgments_keep_no_plain_content_digest(store):
+    _put(store, CT)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 2.0)
+    (item,) = _deliver_all(store, "a/pacs", 3.0)
+    with store.env.begin() as txn:
+        values = [v for _, v in txn.cursor(db=store._db["acked"])]
+    assert values and all(item.instance.digest.encode() not in v for v in values)
