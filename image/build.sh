@@ -223,6 +223,7 @@ mmdebstrap --variant=minbase --mode=root --format=tar \
     --customize-hook="sync-out /var/cache/apt/archives $CACHE/debs" \
     --customize-hook="$HERE/hooks/unmounted.sh" \
     --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
+    --customize-hook='touch -d "@$SOURCE_DATE_EPOCH" "$1"/var/cache/apt/archives/lock "$1"/var/cache/apt/archives/partial' \
     --customize-hook="$HERE/hooks/customize.sh" \
     "$SUITE" "$WORK/rootfs.tar" "${SOURCES[@]}" \
     > "$WORK/mmdebstrap.log" 2>&1 || {
@@ -232,6 +233,9 @@ mmdebstrap --variant=minbase --mode=root --format=tar \
         exit 1
     }
 grep -E '^(pin|customize)\.sh:' "$WORK/mmdebstrap.log" || true
+# The cache keeps .deb files only: apt's lock and partial/ from it would carry this build's
+# times into the next build's /var/cache/apt/archives (sync-in keeps them).
+rm -rf "$CACHE/debs/lock" "$CACHE/debs/partial"
 
 [ -z "$INPUTS" ] || python3 "$HERE/imagetool.py" verify-installed "$INPUTS/debian/installed.tsv" "$WORK/state/dpkg.tsv"
 [ -s "$LOCK" ] || : > "$WORK/empty.lock"

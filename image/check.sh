@@ -54,7 +54,8 @@ def load(p):
     with tarfile.open(p) as t:
         for m in t:
             h = hashlib.sha256(t.extractfile(m).read()).hexdigest()[:16] if m.isfile() else None
-            d[m.name] = (m.type, oct(m.mode), m.uid, m.gid, m.mtime, m.size, m.linkname, h)
+            d[m.name] = (m.type, oct(m.mode), m.uid, m.gid, m.uname, m.gname, m.mtime, m.size,
+                         m.linkname, m.devmajor, m.devminor, sorted(m.pax_headers.items()), h)
     return d
 a, b = load(sys.argv[1]), load(sys.argv[2])
 print("same member order:", list(a) == list(b))
@@ -82,7 +83,9 @@ print("  ", diff or "none")
 PY
 fi
 grep -q 'exported inputs' "$C/build-2.log" || { echo "check.sh: build 2 did not build from the exported inputs" >&2; status=1; }
-rm -rf "$C/2/fluxbox.img" "$C/2/rootfs.ext4" "$C/2/rootfs.tar" "$C/2/fluxbox-test.img" "$C/2-cache"
+rm -rf "$C/2-cache"
+# the second build's large files are kept only when they differ (to look into)
+[ $status != 0 ] || rm -f "$C/2/fluxbox.img" "$C/2/rootfs.ext4" "$C/2/rootfs.tar" "$C/2/fluxbox-test.img"
 echo "check: $(( $(date +%s) - t0 )) s; SBOM: $REF/fluxbox.spdx.json, $REF/sbom.txt; inputs: $REF/inputs"
 [ $status = 0 ] && echo "image-check: the two builds are bit-for-bit identical" || echo "image-check: the builds DIFFER" >&2
 exit $status
