@@ -555,9 +555,8 @@ class Box:
             errors.append(self.commitment.last_error)
         if free < self.store.reserve_bytes:
             errors.append("disk below reserve: new studies are refused")
-        unbound = [(lst.service, i) for lst in self.listening for i in lst.waiting]
-        errors += [f"{service}: listen interface {interface} has no address yet"
-                   for service, interface in unbound]
+        unbound = [problem for lst in self.listening for problem in lst.problems()]
+        errors += unbound
         facts = HealthFacts(
             disk_below_reserve=free < self.store.reserve_bytes,
             receiver_running=self.receiver.running,

@@ -54,7 +54,7 @@ class HealthFacts:
     held_studies: int
     pending_instances: int
     overdue_studies: int = 0  # waiting longer than transmit.ttl_h
-    listen_waiting: int = 0  # interfaces a service should listen on that have no address yet
+    listen_waiting: int = 0  # interfaces without an address yet, addresses that failed to bind
 
 
 def health_state(facts: HealthFacts) -> str:

@@ -101,5 +101,16 @@ class Listening:
             self.bound = self.bind(resolved.addresses)
         return resolved
 
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """Addresses resolved but not listened on (the bind failed; tried again)."""
+        return tuple(a for a in self._wanted or () if a not in self.bound)
+
+    def problems(self) -> list[str]:
+        """For `status` errors; each one makes health `attention`."""
+        return ([f"{self.service}: listen interface {i} has no address yet"
+                 for i in self.waiting]
+                + [f"{self.service}: cannot listen on {a}" for a in self.failed])
+
     def view(self) -> dict:
         return {"addresses": list(self.bound), "waiting": list(self.waiting)}

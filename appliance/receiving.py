@@ -108,6 +108,7 @@ class Receiver:
         self._ae: AE | None = None
         self._handlers: list = []
         self._servers: dict[str, object] = {}  # listening address -> pynetdicom's server
+        self._listen_lock = threading.Lock()  # bind (the listen thread) against stop
 
     def start(self, addresses: tuple[str, ...] = ("0.0.0.0",)) -> None:
         """Ready to serve; listens on `addresses` (see `bind`)."""
@@ -155,6 +156,10 @@ class Receiver:
         """Listen on exactly `addresses`: new ones start a server, gone ones stop theirs
         (their open associations go on to their end). Returns the addresses listened on; one
         that cannot be bound is logged and left out (the caller tries again)."""
+        with self._listen_lock:
+            return self._bind(addresses)
+
+    def _bind(self, addresses: tuple[str, ...]) -> tuple[str, ...]:
         if self._ae is None:
             return ()
         for address in [a for a in self._servers if a not in addresses]:
@@ -205,10 +210,13 @@ class Receiver:
         """Stop accepting; let in-flight associations finish for up to `drain_s`, then abort
         them and wait for their handlers to return. True when none is left running (only
         then may the store be closed under them)."""
-        if self._ae is None:
-            return True
-        servers, self._servers, self._ae = list(self._servers.values()), {}, None
-        active = [assoc for server in servers for assoc in server.active_associations]
+        with self._listen_lock:
+            if self._ae is None:
+                return True
+            ae, servers = self._ae, list(self._servers.values())
+            self._servers, self._ae = {}, None
+        # every association of this AE, those of a server already stopped by `bind` too
+        active = list(ae.active_associations)
         for server in servers:
             server.shutdown()
         deadline = time.monotonic() + drain_s

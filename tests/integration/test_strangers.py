@@ -255,3 +255,13 @@ def test_the_image_ruleset_and_the_rules_of_its_default_config_parse(tmp_path):
         assert broken.returncode != 0  # the check can fail
     finally:
         _ip("netns", "del", ns, check=False)
+
+
+def test_refusing_unknown_callers_with_none_named_admits_nobody(make_box):
+    """pynetdicom takes an empty list for "anyone": the box must not (loopback, no root)."""
+    box = make_box([{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 9}],
+                   box='unknown_callers = "refuse"').start()
+    ae = AE(ae_title="CT1")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", box.port, ae_title="FLUXBOX")
+    assert assoc.is_rejected

@@ -61,7 +61,9 @@ def test_an_address_that_failed_to_bind_is_tried_again():
 
     listening = Listening("dicom", ("10.0.0.1",), Addresses({}), bind)
     listening.step()
+    assert listening.problems() == ["dicom: cannot listen on 10.0.0.1"]
     listening.step()
+    assert listening.problems() == []
     assert attempts == [("10.0.0.1",), ("10.0.0.1",)]
     assert listening.bound == ("10.0.0.1",)
 
