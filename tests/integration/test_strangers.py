@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -32,6 +34,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from appliance.config import load_config
 from appliance.keystore import FileKeystore
 from appliance.store import Store
 from appliance.worklist import encode_entry
@@ -43,6 +46,7 @@ BASE_RULESET = REPO / "image" / "rootfs" / "etc" / "nftables.conf"
 BOX_LAN, MODALITY = "192.168.77.1", "192.168.77.2"
 BOX_WIFI, STRANGER = "10.77.0.1", "10.77.0.2"
 PORT = 11112
+METRICS_PORT = 9100
 NOT_AUTHORIZED = 0x0124
 UNREACHABLE, REJECTED = "unreachable", "rejected"
 
@@ -109,7 +113,7 @@ def start_box(tmp_path: Path, names: dict[str, str]) -> BoxProcess:
     sites = site_toml("a", [{"name": "pacs", "ae_title": "PACS", "host": "192.168.77.9",
                              "port": 104, "commitment": True}])
     box = ('listen = ["lan0"]\nunknown_callers = "refuse"\n'
-           'allowed_calling_aets = ["CT1"]')
+           f'allowed_calling_aets = ["CT1"]\nmetrics_listen = "127.0.0.1:{METRICS_PORT}"')
     config = box_toml(data_dir, PORT, sites, box=box)
     command = ["ip", "netns", "exec", names["box"], sys.executable, "-m", "appliance"]
     return BoxProcess(config, tmp_path, command=command)  # `with` starts it
@@ -179,8 +183,13 @@ def test_the_lan_is_served_and_the_hospital_wifi_reaches_nothing(vehicle, tmp_pa
         # the hospital Wi-Fi: nothing listens on the box's address there
         for service in ("echo", "store", "find", "mpps"):
             assert ask(wifi, BOX_WIFI, "CT1", service) == UNREACHABLE, service
+        # metrics on the box's loopback only; the control socket is for the box's user only
+        assert not _tcp_connects(lan, BOX_LAN, METRICS_PORT)
+        assert _tcp_connects(vehicle["box"], "127.0.0.1", METRICS_PORT)
+        assert stat.S_IMODE((box.data_dir / "control.sock").stat().st_mode) == 0o600
         status = box.status()
         assert status["listening"]["dicom"] == {"addresses": [BOX_LAN], "waiting": []}
+        assert status["listening"]["metrics"] == {"addresses": ["127.0.0.1"], "waiting": []}
         assert status["receiving"]["stored"] == 1  # the one instance the modality sent
         (study,) = box.studies()
         assert study["instances"] == 1
@@ -199,6 +208,12 @@ def test_a_lan_without_an_address_is_waited_for_with_attention(vehicle, tmp_path
                      30, "the box listening on lan0's new address")
         assert ask(vehicle["lan"], BOX_LAN, "CT1", "echo") == 0x0000
         assert box.status()["listening"]["dicom"]["waiting"] == []
+
+
+def _tcp_connects(ns: str, host: str, port: int) -> bool:
+    with in_netns(ns), socket.socket() as sock:
+        sock.settimeout(3)
+        return sock.connect_ex((host, port)) == 0
 
 
 def _nft(ns: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -245,6 +260,8 @@ def test_the_image_ruleset_and_the_rules_of_its_default_config_parse(tmp_path):
                             str(config)], capture_output=True, text=True, timeout=60,
                            check=True).stdout
     assert 'iifname "lan0" tcp dport 104 accept' in rules
+    image_box = load_config(config).box
+    assert image_box.listen == ("lan0",) and image_box.refuses_unknown
     ns = f"fxs-{os.getpid()}-nft"
     if _ip("netns", "add", ns, check=False).returncode != 0:
         unavailable("cannot create a network namespace (root needed)")
