@@ -109,6 +109,7 @@ class Receiver:
         self._handlers: list = []
         self._servers: dict[str, object] = {}  # listening address -> pynetdicom's server
         self._listen_lock = threading.Lock()  # bind (the listen thread) against stop
+        self._bind_errors: dict[str, str] = {}  # address -> last error, logged once
 
     def start(self, addresses: tuple[str, ...] = ("0.0.0.0",)) -> None:
         """Ready to serve; listens on `addresses` (see `bind`)."""
@@ -171,9 +172,13 @@ class Receiver:
                     (address, self.box.port), block=False, evt_handlers=self._handlers,
                     ssl_context=self._tls())
             except OSError as exc:
-                event(log, "listen failed", logging.ERROR, address=address, port=self.box.port,
-                      error=exc.strerror or type(exc).__name__)
+                error = exc.strerror or type(exc).__name__
+                if self._bind_errors.get(address) != error:
+                    event(log, "listen failed", logging.ERROR, address=address,
+                          port=self.box.port, error=error)
+                self._bind_errors[address] = error
                 continue
+            self._bind_errors.pop(address, None)
             event(log, "listening", ae_title=self.box.ae_title, address=address,
                   port=self.port)
         return tuple(self._servers)
