@@ -27,12 +27,14 @@ from appliance import (
     metrics,
     systemd,
 )
+from appliance.callers import Callers
 from appliance.commitment_scp import ModalityCommitment
 from appliance.config import Config, DestinationConfig
 from appliance.control import CommandError, ControlServer
 from appliance.delivery import DestinationWorker
 from appliance.health import BOOTING, LED_PATTERNS, HealthFacts, StatusLed, health_state
 from appliance.keystore import FileKeystore
+from appliance.listening import RETRY_S, InterfaceAddresses, Listening, NoInterfaces
 from appliance.logs import event
 from appliance.mpps import MppsService
 from appliance.nodes import ECHO_TIMEOUT_S, NodeProber
@@ -90,6 +92,7 @@ class Hardware:
     modem: ModemSource
     hotplug: HotplugSource | None = None
     led: StatusLed | None = None
+    addresses: InterfaceAddresses | None = None  # None: no interface has an address
 
 
 def _drives_led(config: Config) -> bool:
@@ -127,7 +130,7 @@ def choose_hardware(config: Config) -> Hardware:
     from hw.gps import FixedPosition, GpsdPosition
     from hw.led import SysfsLed
     from hw.modem import ModemManagerModem, NoModem
-    from hw.network import KernelLinks, best_link_source
+    from hw.network import KernelAddresses, KernelLinks, best_link_source
 
     missing = missing_hw_libraries()
     hotplug: HotplugSource | None = None
@@ -152,6 +155,7 @@ def choose_hardware(config: Config) -> Hardware:
         modem=NoModem() if "dbus" in missing else ModemManagerModem(),
         hotplug=hotplug,
         led=SysfsLed(config.box.status_led) if _drives_led(config) else None,
+        addresses=KernelAddresses(),
     )
 
 
@@ -196,7 +200,14 @@ class Box:
                                  extra_handlers=[(evt.EVT_C_FIND, self.worklist.on_c_find),
                                                  (evt.EVT_N_CREATE, self.mpps.on_n_create),
                                                  (evt.EVT_N_SET, self.mpps.on_n_set),
-                                                 (evt.EVT_N_ACTION, self.commitment.on_n_action)])
+                                                 (evt.EVT_N_ACTION, self.commitment.on_n_action)],
+                                 callers=Callers.from_config(config))
+        addresses = self.hardware.addresses or NoInterfaces()
+        self.listening = [Listening("dicom", box.listen, addresses, self.receiver.bind)]
+        self._metrics: dict[str, object] = {}  # address -> the Prometheus endpoint's server
+        if box.metrics_listen:
+            target = box.metrics_listen.rsplit(":", 1)[0]
+            self.listening.append(Listening("metrics", (target,), addresses, self._bind_metrics))
         self.closer = StudyCloser(self.store, config, self.receiver.associations.studies)
         saved = self.store.get_setting(PACING_SETTING)
         self.pacing = Pacing(config.transmit, json.loads(saved) if saved else None)
@@ -206,7 +217,6 @@ class Box:
                                            lambda: self.receiver.associations.count() > 0)
         self.control = ControlServer(box.data_dir, self._commands())
         self._threads: list[threading.Thread] = []
-        self._metrics = None
         self.versions = versions()
 
     # -- signals and site ------------------------------------------------------------
@@ -398,7 +408,8 @@ class Box:
         event(log, "starting", data_dir=self.config.box.data_dir, repaired=str(self.repair))
         self._show_led(BOOTING)
         self.supervisor.start()  # a first snapshot before the first study arrives
-        self.receiver.start()
+        self.receiver.start(())
+        self._listen_once()
         self.control.start()
         if self.hardware.hotplug is not None:
             try:
@@ -411,11 +422,34 @@ class Box:
         self._spawn("front-panel", self._front_panel_loop)
         self._spawn("precompress", self.precompressor.run, self.stop_event)
         self._spawn("commitment", self.commitment.run, self.stop_event)
-        if self.config.box.metrics_listen:
-            host, port = self.config.box.metrics_listen.rsplit(":", 1)
-            self._metrics = metrics.serve(self.status_view, host, int(port))
+        self._spawn("listen", self._listen_loop)
         for dest_id, (worker, wake) in self.workers.items():
             self._spawn(f"deliver-{dest_id}", worker.run, self.stop_event, wake)
+
+    def _listen_once(self) -> None:
+        for listening in self.listening:
+            listening.step()
+
+    def _listen_loop(self) -> None:
+        """Interfaces without an address yet, or whose addresses changed, looked at again."""
+        while not self.stop_event.wait(RETRY_S):
+            try:
+                self._listen_once()
+            except Exception:
+                log.exception("listen error")
+
+    def _bind_metrics(self, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        """The Prometheus endpoint on exactly `addresses` (see `Listening`)."""
+        port = int(self.config.box.metrics_listen.rsplit(":", 1)[1])
+        for address in [a for a in self._metrics if a not in addresses]:
+            self._metrics.pop(address).shutdown()
+        for address in [a for a in addresses if a not in self._metrics]:
+            try:
+                self._metrics[address] = metrics.serve(self.status_view, address, port)
+            except OSError as exc:
+                event(log, "listen failed", logging.ERROR, service="metrics", address=address,
+                      port=port, error=exc.strerror or type(exc).__name__)
+        return tuple(self._metrics)
 
     def _show_led(self, state: str) -> None:
         if self.hardware.led is not None:
@@ -450,8 +484,9 @@ class Box:
         for thread in self._threads:
             thread.join(timeout=30)
         self.control.stop()
-        if self._metrics is not None:
-            self._metrics.shutdown()
+        for server in self._metrics.values():
+            server.shutdown()
+        self._metrics = {}
         self._save_pacing()
         if drained:  # never close the index under a handler that is still storing
             self.store.close()
@@ -520,6 +555,8 @@ class Box:
             errors.append(self.commitment.last_error)
         if free < self.store.reserve_bytes:
             errors.append("disk below reserve: new studies are refused")
+        unbound = [problem for lst in self.listening for problem in lst.problems()]
+        errors += unbound
         facts = HealthFacts(
             disk_below_reserve=free < self.store.reserve_bytes,
             receiver_running=self.receiver.running,
@@ -527,6 +564,7 @@ class Box:
             held_studies=sum(r["state"] == "held" for r in rows),
             pending_instances=pending,
             overdue_studies=sum(r["overdue"] for r in rows),
+            listen_waiting=len(unbound),
         )
         if facts.overdue_studies:
             errors.append(f"{facts.overdue_studies} studies waiting longer than "
@@ -546,6 +584,7 @@ class Box:
             "held": self._held_view(rows, now),
             "receiving": {"associations": self.receiver.associations.count(),
                           **self.receiver.counters},
+            "listening": {lst.service: lst.view() for lst in self.listening},
             "destinations": [
                 {"id": dest_id, "last_success_at": w.last_success_at, "last_error": w.last_error,
                  "retry_at": w.backoff.next_at or None}

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("console", "the front-panel status console")
     add("led", "drive the status LED from the appliance's health (root; fluxbox-led.service)")
     add("check-config", "validate a config file").add_argument("file")
+    add("firewall", "nft commands opening the box's ports where the config listens "
+        "(fluxbox-firewall.service)")
     demo = add("demo", "a self-contained run: modality, box, PACS and a flaky link")
     demo.add_argument("--instances", type=int, default=24)
     demo.add_argument("--cuts", type=int, default=3)
@@ -215,6 +217,13 @@ def cmd_check_config(args) -> int:
     return EXIT_OK
 
 
+def cmd_firewall(args) -> int:
+    from appliance.firewall import ruleset
+
+    sys.stdout.write(ruleset(_config(args)))
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from appliance.demo import run_demo
 
@@ -225,5 +234,5 @@ COMMANDS = {
     "run": cmd_run, "status": cmd_status, "studies": cmd_studies, "site": cmd_site,
     "retry": cmd_retry, "assign": cmd_assign, "worklist": cmd_worklist, "console": cmd_console,
     "led": cmd_led,
-    "check-config": cmd_check_config, "demo": cmd_demo,
+    "check-config": cmd_check_config, "firewall": cmd_firewall, "demo": cmd_demo,
 }

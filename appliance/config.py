@@ -36,6 +36,8 @@ from appliance.config_values import (
     keyword_patterns,
     link_classes,
     list_of,
+    listen_port,
+    listen_target,
     network,
     number_in,
     optional_path,
@@ -95,6 +97,10 @@ class BoxConfig:
     data_dir: Path = Path("./var/fluxbox")
     key_dir: Path | None = None  # None: "<data_dir>-key", beside the data directory
     allowed_calling_aets: tuple[str, ...] = ()
+    # "accept" | "refuse" a calling AE title nobody configured; "": refuse only when
+    # allowed_calling_aets names some (PRODUCT.md: an empty list lets any modality in)
+    unknown_callers: str = ""
+    listen: tuple[str, ...] = ()  # addresses and interface names of the DICOM port; (): all
     reserve_mb: int = 512  # below this much free space, new C-STOREs get 0xA700
     retention_days: float = 7.0  # complete studies are purged after this long
     max_pdu: int = 0  # 0: unlimited
@@ -102,9 +108,16 @@ class BoxConfig:
     tls_key: Path | None = None
     tls_ca: Path | None = None  # if set, modalities must present a certificate it signed
     status_led: str = ""  # the front-panel LED's name under /sys/class/leds; "": none
-    metrics_listen: str = ""  # "host:port" of the Prometheus endpoint; "": off
+    metrics_listen: str = ""  # "address:port" or "interface:port" of Prometheus; "": off
     commitment_mode: str = "box"  # Storage Commitment for modalities: "box" | "pacs"
     modalities: tuple[ModalityConfig, ...] = ()  # where commitment reports go, by calling AE
+
+    @property
+    def refuses_unknown(self) -> bool:
+        """Whether a calling AE title the config does not name is refused."""
+        if self.unknown_callers:
+            return self.unknown_callers == "refuse"
+        return bool(self.allowed_calling_aets)
 
     def modality(self, ae_title: str) -> ModalityConfig | None:
         return next((m for m in self.modalities if m.ae_title == ae_title), None)
@@ -466,6 +479,8 @@ _BOX: Spec = {
     "data_dir": (path, None),
     "key_dir": (optional_path, None),
     "allowed_calling_aets": (list_of(ae_title, '["MODALITY1"]'), None),
+    "unknown_callers": (choice("accept", "refuse"), None),
+    "listen": (list_of(listen_target, '["enp1s0"] or ["192.168.50.1"]'), None),
     "reserve_mb": (integer_in(0), None),
     "retention_days": (number_in(0), None),
     "max_pdu": (integer_in(1024, 2**32 - 1, zero=True), None),
@@ -473,7 +488,7 @@ _BOX: Spec = {
     "tls_key": (optional_path, None),
     "tls_ca": (optional_path, None),
     "status_led": (text, None),
-    "metrics_listen": (lambda v: "" if v == "" else host_port(v), None),
+    "metrics_listen": (lambda v: "" if v == "" else listen_port(v), None),
     "commitment_mode": (choice("box", "pacs"), None),
     "modalities": (lambda v: _modalities(v), None),
 }
@@ -612,6 +627,7 @@ class _Checker:
         self.check_retry(transmit)
         self.check_fixed_site(detect, raw_sites)
         self.check_tls("box", box, tls_server_problems)
+        self.check_callers(box)
         return Config(box, detect, transmit, sites, self.source, links)
 
     def table(self, value: Any, key: str, allowed: Iterable[str], hint: str) -> dict | None:
@@ -746,6 +762,14 @@ class _Checker:
         """A TLS setting is complete or refused: never a half that silently means clear text."""
         for name, message in problems(settings.tls_cert, settings.tls_key, settings.tls_ca):
             self.report(f"{key}.{name}", message)
+
+    def check_callers(self, box: BoxConfig) -> None:
+        if box.unknown_callers == "accept" and box.allowed_calling_aets:
+            self.report(
+                "box.unknown_callers",
+                '"accept" lets any caller in, so allowed_calling_aets would mean nothing; '
+                'use "refuse", or empty allowed_calling_aets',
+            )
 
     def check_retry(self, transmit: TransmitConfig) -> None:
         if transmit.retry_max_s < transmit.retry_initial_s:

@@ -337,6 +337,34 @@ def interface_classes(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(value.items()))
 
 
+def listen_target(value: Any) -> str:
+    """Where a service listens: an IP address, or a network interface name (its addresses,
+    whatever they are at the time). "localhost" is 127.0.0.1."""
+    if value == "localhost":
+        return "127.0.0.1"
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value.strip("[]")))
+        except ValueError:
+            if _INTERFACE.fullmatch(value) and not re.fullmatch(r"[0-9.]+", value):
+                return value
+    raise bad("must be an IP address such as '192.168.50.1' or an interface name such as "
+              f"'enp1s0', got {show(value)}")
+
+
+def listen_port(value: Any) -> str:
+    """`ADDRESS:PORT` or `INTERFACE:PORT` (IPv6 in brackets: `[::1]:9100`)."""
+    if isinstance(value, str) and ":" in value:
+        target, port = value.rsplit(":", 1)
+        try:
+            PORT(int(port))
+            return f"{listen_target(target)}:{int(port)}"
+        except (Bad, ValueError):
+            pass
+    raise bad("must be 'address:port' or 'interface:port' such as '127.0.0.1:9100' or "
+              f"'enp1s0:9100', got {show(value)}")
+
+
 def subtable(spec: Spec, cls: type, example: str) -> Convert:
     """A converter for a nested table: every key checked, every problem reported."""
 

@@ -2,7 +2,8 @@
 
 Order of precedence: fault (the box cannot take new studies) > attention (a
 person must look: failed deliveries, or studies waiting past their time-to-live)
-> holding (studies wait for site or policy) > sending > ok.
+> holding (studies wait for site or policy) > sending > ok. A listen interface
+without an address is for a person too (attention): the modality cannot reach the box.
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ class HealthFacts:
     held_studies: int
     pending_instances: int
     overdue_studies: int = 0  # waiting longer than transmit.ttl_h
+    listen_waiting: int = 0  # interfaces without an address yet, addresses that failed to bind
 
 
 def health_state(facts: HealthFacts) -> str:
     if facts.disk_below_reserve or not facts.receiver_running:
         return FAULT
-    if facts.failed_studies or facts.overdue_studies:
+    if facts.failed_studies or facts.overdue_studies or facts.listen_waiting:
         return ATTENTION
     if facts.held_studies:
         return HOLDING

@@ -23,6 +23,7 @@ from pynetdicom.sop_class import (
 )
 
 from appliance import dimse
+from appliance.callers import NOBODY, Callers
 from appliance.commitment import handle_report
 from appliance.config import BoxConfig
 from appliance.config_tls import tls_server_problems
@@ -91,6 +92,7 @@ class Receiver:
         on_stored: Callable[[], None] = lambda: None,
         position: Callable[[], tuple[float, float] | None] = lambda: None,
         extra_handlers: list | None = None,
+        callers: Callers | None = None,
     ) -> None:
         self.box = box
         self.store = store
@@ -101,12 +103,25 @@ class Receiver:
         self.extra_handlers = extra_handlers or []
         self.counters = {"stored": 0, "duplicate": 0, "replaced": 0, "refused": 0, "failed": 0}
         self.last_error: str | None = None
-        self._server = None
+        self.callers = callers or Callers(self.box.refuses_unknown,
+                                          frozenset(self.box.allowed_calling_aets))
+        self._ae: AE | None = None
+        self._handlers: list = []
+        self._servers: dict[str, object] = {}  # listening address -> pynetdicom's server
+        self._listen_lock = threading.Lock()  # bind (the listen thread) against stop
+        self._bind_errors: dict[str, str] = {}  # address -> last error, logged once
 
-    def start(self, host: str = "0.0.0.0") -> None:
+    def start(self, addresses: tuple[str, ...] = ("0.0.0.0",)) -> None:
+        """Ready to serve; listens on `addresses` (see `bind`)."""
         ae = AE(ae_title=self.box.ae_title)
         ae.maximum_pdu_size = self.box.max_pdu
-        ae.require_calling_aet = list(self.box.allowed_calling_aets)
+        # Unknown callers get an A-ASSOCIATE-RJ here; per-service rights in the handlers.
+        # (pynetdicom validates the setter's titles; NOBODY is meant never to match.)
+        titles = self.callers.association_titles()
+        if titles == [NOBODY]:
+            ae._require_calling_aet = titles
+        else:
+            ae.require_calling_aet = titles
         ae.maximum_associations = 16
         ae.network_timeout = 120
         ae.dimse_timeout = 120
@@ -133,9 +148,40 @@ class Receiver:
             (evt.EVT_REJECTED, self._on_rejected),
             *self.extra_handlers,
         ]
-        self._server = ae.start_server((host, self.box.port), block=False, evt_handlers=handlers,
-                                       ssl_context=self._tls())
-        event(log, "listening", ae_title=self.box.ae_title, port=self.box.port)
+        self._handlers = [(e, self.callers.guard(e, h)) for e, h in handlers]
+        self._tls()  # a half-configured TLS setting raises before anything listens
+        self._ae = ae
+        self.bind(addresses)
+
+    def bind(self, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        """Listen on exactly `addresses`: new ones start a server, gone ones stop theirs
+        (their open associations go on to their end). Returns the addresses listened on; one
+        that cannot be bound is logged and left out (the caller tries again)."""
+        with self._listen_lock:
+            return self._bind(addresses)
+
+    def _bind(self, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        if self._ae is None:
+            return ()
+        for address in [a for a in self._servers if a not in addresses]:
+            self._servers.pop(address).shutdown()
+            event(log, "listening stopped", address=address, port=self.box.port)
+        for address in [a for a in addresses if a not in self._servers]:
+            try:
+                self._servers[address] = self._ae.start_server(
+                    (address, self.box.port), block=False, evt_handlers=self._handlers,
+                    ssl_context=self._tls())
+            except OSError as exc:
+                error = exc.strerror or type(exc).__name__
+                if self._bind_errors.get(address) != error:
+                    event(log, "listen failed", logging.ERROR, address=address,
+                          port=self.box.port, error=error)
+                self._bind_errors[address] = error
+                continue
+            self._bind_errors.pop(address, None)
+            event(log, "listening", ae_title=self.box.ae_title, address=address,
+                  port=self.port)
+        return tuple(self._servers)
 
     def _tls(self) -> ssl.SSLContext | None:
         """DICOM TLS on the box's own port when the config names a certificate. A
@@ -156,21 +202,28 @@ class Receiver:
     @property
     def port(self) -> int:
         """The port actually listened on."""
-        return self._server.server_address[1] if self._server is not None else self.box.port
+        for server in self._servers.values():
+            return server.server_address[1]
+        return self.box.port
 
     @property
     def running(self) -> bool:
-        return self._server is not None
+        """Started and not stopped (it may still wait for an address to listen on)."""
+        return self._ae is not None
 
     def stop(self, drain_s: float = DRAIN_S) -> bool:
         """Stop accepting; let in-flight associations finish for up to `drain_s`, then abort
         them and wait for their handlers to return. True when none is left running (only
         then may the store be closed under them)."""
-        if self._server is None:
-            return True
-        server, self._server = self._server, None
-        active = list(server.active_associations)
-        server.shutdown()
+        with self._listen_lock:
+            if self._ae is None:
+                return True
+            ae, servers = self._ae, list(self._servers.values())
+            self._servers, self._ae = {}, None
+        # every association of this AE, those of a server already stopped by `bind` too
+        active = list(ae.active_associations)
+        for server in servers:
+            server.shutdown()
         deadline = time.monotonic() + drain_s
         for assoc in active:
             assoc.join(timeout=max(0.0, deadline - time.monotonic()))

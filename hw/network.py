@@ -20,6 +20,8 @@ and metered flag of the link they ride on (the device NetworkManager names for a
 plugin VPN, else the primary non-tunnel link). A plugin VPN whose tunnel interface
 cannot be found is reported by setting `vpn=True` on the link it rides on instead.
 
+`KernelAddresses` gives an interface's addresses to the listeners (`appliance.listening`).
+
 `route_interface(address)` asks the kernel (`ip -j route get`); it takes IP literals
 only (resolve names first) and never raises.
 """
@@ -141,6 +143,18 @@ def _usable_addresses(addrs: Iterable[Any]) -> tuple[str, ...]:
         prefix = _prefix_len(a.netmask)
         found.append(f"{address}/{prefix}" if prefix is not None else address)
     return tuple(found)
+
+
+class KernelAddresses:
+    """`appliance.listening.InterfaceAddresses` from the kernel's view (this process's
+    network namespace): the addresses an interface holds now, whether it is up or not."""
+
+    def addresses(self, interface: str) -> tuple[str, ...]:
+        try:
+            addrs = psutil.net_if_addrs().get(interface, [])
+        except OSError:
+            return ()
+        return tuple(a.split("/")[0] for a in _usable_addresses(addrs))
 
 
 @dataclass(frozen=True)

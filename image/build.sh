@@ -55,7 +55,7 @@ PACKAGES=(
     systemd-sysv systemd-timesyncd systemd-boot-efi udev dbus kmod procps
     linux-image-amd64 initramfs-tools zstd e2fsprogs dosfstools
     python3 python3-dbus
-    network-manager modemmanager wpasupplicant iproute2
+    network-manager modemmanager wpasupplicant iproute2 nftables
     gpsd
     rauc rauc-service
     nano less

@@ -70,12 +70,29 @@ def default_config(src: str) -> None:
                 line = ('data_dir = "/var/lib/fluxbox"     '
                         "# encrypted studies and the index (the data partition)")
                 done.add("data_dir")
+            elif re.match(r"^allowed_calling_aets\s*=", line):
+                line = ('allowed_calling_aets = []          '
+                        '# the modalities\' AE titles, e.g. ["CT1", "US_2"]')
+                done.add("allowed_calling_aets")
+            elif re.match(r"^#\s*unknown_callers\s*=", line):
+                line = ('unknown_callers = "refuse"         '
+                        "# only the modalities named here (and commitment reports")
+                out += [line, " " * 35 + "# of a PACS asked for them) may connect"]
+                done.add("unknown_callers")
+                continue
+            elif re.match(r"^listen\s*=", line):
+                line = ('listen = ["lan0"]                  '
+                        "# the vehicle LAN: its interface name (`ip -br link`) or")
+                out += [line, " " * 35 + "# the box's LAN address; see IMAGE.md"]
+                done.add("listen")
+                continue
             elif re.match(r"^#\s*key_dir\s*=", line):
                 line = ('key_dir = "/var/lib/fluxbox-key"  '
                         "# the data key, created on first start (the data partition)")
                 done.add("key_dir")
         out.append(line)
-    missing = {"port", "data_dir", "key_dir"} - done
+    missing = {"port", "data_dir", "key_dir", "unknown_callers", "listen",
+               "allowed_calling_aets"} - done
     if missing:
         sys.exit(
             f"imagetool: {src}: did not find {sorted(missing)} in [box]; update default_config()"
@@ -84,6 +101,9 @@ def default_config(src: str) -> None:
     # continuation that now dangles ("relative to the working directory")
     text = "\n".join(out) + "\n"
     text = re.sub(r"\n\s+# relative to the working directory\n", "\n", text)
+    # the embedded default's own comments of the two keys replaced above
+    text = re.sub(r"(# of a PACS asked for them\) may connect\n)(\s+#[^\n]*\n){2}", r"\1", text)
+    text = re.sub(r"(# the box's LAN address; see IMAGE.md\n)\s+#[^\n]*\n", r"\1", text)
     sys.stdout.write(HEADER + "\n" + text)
 
 

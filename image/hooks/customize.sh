@@ -48,6 +48,11 @@ chroot "$R" /opt/fluxbox/bin/fluxbox check-config /usr/share/fluxbox/fluxbox.tom
 install -m 0644 "$REPO/README.md" "$R/usr/share/fluxbox/README.md"
 install -m 0644 "$IMG/README.md" "$R/usr/share/fluxbox/IMAGE.md"
 
+# The firewall: /etc/nftables.conf (from image/rootfs/) closes everything but loopback;
+# fluxbox-firewall.service opens the ports where the config listens. Check both here.
+chroot "$R" /usr/sbin/nft -c -f /etc/nftables.conf
+chroot "$R" /opt/fluxbox/bin/fluxbox firewall --config /usr/share/fluxbox/fluxbox.toml >/dev/null
+
 # Mount points on the read-only root.
 install -d -m 0755 "$R/data" "$R/var/lib/fluxbox" "$R/var/lib/fluxbox-key" "$R/etc/fluxbox" \
     "$R/var/lib/NetworkManager" "$R/etc/NetworkManager/system-connections"
@@ -66,7 +71,7 @@ install -m 0644 "${FLUXBOX_RAUC_KEYRING:?}" "$R/etc/rauc/ca.cert.pem"
 # Services.
 chroot "$R" systemctl enable fluxbox.service NetworkManager.service ModemManager.service \
     gpsd.service gpsd.socket systemd-timesyncd.service fluxbox-mark-good.service \
-    fluxbox-led.service fluxbox-console@tty1.service
+    fluxbox-led.service fluxbox-console@tty1.service nftables.service fluxbox-firewall.service
 # tty1 is the front panel: no login prompt there (tty2 and the serial console have one).
 chroot "$R" systemctl disable getty@tty1.service 2>/dev/null || true
 chroot "$R" systemctl mask getty@tty1.service autovt@tty1.service
