@@ -1,0 +1,152 @@
+"""A PDU longer than the box allows is refused with A-ABORT and costs it nothing (issue 11,
+part 2; PRODUCT.md, Guarantees: memory is bounded whatever a peer sends)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pynetdicom import AE
+
+from appliance.pdu_limits import ASSOCIATION_PDU_MAX, COMMAND_SET_MAX, DEFAULT_MAX_PDU
+from appliance.synthetic import write_multiframe
+from tests import rawpdu
+from tests.integration.conftest import dest
+from tests.peers import free_port
+
+FILLER_BYTES = 256 * 1024 * 1024  # what a peer pushes after a huge length field
+GROWTH_LIMIT = 24 * 1024 * 1024  # what the box may grow by meanwhile (one PDU, buffers)
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def box(make_box):
+    """A box whose PACS is a closed port: nothing it holds leaves meanwhile."""
+    return make_box([dest("pacs", "PACS", free_port())]).start()
+
+
+def _echo_succeeds(port: int) -> bool:
+    ae = AE(ae_title="CHECK")
+    ae.add_requested_context(rawpdu.VERIFICATION)
+    assoc = ae.associate("127.0.0.1", port, ae_title="FLUXBOX")
+    try:
+        return assoc.is_established and int(assoc.send_c_echo().Status) == 0
+    finally:
+        assoc.release() if assoc.is_established else None
+
+
+def _associated(port: int, contexts=None):
+    sock = rawpdu.connect(port)
+    kwargs = {"contexts": contexts} if contexts else {}
+    sock.sendall(rawpdu.associate_rq(**kwargs))
+    accept = rawpdu.read_reply(sock, 10)
+    assert accept is not None and accept.pdu_type == rawpdu.ASSOCIATE_AC, accept
+    return sock, accept
+
+
+def _push_filler(sock, total: int) -> None:
+    """Up to `total` bytes after the header, until the box closes the connection."""
+    chunk = bytes(1 << 20)
+    for _ in range(total // len(chunk)):
+        if not rawpdu.send_quietly(sock, chunk):
+            return
+
+
+def _abort_after_huge_length(box, sock, header: bytes) -> rawpdu.Reply | None:
+    before = _rss_bytes(box.proc.pid)
+    sock.sendall(header)
+    _push_filler(sock, FILLER_BYTES)
+    reply = rawpdu.read_reply(sock, 10)
+    grown = _rss_bytes(box.proc.pid) - before
+    assert grown < GROWTH_LIMIT, f"the box grew by {grown >> 20} MB"
+    return reply
+
+
+def test_association_request_claiming_4_gb_is_aborted_and_allocates_nothing(box):
+    with rawpdu.connect(box.port) as sock:
+        reply = _abort_after_huge_length(
+            box, sock, struct.pack(">BBL", rawpdu.ASSOCIATE_RQ, 0, 0xFFFF_FFFF))
+    assert reply is not None and reply.pdu_type == rawpdu.ABORT
+    assert _echo_succeeds(box.port)
+
+
+def test_valid_association_request_just_over_the_limit_is_aborted(box):
+    # Well-formed: 18 presentation contexts, each proposing 1,000 (unknown) transfer syntaxes.
+    syntaxes = [f"1.2.826.0.1.3680043.8.498.{n:031d}" for n in range(1000)]
+    request = rawpdu.associate_rq(contexts=[(rawpdu.VERIFICATION, syntaxes)] * 18)
+    assert ASSOCIATION_PDU_MAX < len(request) - 6 < ASSOCIATION_PDU_MAX + 131072
+    with rawpdu.connect(box.port) as sock:
+        sock.sendall(request)
+        reply = rawpdu.read_reply(sock, 10)
+    assert reply is not None and reply.pdu_type == rawpdu.ABORT
+
+
+def test_the_box_announces_its_bounded_maximum_pdu(box):
+    sock, accept = _associated(box.port)
+    with sock:
+        assert rawpdu.announced_max_pdu(accept) == DEFAULT_MAX_PDU
+
+
+def test_p_data_claiming_4_gb_after_association_is_aborted_and_allocates_nothing(box):
+    sock, _ = _associated(box.port)
+    with sock:
+        reply = _abort_after_huge_length(
+            box, sock, struct.pack(">BBL", rawpdu.P_DATA_TF, 0, 0xFFFF_FFFF))
+    assert reply is not None and reply.pdu_type == rawpdu.ABORT
+    assert _echo_succeeds(box.port)
+
+
+def _store_in_pdus_of(box, tmp_path, extra: int) -> rawpdu.Reply | None:
+    """A valid C-STORE whose data set P-DATA-TFs are `extra` bytes longer than negotiated;
+    the box's first reply after the last of them."""
+    path = write_multiframe(tmp_path / "mf.dcm", size_bytes=3 * DEFAULT_MAX_PDU,
+                            rows=256, cols=256)
+    ds = dcmread(path)
+    sock, accept = _associated(box.port, [(str(ds.SOPClassUID), [rawpdu.EXPLICIT_LE])])
+    limit = rawpdu.announced_max_pdu(accept)
+    # PDV header: item length 4, context ID 1, control header 1
+    pdus = rawpdu.c_store(str(ds.SOPInstanceUID), rawpdu.encode_dataset(ds), context_id=1,
+                          fragment=limit - 6 + extra, sop_class=str(ds.SOPClassUID))
+    assert max(len(p) - 6 for p in pdus) == limit + extra
+    with sock:
+        for p in pdus:
+            if not rawpdu.send_quietly(sock, p):
+                break
+        reply = rawpdu.read_reply(sock, 30)
+        if reply is not None and reply.pdu_type == rawpdu.P_DATA_TF:
+            sock.sendall(rawpdu.release_rq())
+            assert rawpdu.read_reply(sock, 10).pdu_type == rawpdu.RELEASE_RP
+    return reply
+
+
+def test_p_data_of_exactly_the_negotiated_length_is_accepted(box, tmp_path):
+    reply = _store_in_pdus_of(box, tmp_path, 0)
+    assert reply is not None and reply.pdu_type == rawpdu.P_DATA_TF, reply
+    assert rawpdu.store_status(reply) == 0x0000
+    assert box.studies()[0]["instances"] == 1
+
+
+def test_p_data_one_byte_longer_than_negotiated_is_aborted(box, tmp_path):
+    reply = _store_in_pdus_of(box, tmp_path, 1)
+    assert reply is not None and reply.pdu_type == rawpdu.ABORT, reply
+    assert box.studies() == []
+
+
+def test_endless_command_set_is_aborted(box):
+    sock, _ = _associated(box.port)
+    fragment = rawpdu.p_data([(1, 0x01, bytes(8000))])  # command, not the last fragment
+    with sock:
+        for _ in range(COMMAND_SET_MAX // 8000 + 2):
+            if not rawpdu.send_quietly(sock, fragment):
+                break
+        reply = rawpdu.read_reply(sock, 10)
+    assert reply is not None and reply.pdu_type == rawpdu.ABORT
+    assert _echo_succeeds(box.port)
