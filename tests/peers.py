@@ -441,6 +441,17 @@ def storescu_responses(lines: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def dataset_sha256(path: Path) -> str:
+    """SHA-256 of a Part 10 file's data set (after the file meta), read in pieces."""
+    with open(path, "rb") as f:
+        f.seek(140)
+        f.seek(144 + int.from_bytes(f.read(4), "little"))
+        digest = hashlib.sha256()
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def dataset_part(part10: bytes) -> bytes:
     """The encoded dataset of a Part 10 file: what follows the preamble and file meta."""
     if part10[128:132] != b"DICM" or part10[132:136] != b"\x02\x00\x00\x00":
