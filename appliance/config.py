@@ -48,7 +48,7 @@ from appliance.config_values import (
     window,
 )
 from appliance.config_worklist import WORKLIST, CodeMapping, CorrectionsConfig, WorklistConfig
-from appliance.pdu_limits import DEFAULT_MAX_PDU, MAX_MAX_PDU, MIN_MAX_PDU
+from appliance.upper_layer import DEFAULT_MAX_PDU, MAX_MAX_PDU, MIN_MAX_PDU
 
 __all__ = [
     "DEFAULT_SOURCE",

@@ -162,7 +162,8 @@ def read_reply(sock: socket.socket, timeout_s: float) -> Reply | None:
     pdu_type, _, length = struct.unpack(">BBL", header)
     if length > REPLY_MAX:
         return Reply(pdu_type, length, None)
-    return Reply(pdu_type, length, _recv_exact(sock, length, deadline))
+    body = _recv_exact(sock, length, deadline)
+    return None if body is None else Reply(pdu_type, length, body)
 
 
 def announced_max_pdu(accept: Reply) -> int:

@@ -3,7 +3,7 @@
 For each `box.max_pdu` in turn a fresh box receives one large instance from a
 pynetdicom SCU that announces no limit of its own (it fills every PDU up to the
 box's maximum), `--repeat` times; the table shows the median rate and the box's
-peak resident set (VmHWM). The chosen default (appliance.pdu_limits.DEFAULT_MAX_PDU)
+peak resident set (VmHWM). The chosen default (appliance.upper_layer.DEFAULT_MAX_PDU)
 is the smallest size whose rate is within a few per cent of the best.
 
     python -m tests.bench.pdu [--sizes 16384,65536,...] [--megabytes 256] [--repeat 3]

@@ -10,8 +10,8 @@ import pytest
 from pydicom import dcmread
 from pynetdicom import AE
 
-from appliance.pdu_limits import ASSOCIATION_PDU_MAX, COMMAND_SET_MAX, DEFAULT_MAX_PDU
 from appliance.synthetic import write_multiframe
+from appliance.upper_layer import ASSOCIATION_PDU_MAX, COMMAND_SET_MAX, DEFAULT_MAX_PDU
 from tests import rawpdu
 from tests.integration.conftest import dest
 from tests.peers import free_port

@@ -1,4 +1,5 @@
-"""How large a PDU the box reads and writes: memory bounded whatever a peer sends.
+"""The DICOM Upper Layer (PS3.8) as the box runs it: bounded PDUs, and a DUL that
+survives whatever a peer sends.
 
 PRODUCT.md, Guarantees: the box announces a bounded maximum PDU and never allocates
 for a PDU longer than negotiated, or for a length field it has not validated, before
@@ -6,23 +7,31 @@ or after association. pynetdicom's DUL reads a whole PDU into memory from its le
 field, whatever that says, and sends a whole instance in one PDU to a peer announcing
 "unlimited" (0). `install()` replaces that reading with one that checks the length
 first, caps what pynetdicom sends, and caps the DIMSE message parts pynetdicom keeps in
-memory. Applied once by `appliance.dimse`; `tests/unit/test_pdu_limits.py` fails loudly
-when pynetdicom changes underneath.
+memory.
+
+It also closes two ways a peer could kill an association's DUL thread (found by the
+fuzzer, tests/fuzz): a DIMSE message that does not decode (unknown context, no Command
+Field) raised out of the state machine; and the box's own A-ASSOCIATE response arriving
+after the DUL had already aborted (Evt7 in Sta13) raised InvalidEventError. Both now end
+the association with A-ABORT, and the thread lives to close the connection.
 
 A refused PDU is answered as PS3.8 9.2 answers an invalid one (Evt19: A-ABORT, then the
 connection closes when the peer goes or the ARTIM timer runs out); the bytes that follow
-it are read and dropped in small pieces, never kept.
+it are read and dropped in small pieces, never kept. Applied once by `appliance.dimse`;
+`tests/unit/test_upper_layer.py` fails loudly when pynetdicom changes underneath.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import struct
 from pathlib import Path
 
 from appliance.logs import event
 
-log = logging.getLogger("fluxbox.pdu")
+log = logging.getLogger("fluxbox.upper_layer")
 
 # The maximum PDU length the box announces unless `box.max_pdu` says otherwise, chosen by
 # measurement (README, "Memory"): ingest throughput is flat from 64 KiB up, and every
@@ -44,7 +53,7 @@ ASSOCIATION_PDU_MAX = 1_048_576
 COMMAND_SET_MAX = 65_536
 MESSAGE_DATA_SET_MAX = 16_777_216
 
-P_DATA_TF = 0x04
+ASSOCIATE_RQ, P_DATA_TF = 0x01, 0x04
 KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
 _HEADER = struct.Struct(">BBL")
 _DISCARD_BYTES = 65_536
@@ -87,9 +96,26 @@ def check_message(command_bytes: int, data_set_bytes: int) -> None:
 # --------------------------------------------------------------------------- pynetdicom
 
 
+def _release_waiting_acceptor(dul) -> None:
+    """No A-ASSOCIATE-RQ will come (anything else came first, or the connection closed):
+    wake the association thread waiting for one, as its time-out would 30 s later. Until
+    then it counts against `maximum_associations`: sixteen such connections a minute
+    would lock every modality out."""
+    if dul.assoc.is_acceptor and not getattr(dul, "fluxbox_request_seen", False):
+        dul.fluxbox_request_seen = True  # once
+        dul.to_user_queue.put(None)  # receive_pdu() returns it as "timed out"
+
+
+def _closed(dul) -> None:
+    """Evt17: the connection closed."""
+    _release_waiting_acceptor(dul)
+    dul.event_queue.put("Evt17")
+
+
 def _refuse(dul, reason: str, **fields) -> None:
     """Evt19 (invalid PDU): the state machine sends A-ABORT; later bytes are dropped."""
     event(log, "pdu refused", logging.WARNING, reason=reason, **fields)
+    _release_waiting_acceptor(dul)
     dul.fluxbox_refused = True
     dul.event_queue.put("Evt19")
 
@@ -101,7 +127,7 @@ def _discard(dul) -> None:
     except (OSError, AttributeError):
         data = b""
     if not data:
-        dul.event_queue.put("Evt17")
+        _closed(dul)
 
 
 def read_pdu(dul) -> None:
@@ -116,10 +142,9 @@ def read_pdu(dul) -> None:
     try:
         header = dul.socket.recv(_HEADER.size)
     except OSError:
-        dul.event_queue.put("Evt17")
-        return
+        header = b""
     if len(header) != _HEADER.size:
-        dul.event_queue.put("Evt17")
+        _closed(dul)
         return
     pdu_type, _, length = _HEADER.unpack(header)
     if pdu_type not in KNOWN_PDU_TYPES:
@@ -133,16 +158,18 @@ def read_pdu(dul) -> None:
     try:
         body = dul.socket.recv(length)
     except OSError:
-        dul.event_queue.put("Evt17")
-        return
+        body = b""
     if len(body) != length:
-        dul.event_queue.put("Evt17")
+        _closed(dul)
         return
     try:
         pdu, pdu_event = dul._decode_pdu(bytearray(header) + body)
     except Exception:  # any malformed PDU: pynetdicom's decoders raise many types
         _refuse(dul, "PDU does not decode", pdu_type=f"0x{pdu_type:02X}")
         return
+    if pdu_type != ASSOCIATE_RQ:
+        _release_waiting_acceptor(dul)
+    dul.fluxbox_request_seen = True
     dul.event_queue.put(pdu_event)
     dul._recv_pdu.put(pdu)
 
@@ -181,17 +208,44 @@ def _guard_messages(provider_class) -> None:
             self.message = None
             _refuse(self.dul, str(exc))
             return
-        receive_primitive(self, primitive)
+        try:
+            receive_primitive(self, primitive)
+        except Exception:  # pynetdicom's decoders raise many types for malformed messages
+            _drop(self.message)
+            self.message = None
+            _refuse(self.dul, "DIMSE message does not decode")
 
     provider_class.receive_primitive = guarded_receive_primitive
+
+
+# Events that come from this side's own service user (PS3.8 9.2.1): a peer cannot send
+# them, but its abort can overtake one already queued.
+LOCAL_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
+
+
+def _survive_late_primitives(machine_class, transitions: dict) -> None:
+    do_action = machine_class.do_action
+
+    def guarded_do_action(self, event: str) -> None:
+        state = self.current_state
+        if state == "Sta13" and event in LOCAL_EVENTS and (event, state) not in transitions:
+            # Aborted already: drop the primitive that raised this event, so the
+            # reactor neither raises InvalidEventError nor sees it again.
+            with contextlib.suppress(queue.Empty):
+                self.dul.to_provider_queue.get(False)
+            return
+        do_action(self, event)
+
+    machine_class.do_action = guarded_do_action
 
 
 def install() -> None:
     """Apply the limits to pynetdicom, once per process."""
     from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dul import DULServiceProvider
+    from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 
-    if getattr(DULServiceProvider, "fluxbox_pdu_limits", False):
+    if getattr(DULServiceProvider, "fluxbox_upper_layer", False):
         return
     DULServiceProvider._read_pdu_data = read_pdu
     DIMSEServiceProvider.maximum_pdu_size = property(
@@ -199,4 +253,5 @@ def install() -> None:
             (self.assoc.acceptor if self.assoc.is_requestor else self.assoc.requestor)
             .maximum_length or 0)))
     _guard_messages(DIMSEServiceProvider)
-    DULServiceProvider.fluxbox_pdu_limits = True
+    _survive_late_primitives(StateMachine, TRANSITION_TABLE)
+    DULServiceProvider.fluxbox_upper_layer = True

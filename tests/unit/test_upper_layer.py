@@ -5,14 +5,16 @@ from __future__ import annotations
 import inspect
 
 import pynetdicom
+import pynetdicom.association
 import pynetdicom.dul
 import pytest
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import StateMachine
 
-from appliance import dimse, pdu_limits
-from appliance.pdu_limits import (
+from appliance import dimse, upper_layer
+from appliance.upper_layer import (
     ASSOCIATION_PDU_MAX,
     COMMAND_SET_MAX,
     DEFAULT_MAX_PDU,
@@ -57,23 +59,24 @@ def test_dimse_messages_held_in_memory_are_capped():
 
 
 def test_the_default_fits_the_bounds_the_config_allows():
-    assert pdu_limits.MIN_MAX_PDU <= DEFAULT_MAX_PDU <= MAX_MAX_PDU < ASSOCIATION_PDU_MAX * 8
+    assert upper_layer.MIN_MAX_PDU <= DEFAULT_MAX_PDU <= MAX_MAX_PDU < ASSOCIATION_PDU_MAX * 8
 
 
 # The limits replace pynetdicom internals; these fail loudly when pynetdicom changes them.
 
 def test_pynetdicom_is_the_version_the_limits_were_written_for():
     assert pynetdicom.__version__.startswith("3.0."), (
-        "appliance/pdu_limits.py replaces DULServiceProvider._read_pdu_data: "
+        "appliance/upper_layer.py replaces DULServiceProvider._read_pdu_data: "
         "check it against this pynetdicom before moving the pin")
 
 
 def test_the_limits_are_in_place_once_dimse_is_imported():
     assert dimse  # imported for its settings
-    assert DULServiceProvider._read_pdu_data is pdu_limits.read_pdu
-    assert getattr(DULServiceProvider, "fluxbox_pdu_limits", False)
+    assert DULServiceProvider._read_pdu_data is upper_layer.read_pdu
+    assert getattr(DULServiceProvider, "fluxbox_upper_layer", False)
     assert "guarded_receive_primitive" in DIMSEServiceProvider.receive_primitive.__qualname__
     assert isinstance(DIMSEServiceProvider.maximum_pdu_size, property)
+    assert "guarded_do_action" in StateMachine.do_action.__qualname__
 
 
 def test_the_pynetdicom_internals_the_limits_use_are_still_there():
@@ -85,3 +88,7 @@ def test_the_pynetdicom_internals_the_limits_use_are_still_there():
     assert "self.encoded_command_set.write(" in source
     assert "cast(BytesIO, self.data_set).write(" in source
     assert "self._data_set_file" in source
+    # A waiting acceptor is woken by a None on to_user_queue (its time-out path).
+    reactor = inspect.getsource(pynetdicom.association.Association.run_reactor)
+    assert "primitive = self.dul.receive_pdu(wait=True, timeout=self.acse_timeout)" in reactor
+    assert "if primitive is None:" in reactor
