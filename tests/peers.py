@@ -476,7 +476,7 @@ class Received:
     association: int  # 1, 2, ... in the order associations were accepted
 
 
-def _dataset_bytes(event: Any) -> bytes:
+def received_dataset(event: Any) -> bytes:
     """The encoded dataset of a C-STORE, in memory or chunked to a file by pynetdicom."""
     path = getattr(event.request, "_dataset_path", None)
     if path is None:
@@ -621,7 +621,7 @@ class CountingSCP:
 
     def _on_store(self, event: Any) -> int:
         req = event.request
-        raw = _dataset_bytes(event)
+        raw = received_dataset(event)
         with self._cond:
             serial, stores = self._per_assoc.get(id(event.assoc), (0, 0))
             self._per_assoc[id(event.assoc)] = (serial, stores + 1)

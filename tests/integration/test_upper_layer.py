@@ -1,20 +1,29 @@
-"""A PDU longer than the box allows is refused with A-ABORT and costs it nothing (issue 11,
-part 2; PRODUCT.md, Guarantees: memory is bounded whatever a peer sends)."""
+"""The box's DICOM upper layer (issue 11, part 2; PRODUCT.md, Guarantees: memory is
+bounded whatever a peer sends): a PDU longer than allowed is refused with A-ABORT and
+costs nothing; what the box sends honours the PACS's maximum PDU and stays bounded
+when the PACS announces none; connections that never associate lock no one out."""
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pynetdicom import AE
+from pynetdicom import AE, evt
+from pynetdicom.pdu import P_DATA_TF
 
 from appliance.synthetic import write_multiframe
-from appliance.upper_layer import ASSOCIATION_PDU_MAX, COMMAND_SET_MAX, DEFAULT_MAX_PDU
+from appliance.upper_layer import (
+    ASSOCIATION_PDU_MAX,
+    COMMAND_SET_MAX,
+    DEFAULT_MAX_PDU,
+    SEND_MAX_PDU,
+)
 from tests import rawpdu
 from tests.integration.conftest import dest
-from tests.peers import free_port
+from tests.peers import dataset_sha256, free_port, received_dataset
 
 FILLER_BYTES = 256 * 1024 * 1024  # what a peer pushes after a huge length field
 GROWTH_LIMIT = 24 * 1024 * 1024  # what the box may grow by meanwhile (one PDU, buffers)
@@ -150,3 +159,61 @@ def test_endless_command_set_is_aborted(box):
         reply = rawpdu.read_reply(sock, 10)
     assert reply is not None and reply.pdu_type == rawpdu.ABORT
     assert _echo_succeeds(box.port)
+
+
+def test_connections_that_never_associate_do_not_lock_modalities_out(box):
+    # More than the box's 16 associations at once, each ending before an A-ASSOCIATE-RQ:
+    # an A-ABORT, random bytes, or nothing at all. A modality must get in at once, not
+    # after the 30 s the box would otherwise wait for each request.
+    openers = [rawpdu.pdu(rawpdu.ABORT, bytes(4)), b"\xa6\x06\xfb", b""] * 8
+    for opener in openers:
+        with rawpdu.connect(box.port) as sock:
+            rawpdu.send_quietly(sock, opener)
+            rawpdu.read_reply(sock, 0.2)
+    assert _echo_succeeds(box.port)
+
+
+class _RecordingPacs:
+    """A pynetdicom PACS announcing `max_pdu` that records every P-DATA-TF length."""
+
+    def __init__(self, max_pdu: int, sop_class: str) -> None:
+        self.lengths: list[int] = []
+        self.received: list[bytes] = []
+        ae = AE(ae_title="PACS")
+        ae.maximum_pdu_size = max_pdu
+        ae.add_supported_context(sop_class, rawpdu.EXPLICIT_LE)
+        handlers = [(evt.EVT_PDU_RECV, self._on_pdu), (evt.EVT_C_STORE, self._on_store)]
+        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        self.port = self.server.server_address[1]
+
+    def _on_pdu(self, event) -> None:
+        if isinstance(event.pdu, P_DATA_TF):
+            self.lengths.append(event.pdu.pdu_length)
+
+    def _on_store(self, event) -> int:
+        self.received.append(received_dataset(event))
+        return 0x0000
+
+
+@pytest.mark.parametrize(("pacs_max", "expected_max"), [(0, SEND_MAX_PDU), (16384, 16384)],
+                         ids=["unlimited", "16384"])
+def test_delivery_honours_the_pacs_maximum_pdu_and_caps_an_unlimited_one(
+        make_box, tmp_path, pacs_max, expected_max):
+    path = write_multiframe(tmp_path / "mf.dcm", size_bytes=8 * SEND_MAX_PDU,
+                            rows=256, cols=256)
+    sop_class = str(dcmread(path, stop_before_pixels=True).SOPClassUID)
+    pacs = _RecordingPacs(pacs_max, sop_class)
+    try:
+        box = make_box([dest("pacs", "PACS", pacs.port)]).start()
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(sop_class, rawpdu.EXPLICIT_LE)
+        assoc = ae.associate("127.0.0.1", box.port, ae_title="FLUXBOX")
+        assert int(assoc.send_c_store(path).Status) == 0
+        assoc.release()
+        box.wait_states("complete", timeout_s=60)
+    finally:
+        pacs.server.shutdown()
+    (received,) = pacs.received
+    assert hashlib.sha256(received).hexdigest() == dataset_sha256(path)
+    assert max(pacs.lengths) == expected_max  # full PDUs, none longer
+
