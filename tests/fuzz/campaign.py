@@ -136,10 +136,13 @@ class Campaign:
         This is the fuzzer's crash oracle, as a sanitizer's report would be."""
         text = self.box.log()
         new, self._log_seen = text[self._log_seen:], len(text)
-        if "Traceback (most recent call last)" not in new:
+        lines = new.splitlines()
+        starts = [n for n, line in enumerate(lines) if line.startswith("Traceback (most recent")]
+        if not starts:
             return None
-        lines = [line for line in new.splitlines() if line and not line[0].isspace()]
-        return lines[-1][:200] if lines else "traceback"
+        # The exception is the first unindented line after the last traceback's frames.
+        after = (line for line in lines[starts[-1] + 1:] if line and not line[0].isspace())
+        return next(after, "traceback")[:200]
 
     def problem(self) -> str | None:
         """Why the box is not fine after a case, or None."""

@@ -39,6 +39,10 @@ class Case:
     associate: bool = False
     sop_instance: str | None = None
 
+    def __repr__(self) -> str:  # hypothesis prints failing cases; the bytes are in the file
+        sizes = ",".join(str(len(c)) for c in self.chunks)
+        return f"Case({self.kind!r}, associate={self.associate}, chunk bytes {sizes})"
+
     def to_json(self) -> dict:
         return {"kind": self.kind, "associate": self.associate,
                 "sop_instance": self.sop_instance, "chunks": [c.hex() for c in self.chunks]}
