@@ -9,11 +9,12 @@ field, whatever that says, and sends a whole instance in one PDU to a peer annou
 first, caps what pynetdicom sends, and caps the DIMSE message parts pynetdicom keeps in
 memory.
 
-It also closes two ways a peer could kill an association's DUL thread (found by the
-fuzzer, tests/fuzz): a DIMSE message that does not decode (unknown context, no Command
-Field) raised out of the state machine; and the box's own A-ASSOCIATE response arriving
-after the DUL had already aborted (Evt7 in Sta13) raised InvalidEventError. Both now end
-the association with A-ABORT, and the thread lives to close the connection.
+It also closes the ways a peer could wedge an association (found by the fuzzer,
+tests/fuzz): a DIMSE message that does not decode (unknown context, no Command Field)
+raised out of the state machine, and the box's own response arriving after the DUL had
+already aborted (Evt7 or Evt9 in Sta13) raised InvalidEventError, each killing the DUL
+thread; both now end in A-ABORT. And a connection that ends before its A-ASSOCIATE-RQ
+no longer holds an association slot for 30 s.
 
 A refused PDU is answered as PS3.8 9.2 answers an invalid one (Evt19: A-ABORT, then the
 connection closes when the peer goes or the ARTIM timer runs out); the bytes that follow
@@ -53,7 +54,7 @@ ASSOCIATION_PDU_MAX = 1_048_576
 COMMAND_SET_MAX = 65_536
 MESSAGE_DATA_SET_MAX = 16_777_216
 
-ASSOCIATE_RQ, P_DATA_TF = 0x01, 0x04
+P_DATA_TF = 0x04
 KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
 _HEADER = struct.Struct(">BBL")
 _DISCARD_BYTES = 65_536
@@ -97,10 +98,10 @@ def check_message(command_bytes: int, data_set_bytes: int) -> None:
 
 
 def _release_waiting_acceptor(dul) -> None:
-    """No A-ASSOCIATE-RQ will come (anything else came first, or the connection closed):
-    wake the association thread waiting for one, as its time-out would 30 s later. Until
-    then it counts against `maximum_associations`: sixteen such connections a minute
-    would lock every modality out."""
+    """The association ended before an A-ASSOCIATE-RQ arrived (anything else came first,
+    the connection closed, the ARTIM timer ran out): wake the association thread waiting
+    for the request, as its own time-out would 30 s later. Until then it counts against
+    `maximum_associations`: sixteen such connections would lock every modality out."""
     if dul.assoc.is_acceptor and not getattr(dul, "fluxbox_request_seen", False):
         dul.fluxbox_request_seen = True  # once
         dul.to_user_queue.put(None)  # receive_pdu() returns it as "timed out"
@@ -108,14 +109,12 @@ def _release_waiting_acceptor(dul) -> None:
 
 def _closed(dul) -> None:
     """Evt17: the connection closed."""
-    _release_waiting_acceptor(dul)
     dul.event_queue.put("Evt17")
 
 
 def _refuse(dul, reason: str, **fields) -> None:
     """Evt19 (invalid PDU): the state machine sends A-ABORT; later bytes are dropped."""
     event(log, "pdu refused", logging.WARNING, reason=reason, **fields)
-    _release_waiting_acceptor(dul)
     dul.fluxbox_refused = True
     dul.event_queue.put("Evt19")
 
@@ -167,9 +166,6 @@ def read_pdu(dul) -> None:
     except Exception:  # any malformed PDU: pynetdicom's decoders raise many types
         _refuse(dul, "PDU does not decode", pdu_type=f"0x{pdu_type:02X}")
         return
-    if pdu_type != ASSOCIATE_RQ:
-        _release_waiting_acceptor(dul)
-    dul.fluxbox_request_seen = True
     dul.event_queue.put(pdu_event)
     dul._recv_pdu.put(pdu)
 
@@ -223,7 +219,7 @@ def _guard_messages(provider_class) -> None:
 LOCAL_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
 
 
-def _survive_late_primitives(machine_class, transitions: dict) -> None:
+def _guard_state_machine(machine_class, transitions: dict) -> None:
     do_action = machine_class.do_action
 
     def guarded_do_action(self, event: str) -> None:
@@ -235,6 +231,10 @@ def _survive_late_primitives(machine_class, transitions: dict) -> None:
                 self.dul.to_provider_queue.get(False)
             return
         do_action(self, event)
+        if event == "Evt6" and self.current_state == "Sta3":
+            self.dul.fluxbox_request_seen = True  # the association thread has the request
+        elif self.current_state in ("Sta1", "Sta13"):  # any A-ABORT is on the wire by now
+            _release_waiting_acceptor(self.dul)
 
     machine_class.do_action = guarded_do_action
 
@@ -253,5 +253,5 @@ def install() -> None:
             (self.assoc.acceptor if self.assoc.is_requestor else self.assoc.requestor)
             .maximum_length or 0)))
     _guard_messages(DIMSEServiceProvider)
-    _survive_late_primitives(StateMachine, TRANSITION_TABLE)
+    _guard_state_machine(StateMachine, TRANSITION_TABLE)
     DULServiceProvider.fluxbox_upper_layer = True
