@@ -70,10 +70,12 @@ clean:
 
 # ---------------------------------------------------------------------------- firmware image
 # Targets of the disk image (image/README.md). Everything lands in build/image/.
-#   make image          build/image/fluxbox.img (+ .bmap, SBOM): pinned Debian + the appliance
+#   make image          build/image/fluxbox.img (+ .bmap, SBOM, inputs/): pinned Debian + the appliance
+#                       (FLUXBOX_INPUTS=dir: from a build's exported inputs alone, offline)
 #   make image-test     boot the test variant in QEMU: store, deliver, power cut, deliver
-#   make image-check    build twice (the second offline), compare bit for bit, write the SBOM
+#   make image-check    build, then rebuild from its exported inputs offline; compare bit for bit
 #   make image-lock     take the mirror's and PyPI's current versions into the lock files
+#   make image-refresh  security updates: image-lock, then build and test the image; commit the locks
 #   make image-run      boot build/image/fluxbox.img in QEMU on this terminal
 #   make bundle         a signed RAUC bundle of the root file system (test CA in build/image/pki)
 #   make image-update-test   update the test image in QEMU: into B and boot it; a broken update falls back
@@ -85,7 +87,7 @@ IMAGE_INPUTS := $(filter-out image/vmtest.py image/updatetest.py image/qemu.py i
 	image/lock.sh image/rauc/bundle.sh image/test-requirements.% image/test/%, \
 	$(shell git ls-files -co --exclude-standard pyproject.toml appliance hw image 2>/dev/null))
 
-.PHONY: image image-deps image-test image-check image-lock image-run bundle image-update-test image-test-deps
+.PHONY: image image-deps image-test image-check image-lock image-refresh image-run bundle image-update-test image-test-deps
 
 image-deps:
 	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(IMAGE_HOST_PACKAGES)"
@@ -121,11 +123,16 @@ image-update-test: image-test-deps
 	timeout 1800 $(PY) image/updatetest.py --image $(IMAGE_OUT)/fluxbox-test.img \
 		--bundle $(IMAGE_OUT)/fluxbox-update.raucb --broken $(IMAGE_OUT)/fluxbox-broken.raucb
 
-image-check: image-deps
+image-check: image
 	image/check.sh $(IMAGE_OUT)
 
 image-lock: image-deps
 	image/lock.sh
+
+# Security updates in one command: new locks, then the image built and tested with them.
+image-refresh: image-lock
+	@$(MAKE) --no-print-directory image-test
+	@echo "image-refresh: tested; commit: git commit -m 'Image: security updates' image/packages.lock image/*requirements.txt"
 
 image-run: image
 	python3 image/qemu.py $(IMAGE_OUT)/fluxbox.img --snapshot

@@ -9,6 +9,7 @@ the only module that chooses `hw` adapters.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from appliance import (
     metrics,
     systemd,
 )
+from appliance.commitment_scp import ModalityCommitment
 from appliance.config import Config, DestinationConfig
 from appliance.control import CommandError, ControlServer
 from appliance.delivery import DestinationWorker
@@ -40,6 +42,7 @@ from appliance.receiving import Receiver
 from appliance.release import versions
 from appliance.report import study_view
 from appliance.routing import (
+    ANOTHER_SITE,
     POLICY_WINDOW,
     SITE_UNKNOWN,
     block_reason,
@@ -66,7 +69,7 @@ from appliance.sites import (
     distance_m,
     gather_evidence,
 )
-from appliance.store import Store, StudyRecord
+from appliance.store import Store, StudyRecord, destination_site
 from appliance.studies import StudyCloser
 from appliance.supervisor import Supervisor, Watcher
 from appliance.worklist import Worklist
@@ -95,25 +98,58 @@ def _drives_led(config: Config) -> bool:
     return bool(config.box.status_led) and os.environ.get(STATUS_LED_ENV) != "external"
 
 
+# The hardware libraries each adapter needs: (import name, package, adapters that need it).
+# gpsd-py3 and pyudev are core dependencies; dbus-python and python-networkmanager come
+# with the `hw` extra (dbus-python compiles against libdbus). Whichever is missing, the
+# box runs: that adapter gives no vote, and one log line says so.
+HW_LIBRARIES = (
+    ("gpsd", "gpsd-py3", "gps"),
+    ("pyudev", "pyudev", "hotplug"),
+    ("dbus", "dbus-python", "network, modem"),
+    ("NetworkManager", "python-networkmanager", "network"),
+)
+
+
+def missing_hw_libraries() -> set[str]:
+    """The import names of HW_LIBRARIES that are not installed, each logged once."""
+    missing = set()
+    for module, package, adapters in HW_LIBRARIES:
+        if importlib.util.find_spec(module) is None:
+            missing.add(module)
+            event(log, "hardware library missing", logging.WARNING, library=package,
+                  adapters=adapters)
+    return missing
+
+
 def choose_hardware(config: Config) -> Hardware:
-    """The real adapters where the machine has the service, a do-nothing one elsewhere."""
-    from hw.gps import GpsdPosition
+    """The real adapters where the machine has the service and the library, a do-nothing
+    one elsewhere (never a crash for a missing library)."""
+    from hw.gps import FixedPosition, GpsdPosition
     from hw.led import SysfsLed
-    from hw.modem import ModemManagerModem
-    from hw.network import best_link_source
+    from hw.modem import ModemManagerModem, NoModem
+    from hw.network import KernelLinks, best_link_source
 
-    try:
-        from hw.udev import UdevHotplug
+    missing = missing_hw_libraries()
+    hotplug: HotplugSource | None = None
+    if "pyudev" not in missing:
+        try:
+            from hw.udev import UdevHotplug
 
-        hotplug: HotplugSource | None = UdevHotplug()
-    except Exception:  # no pyudev or no netlink access: hotplug falls back to polling
-        hotplug = None
-    gpsd_host, gpsd_port = config.detect.gpsd.split(":")
+            hotplug = UdevHotplug()
+        except Exception:  # no netlink access: hotplug falls back to polling
+            hotplug = None
+    classes = dict(config.links.classes)
+    if "gpsd" in missing:
+        position: PositionSource = FixedPosition()
+    else:
+        gpsd_host, gpsd_port = config.detect.gpsd.split(":")
+        position = GpsdPosition(gpsd_host, int(gpsd_port), max_age_s=config.detect.gps_max_age_s,
+                                max_error_m=config.detect.gps_max_error_m)
     return Hardware(
-        position=GpsdPosition(gpsd_host, int(gpsd_port), max_age_s=config.detect.gps_max_age_s,
-                              max_error_m=config.detect.gps_max_error_m),
-        links=best_link_source(dict(config.links.classes)),
-        modem=ModemManagerModem(),
+        position=position,
+        links=KernelLinks(classes) if {"dbus", "NetworkManager"} & missing
+        else best_link_source(classes),
+        modem=NoModem() if "dbus" in missing else ModemManagerModem(),
         hotplug=hotplug,
         led=SysfsLed(config.box.status_led) if _drives_led(config) else None,
     )
@@ -154,11 +190,13 @@ class Box:
         self.mpps = MppsService(self.store, config, self.current_site,
                                 on_completed=self._mpps_completed,
                                 on_queued=lambda: self.wake_delivery())
+        self.commitment = ModalityCommitment(self.store, box, config.transmit)
         self.receiver = Receiver(box, self.store, self.current_site, on_stored=self.closer_wake.set,
                                  position=self.current_position,
                                  extra_handlers=[(evt.EVT_C_FIND, self.worklist.on_c_find),
                                                  (evt.EVT_N_CREATE, self.mpps.on_n_create),
-                                                 (evt.EVT_N_SET, self.mpps.on_n_set)])
+                                                 (evt.EVT_N_SET, self.mpps.on_n_set),
+                                                 (evt.EVT_N_ACTION, self.commitment.on_n_action)])
         self.closer = StudyCloser(self.store, config, self.receiver.associations.studies)
         saved = self.store.get_setting(PACING_SETTING)
         self.pacing = Pacing(config.transmit, json.loads(saved) if saved else None)
@@ -280,6 +318,8 @@ class Box:
 
     def gate(self, study: StudyRecord, dest_id: str, now: float) -> str | None:
         """Why a study may not move to `dest_id` now; None when it may."""
+        if destination_site(dest_id) != study.site:
+            return ANOTHER_SITE  # never, whatever else: a study goes only to its own site
         if study.phase != "closed" and self.config.transmit.forward != "streaming":
             return "receiving"
         return block_reason(
@@ -370,6 +410,7 @@ class Box:
         self._spawn("worklist", self.worklist.run, self.stop_event)
         self._spawn("front-panel", self._front_panel_loop)
         self._spawn("precompress", self.precompressor.run, self.stop_event)
+        self._spawn("commitment", self.commitment.run, self.stop_event)
         if self.config.box.metrics_listen:
             host, port = self.config.box.metrics_listen.rsplit(":", 1)
             self._metrics = metrics.serve(self.status_view, host, int(port))
@@ -397,10 +438,11 @@ class Box:
         """Stop accepting, let in-flight C-STOREs finish, stop workers, close the index."""
         event(log, "stopping")
         systemd.notify("STOPPING=1")
-        self.receiver.stop()
+        drained = self.receiver.stop()
         self.stop_event.set()
         self.closer_wake.set()
         self.worklist.poke()
+        self.commitment.wake.set()
         self.wake_delivery()
         if self.hardware.hotplug is not None:
             self.hardware.hotplug.stop()
@@ -411,7 +453,8 @@ class Box:
         if self._metrics is not None:
             self._metrics.shutdown()
         self._save_pacing()
-        self.store.close()
+        if drained:  # never close the index under a handler that is still storing
+            self.store.close()
 
     def _save_pacing(self) -> None:
         """Link figures survive restarts: the next start knows the link it had."""
@@ -473,6 +516,8 @@ class Box:
         errors = [e for e in (w.last_error for w, _ in self.workers.values()) if e]
         if self.receiver.last_error:
             errors.append(self.receiver.last_error)
+        if self.commitment.last_error:
+            errors.append(self.commitment.last_error)
         if free < self.store.reserve_bytes:
             errors.append("disk below reserve: new studies are refused")
         facts = HealthFacts(
@@ -510,6 +555,7 @@ class Box:
             "cellular_bytes": dict(zip(("today", "month"), self.store.traffic(CELLULAR, now),
                                        strict=True)),
             "worklist": self.worklist.status(now),
+            "commitment": self.commitment.status(),
             "sent_bytes_month": {c: self.store.traffic(c, now)[1] for c in LINK_CLASSES},
             "delivery_latency_s": _median_latency(rows),
             "version": self.versions,

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from appliance.config_tls import tls_client_problems, tls_server_problems
 from appliance.config_values import (
     LINK_CLASSES,
     PORT,
@@ -42,6 +43,7 @@ from appliance.config_values import (
     path,
     show,
     ssid,
+    subtable,
     text,
     transfer_syntax,
     unknown_key,
@@ -65,6 +67,7 @@ __all__ = [
     "DetectConfig",
     "Geofence",
     "LinksConfig",
+    "ModalityConfig",
     "MppsConfig",
     "PolicyConfig",
     "SiteConfig",
@@ -75,6 +78,16 @@ __all__ = [
     "parse_config",
     "resolve_config",
 ]
+
+
+@dataclass(frozen=True)
+class ModalityConfig:
+    """A modality that asks for Storage Commitment: where a report goes when the
+    association that asked for it has closed (`[box.modalities.AE_TITLE]`)."""
+
+    ae_title: str
+    host: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,11 @@ class BoxConfig:
     tls_ca: Path | None = None  # if set, modalities must present a certificate it signed
     status_led: str = ""  # the front-panel LED's name under /sys/class/leds; "": none
     metrics_listen: str = ""  # "host:port" of the Prometheus endpoint; "": off
+    commitment_mode: str = "box"  # Storage Commitment for modalities: "box" | "pacs"
+    modalities: tuple[ModalityConfig, ...] = ()  # where commitment reports go, by calling AE
+
+    def modality(self, ae_title: str) -> ModalityConfig | None:
+        return next((m for m in self.modalities if m.ae_title == ae_title), None)
 
     @property
     def key_path(self) -> Path:
@@ -468,7 +486,35 @@ _BOX: Spec = {
     "tls_ca": (optional_path, None),
     "status_led": (text, None),
     "metrics_listen": (lambda v: "" if v == "" else host_port(v), None),
+    "commitment_mode": (choice("box", "pacs"), None),
+    "modalities": (lambda v: _modalities(v), None),
 }
+_MODALITY: Spec = {
+    "host": (host_address, '"10.0.0.21"'),
+    "port": (PORT, "104"),
+}
+_MODALITY_HINT = '[box.modalities.CT1] with host = "10.0.0.21" and port = 104'
+
+
+def _modalities(value: Any) -> tuple[ModalityConfig, ...]:
+    """`[box.modalities.AE_TITLE]` tables: the key is the modality's AE title."""
+    if not isinstance(value, dict):
+        raise Bad(("", f"must be a table of modalities keyed by AE title, such as "
+                       f"{_MODALITY_HINT}; got {show(value)}"))
+    read = subtable(_MODALITY, dict, _MODALITY_HINT)
+    problems: list[tuple[str, str]] = []
+    found = []
+    for title, table in value.items():
+        try:
+            ae_title(title)
+            found.append(ModalityConfig(title, **read(table)))
+        except Bad as error:
+            problems += [(f".{title}{suffix}", message) for suffix, message in error.items]
+    if problems:
+        raise Bad(*problems)
+    return tuple(found)
+
+
 _DETECT: Spec = {
     "mode": (choice("auto", "fixed"), None),
     "fixed_site": (text, None),
@@ -577,6 +623,7 @@ class _Checker:
         sites = self.sites(raw_sites)
         self.check_retry(transmit)
         self.check_fixed_site(detect, raw_sites)
+        self.check_tls("box", box, tls_server_problems)
         return Config(box, detect, transmit, sites, self.source, links)
 
     def table(self, value: Any, key: str, allowed: Iterable[str], hint: str) -> dict | None:
@@ -685,6 +732,9 @@ class _Checker:
         self.check_unique(
             raw, key, "name", "destination name", "give each destination its own name"
         )
+        for index, destination in enumerate(found):
+            if destination is not None:
+                self.check_tls(f"{key}[{index}]", destination, tls_client_problems)
         return tuple(found) if all(found) else None
 
     def check_unique(
@@ -703,6 +753,11 @@ class _Checker:
                 )
             else:
                 seen[value] = index
+
+    def check_tls(self, key: str, settings: Any, problems: Any) -> None:
+        """A TLS setting is complete or refused: never a half that silently means clear text."""
+        for name, message in problems(settings.tls_cert, settings.tls_key, settings.tls_ca):
+            self.report(f"{key}.{name}", message)
 
     def check_retry(self, transmit: TransmitConfig) -> None:
         if transmit.retry_max_s < transmit.retry_initial_s:

@@ -26,6 +26,7 @@ from pynetdicom.sop_class import Verification
 
 from appliance import commitment, dimse, encoding, mpps
 from appliance.config import DestinationConfig, TransmitConfig
+from appliance.config_tls import tls_client_problems
 from appliance.crypto import BlobCorrupt
 from appliance.encoding import UNCOMPRESSED
 from appliance.logs import event
@@ -147,7 +148,7 @@ class DestinationWorker:
         # never left idle while a slow one still holds its share.
         work = iter(batch)
         contexts = contexts_for(batch, encoding.configured(self.dest.transfer_syntaxes))
-        outcomes = [BatchResult() for _ in range(self._associations(len(batch)))]
+        outcomes = [BatchResult() for _ in range(self._associations(batch))]
         if len(outcomes) == 1:
             self._send_part(work, contexts, outcomes[0])
         else:
@@ -179,9 +180,13 @@ class DestinationWorker:
                 return batch[:max(end, 1)]
         return batch
 
-    def _associations(self, batch_size: int) -> int:
+    def _associations(self, batch: list[Queued]) -> int:
+        """As many as pacing wants, but one for MPPS messages: the N-CREATE and N-SETs of a
+        procedure step must reach the RIS in order."""
+        if any(item.instance.sop_class_uid == mpps.MPPS_CLASS for item in batch):
+            return 1
         wanted = self.pacing.associations(self.dest_id, self.link_class())
-        return max(1, min(wanted, batch_size))
+        return max(1, min(wanted, len(batch)))
 
     def _settle(self, outcomes: list[BatchResult], now: float) -> BatchResult:
         total = BatchResult()
@@ -339,8 +344,8 @@ class DestinationWorker:
                 started = time.monotonic()
                 status = assoc.send_c_store(dataset)
                 elapsed = time.monotonic() - started
-        except BlobCorrupt:
-            self._fail(item, outcome, "the box's stored copy is damaged and cannot be sent")
+        except BlobCorrupt as exc:
+            self._fail(item, outcome, f"the box's stored copy cannot be sent: {exc}")
             return
         except encoding.CannotEncode as exc:
             self._fail(item, outcome, str(exc))
@@ -427,7 +432,11 @@ def _hard_abort(assoc) -> None:
 
 
 def tls_context(dest: DestinationConfig) -> ssl.SSLContext | None:
-    """DICOM TLS (PS3.15 B.1) towards `dest`, when its config names a CA."""
+    """DICOM TLS (PS3.15 B.1) towards `dest`, when its config names a CA. A half-configured
+    setting raises (check-config refuses it): it never means clear text."""
+    problems = tls_client_problems(dest.tls_cert, dest.tls_key, dest.tls_ca)
+    if problems:
+        raise ValueError(f"destination {dest.name}: " + "; ".join(f"{k} {m}" for k, m in problems))
     if dest.tls_ca is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(dest.tls_ca))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from pynetdicom.sop_class import (
 from appliance import dimse
 from appliance.commitment import handle_report
 from appliance.config import BoxConfig
+from appliance.config_tls import tls_server_problems
 from appliance.logs import event
 from appliance.sites import SiteDecision
 from appliance.store import Outcome, Store, StoreFault, StoreFull
@@ -47,6 +49,10 @@ def _acceptance_order() -> list[str]:
 
 
 ACCEPTED_SYNTAXES = _acceptance_order()
+
+
+DRAIN_S = 10.0  # at stop, how long open associations may go on before they are aborted
+ABORT_JOIN_S = 60.0  # after the abort, how long a handler may take to finish storing
 
 
 class OpenAssociations:
@@ -132,7 +138,11 @@ class Receiver:
         event(log, "listening", ae_title=self.box.ae_title, port=self.box.port)
 
     def _tls(self) -> ssl.SSLContext | None:
-        """DICOM TLS on the box's own port when the config names a certificate."""
+        """DICOM TLS on the box's own port when the config names a certificate. A
+        half-configured setting raises (check-config refuses it): never a plain port."""
+        problems = tls_server_problems(self.box.tls_cert, self.box.tls_key, self.box.tls_ca)
+        if problems:
+            raise ValueError("box: " + "; ".join(f"{k} {m}" for k, m in problems))
         if self.box.tls_cert is None:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -152,10 +162,27 @@ class Receiver:
     def running(self) -> bool:
         return self._server is not None
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+    def stop(self, drain_s: float = DRAIN_S) -> bool:
+        """Stop accepting; let in-flight associations finish for up to `drain_s`, then abort
+        them and wait for their handlers to return. True when none is left running (only
+        then may the store be closed under them)."""
+        if self._server is None:
+            return True
+        server, self._server = self._server, None
+        active = list(server.active_associations)
+        server.shutdown()
+        deadline = time.monotonic() + drain_s
+        for assoc in active:
+            assoc.join(timeout=max(0.0, deadline - time.monotonic()))
+        running = [assoc for assoc in active if assoc.is_alive()]
+        for assoc in running:
+            assoc.abort()  # a handler busy storing still returns before the thread ends
+        for assoc in running:
+            assoc.join(timeout=ABORT_JOIN_S)
+        left = sum(assoc.is_alive() for assoc in running)
+        if left:
+            event(log, "associations still running at stop", logging.WARNING, count=left)
+        return left == 0
 
     # -- handlers ------------------------------------------------------------
 

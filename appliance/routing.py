@@ -16,6 +16,7 @@ from appliance.signals import CELLULAR, WIFI, WIRED, Link, Snapshot
 from appliance.store import StudyRecord
 
 SITE_UNKNOWN = "site-unknown"
+ANOTHER_SITE = "another-site"  # a destination that is not of the study's site: never
 NO_DESTINATION = "no-destination"
 ISOLATED = "isolated"
 POLICY_LINK = "policy:link"

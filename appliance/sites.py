@@ -105,6 +105,12 @@ def candidate_site(evidence: dict[str, list[str]]) -> SiteDecision:
     return SiteDecision(site_id, next(s for s in SOURCE_ORDER if s in sources))
 
 
+def _contrary(current: str, candidate: SiteDecision, evidence: dict[str, list[str]]) -> bool:
+    """Evidence for a site other than the current one: another site alone, or a conflict
+    (the current site's evidence and another's at once). Mere loss of evidence is not."""
+    return candidate.id is not None or any(site != current for site in evidence)
+
+
 @dataclass(frozen=True)
 class SiteChange:
     before: SiteDecision
@@ -143,7 +149,7 @@ class SiteTracker:
             self.current = candidate
             self.confirmed_at = now if candidate.id else None
             self._pending = None
-        elif candidate.id is not None and self.current.id is not None:
+        elif self.current.id is not None and _contrary(self.current.id, candidate, evidence):
             self.current = UNKNOWN  # contrary evidence: stop stamping the old site now
             self.confirmed_at = None
         if self.current == before:

@@ -17,6 +17,8 @@ as a key or file name is a keyed hash):
   sort oldest study first, so a destination's queue is a cursor walk.
 - ``events``     time_ns + counter -> sealed audit event
 - ``meta``       counters and settings (the pinned site)
+- ``commit_requests``  hash of a Transaction UID -> sealed CommitRequest: a modality's
+  Storage Commitment request, kept until its report is delivered
 """
 
 from __future__ import annotations
@@ -141,18 +143,50 @@ class Commitment:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class CommitRequest:
+    """A modality's Storage Commitment request (N-ACTION), kept until it is reported.
+
+    `held` says, per reference, whether the box held that instance (same SOP Class) when
+    the request arrived.
+    """
+
+    transaction_uid: str
+    calling_aet: str
+    references: tuple[tuple[str, str], ...]  # (SOP Class UID, SOP Instance UID)
+    held: tuple[bool, ...]
+    received_at: float
+
+
+class InstanceCommit(Enum):
+    """Where one instance stands for a modality's commitment request."""
+
+    COMMITTED = "committed"  # durable on the box (and, end to end, confirmed everywhere)
+    WAITING = "waiting"  # end to end: not yet delivered or confirmed everywhere
+    FAILED = "failed"  # end to end: a destination refused it for good
+    MISSING = "missing"  # the box does not hold this SOP Instance UID
+    CLASS_CONFLICT = "class-conflict"  # held, but with another SOP Class
+
+
 @dataclass
 class RepairReport:
     temp_files_removed: int = 0
     orphan_blobs_removed: int = 0
     missing_blobs: int = 0
     studies_checked: int = 0
+    damaged_records: int = 0  # index values that fail authentication or do not parse
 
     def __str__(self) -> str:
         return (
             f"temp_files_removed={self.temp_files_removed} "
             f"orphan_blobs_removed={self.orphan_blobs_removed} missing_blobs={self.missing_blobs}"
+            f" damaged_records={self.damaged_records}"
         )
+
+
+def destination_site(dest_id: str) -> str:
+    """The site of a destination id ("SITE/name", `routing.destination_id`)."""
+    return dest_id.split("/", 1)[0]
 
 
 def _record_from_json(cls, raw: bytes):
@@ -185,11 +219,11 @@ class Store:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._make_blob_dirs()
         self.env = lmdb.open(
-            str(self.data_dir / "index"), map_size=MAP_SIZE_BYTES, max_dbs=12,
+            str(self.data_dir / "index"), map_size=MAP_SIZE_BYTES, max_dbs=16,
             max_readers=256, subdir=True,
         )
         names = ("instances", "studies", "members", "pending", "acked", "failed", "events", "meta",
-                 "commitments", "transactions", "worklist", "variants")
+                 "commitments", "transactions", "worklist", "variants", "commit_requests")
         self._db = {name: self.env.open_db(name.encode()) for name in names}
         self._event_counter = 0
         self._event_lock = threading.Lock()
@@ -212,6 +246,16 @@ class Store:
 
     def uid_key(self, uid: str) -> str:
         return self.keys.uid_hash(uid).hex()
+
+    def _ack_mark(self, record: InstanceRecord) -> bytes:
+        """What an acknowledgment keeps of the version it acknowledged: a keyed hash of its
+        digest (a plain content digest would tell whether a known file is on the box)."""
+        return self.keys.uid_hash("ack\0" + record.digest)
+
+    def _ack_marks(self, record: InstanceRecord) -> tuple[bytes, bytes]:
+        """The marks that acknowledge `record`: the keyed one, and the plain digest that
+        stores written before it hold."""
+        return self._ack_mark(record), record.digest.encode()
 
     def _seal_record(self, record) -> bytes:
         return self.keys.seal(json.dumps(asdict(record), separators=(",", ":")).encode())
@@ -268,9 +312,12 @@ class Store:
                 inst_key, header, blob, digest, size, calling_aet, site, site_source, now,
                 position,
             )
-        except lmdb.MapFullError as exc:
+        except (lmdb.MapFullError, lmdb.DiskError) as exc:  # DiskError: ENOSPC at commit
             final.unlink(missing_ok=True)
-            raise StoreFull("index full") from exc
+            raise StoreFull(f"index full or disk full ({type(exc).__name__})") from exc
+        except lmdb.Error as exc:
+            final.unlink(missing_ok=True)
+            raise StoreFault(f"index write failed ({type(exc).__name__})") from exc
         except OSError as exc:
             temp.unlink(missing_ok=True)
             final.unlink(missing_ok=True)
@@ -316,6 +363,9 @@ class Store:
             existing = self._get(txn, "instances", inst_key, InstanceRecord)
             if existing is not None and existing.digest == digest:
                 return Outcome.DUPLICATE, None
+            if existing is not None and existing.study_key != study_key.hex():
+                self._leave_study(txn, existing, now)  # re-sent under another Study UID
+            same_study = existing is not None and existing.study_key == study_key.hex()
             study = self._get(txn, "studies", study_key, StudyRecord) or StudyRecord(
                 key=study_key.hex(), seq=self._next_seq(txn), study_uid=header.study_uid,
                 site=site, site_source=site_source, first_at=now, modality=header.modality,
@@ -338,14 +388,15 @@ class Store:
             )
             study = replace(
                 study, phase="receiving", last_at=now, closed_at=None, completed_at=None,
-                instances=study.instances + (0 if existing else 1),
-                size_bytes=study.size_bytes + size - (existing.size_bytes if existing else 0),
+                instances=study.instances + (0 if same_study else 1),
+                size_bytes=study.size_bytes + size - (existing.size_bytes if same_study else 0),
                 corrections=study.corrections + (1 if existing else 0),
             )
             txn.put(inst_key, self._seal_record(record), db=self._db["instances"])
             txn.put(study_key, self._seal_record(study), db=self._db["studies"])
             txn.put(study_key + _SEQ.pack(record.seq), inst_key, db=self._db["members"])
-            if existing is not None:
+            self._reset_commitments(txn, study)  # a confirmation covers the study as it was
+            if same_study:
                 self._requeue(txn, study, record)
                 self._event(txn, now, "instance corrected", study=study.key[:12],
                             instance=record.key[:12], version=record.version)
@@ -353,10 +404,34 @@ class Store:
                 existing.blob if existing else None
             )
 
+    def _leave_study(self, txn, record: InstanceRecord, now: float) -> None:
+        """An instance re-sent under another Study UID leaves its old study: no member
+        entry, no position, no count there points at it any more (so purging the old study
+        cannot touch the new version)."""
+        old_key = bytes.fromhex(record.study_key)
+        old = self._get(txn, "studies", old_key, StudyRecord)
+        txn.delete(old_key + _SEQ.pack(record.seq), db=self._db["members"])
+        if old is None:
+            return
+        for dest in old.destinations:
+            position = self._position_key(dest, old.seq, record.seq)
+            for db in ("pending", "acked", "failed"):
+                txn.delete(position, db=self._db[db])
+        old = replace(old, instances=max(0, old.instances - 1),
+                      size_bytes=max(0, old.size_bytes - record.size_bytes))
+        txn.put(old_key, self._seal_record(old), db=self._db["studies"])
+        self._event(txn, now, "instance moved to another study", study=old.key[:12],
+                    instance=record.key[:12])
+        self._complete_if_done(txn, old.key, now)
+
+    def _reset_commitments(self, txn, study: StudyRecord) -> None:
+        """The study's content changed: every destination must be asked to commit again."""
+        for dest in study.destinations:
+            txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
+
     def _requeue(self, txn, study: StudyRecord, record: InstanceRecord) -> None:
         """A new version must reach every destination the old one was routed to."""
         for dest in study.destinations:
-            txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
             key = self._position_key(dest, study.seq, record.seq)
             txn.delete(key, db=self._db["acked"])
             txn.delete(key, db=self._db["failed"])
@@ -422,8 +497,9 @@ class Store:
         """Route a study: every instance not yet delivered or failed becomes pending.
 
         `commitment` names the destinations that must also confirm Storage
-        Commitment before the study is complete. Safe to repeat; returns how
-        many positions were added.
+        Commitment before the study is complete. Destinations of another site than the
+        study's (it was assigned elsewhere) lose their pending positions and are no longer
+        the study's. Safe to repeat; returns how many positions were added.
         """
         key = bytes.fromhex(study_key)
         added = 0
@@ -432,6 +508,7 @@ class Store:
             if study is None:
                 return 0
             members = list(self._prefixed(txn, "members", key))
+            study = self._drop_other_sites(txn, study, members)
             for dest in destinations:
                 for member_key, inst_key in members:
                     position = dest.encode() + b"\0" + study.seq_bytes + member_key[16:]
@@ -449,6 +526,20 @@ class Store:
                 self._event(txn, now, "study queued", study=study.key[:12], positions=added)
         return added
 
+    def _drop_other_sites(self, txn, study: StudyRecord,
+                          members: list[tuple[bytes, bytes]]) -> StudyRecord:
+        """The study without destinations (and their pending positions) of other sites."""
+        own = [d for d in study.destinations if destination_site(d) == study.site]
+        others = [d for d in study.destinations if destination_site(d) != study.site]
+        for dest in others:
+            for member_key, _ in members:
+                position = dest.encode() + b"\0" + study.seq_bytes + member_key[16:]
+                txn.delete(position, db=self._db["pending"])
+        if not others:
+            return study
+        commits = tuple(d for d in study.commit_destinations if destination_site(d) == study.site)
+        return replace(study, destinations=tuple(own), commit_destinations=commits)
+
     def next_batch(
         self, dest: str, *, max_count: int, max_bytes: int, whole_study: bool,
         allowed: Callable[[StudyRecord], bool],
@@ -460,6 +551,7 @@ class Store:
         """
         prefix = dest.encode() + b"\0"
         batch: list[Queued] = []
+        orphans: list[bytes] = []
         total = 0
         verdicts: dict[bytes, StudyRecord | None] = {}
         with self.env.begin() as txn:
@@ -474,11 +566,28 @@ class Store:
                 if study is None:
                     continue
                 record = self._get(txn, "instances", inst_key, InstanceRecord)
+                if record is None or record.study_key != study.key:
+                    orphans.append(position)  # never block the queue behind it
+                    continue
                 if batch and (len(batch) >= max_count or total + record.size_bytes > max_bytes):
                     break
                 batch.append(Queued(position, record, study))
                 total += record.size_bytes
+        if orphans:
+            self._fail_orphans(dest, orphans)
         return batch
+
+    def _fail_orphans(self, dest: str, positions: list[bytes]) -> None:
+        """Positions whose instance record is gone (or belongs to another study now) are
+        failed with that reason, so the destination goes on with the rest."""
+        reason = b"the box no longer holds this instance"
+        with self.env.begin(write=True) as txn:
+            for position in positions:
+                value = txn.pop(position, db=self._db["pending"])
+                if value is not None:
+                    txn.put(position, value[:32] + reason, db=self._db["failed"])
+                    self._event(txn, time.time(), "instance failed", destination=dest,
+                                reason=reason.decode())
 
     def record_delivered(self, dest: str, item: Queued, now: float,
                          link_class: str | None = None) -> bool:
@@ -497,13 +606,18 @@ class Store:
             if current is None or current.digest != item.instance.digest:
                 return False
             txn.delete(item.pending_key, db=self._db["pending"])
-            txn.put(item.pending_key, current.digest.encode(), db=self._db["acked"])
+            txn.put(item.pending_key, self._ack_mark(current), db=self._db["acked"])
             return self._complete_if_done(txn, item.study.key, now)
 
     def record_failed(self, dest: str, item: Queued, reason: str, now: float) -> None:
-        """A permanent refusal: the position moves from pending to failed with its reason."""
+        """A permanent refusal: the position moves from pending to failed with its reason.
+        A refusal of a version replaced meanwhile changes nothing: the new one is sent."""
         with self.env.begin(write=True) as txn:
             if txn.get(item.pending_key, db=self._db["pending"]) is None:
+                return
+            current = self._get(txn, "instances", bytes.fromhex(item.instance.key),
+                                InstanceRecord)
+            if current is not None and current.digest != item.instance.digest:
                 return
             value = txn.pop(item.pending_key, db=self._db["pending"])
             txn.put(item.pending_key, value[:32] + reason.encode(), db=self._db["failed"])
@@ -639,6 +753,14 @@ class Store:
             study = self._get(txn, "studies", study_key, StudyRecord)
             if study is None:
                 return False
+            current = self._commitment(txn, dest, study)
+            if current is None or current.state != "requested" or (
+                    current.transaction_uid != transaction_uid):
+                # asked before the study changed (a late or corrected instance): it does not
+                # cover what the study holds now, so it confirms nothing
+                self._event(txn, now, "stale commitment report ignored", destination=dest,
+                            study=study.key[:12])
+                return True
             if not failed_uids:
                 self._put_commitment(txn, dest, study,
                                      Commitment(transaction_uid, now, "confirmed"))
@@ -657,9 +779,71 @@ class Store:
                         study=study.key[:12], instances=len(failed_uids))
             return True
 
+    # -- storage commitment requested by modalities ------------------------------
+
+    def put_commit_request(self, request: CommitRequest) -> None:
+        """Keep a modality's request until `drop_commit_request`; durable on return.
+        The same Transaction UID again replaces it."""
+        key = self.keys.uid_hash("commit-request:" + request.transaction_uid)
+        with self.env.begin(write=True) as txn:
+            txn.put(key, self._seal_record(request), db=self._db["commit_requests"])
+
+    def commit_requests(self) -> list[CommitRequest]:
+        """Every request not yet reported, oldest first."""
+        with self.env.begin() as txn:
+            found = []
+            for _, value in txn.cursor(db=self._db["commit_requests"]):
+                data = json.loads(self.keys.open(value))
+                data["references"] = tuple(tuple(pair) for pair in data["references"])
+                data["held"] = tuple(data["held"])
+                found.append(CommitRequest(**data))
+        return sorted(found, key=lambda r: r.received_at)
+
+    def drop_commit_request(self, transaction_uid: str) -> None:
+        """Forget a reported request; safe to repeat."""
+        key = self.keys.uid_hash("commit-request:" + transaction_uid)
+        with self.env.begin(write=True) as txn:
+            txn.delete(key, db=self._db["commit_requests"])
+
+    def instance_commit(self, sop_class_uid: str, sop_instance_uid: str, *,
+                        end_to_end: bool) -> InstanceCommit:
+        """Whether the box can commit one instance to a modality. Without `end_to_end` a
+        held instance of that SOP Class is committed; with it, only once every destination
+        of its study acknowledged the current version (and confirmed commitment where that
+        destination asks for it)."""
+        with self.env.begin() as txn:
+            record = self._get(txn, "instances", self.keys.uid_hash(sop_instance_uid),
+                               InstanceRecord)
+            if record is None:
+                return InstanceCommit.MISSING
+            if record.sop_class_uid != sop_class_uid:
+                return InstanceCommit.CLASS_CONFLICT
+            if not end_to_end:
+                return InstanceCommit.COMMITTED
+            study = self._get(txn, "studies", bytes.fromhex(record.study_key), StudyRecord)
+            if study is None or study.phase != "closed" or not study.destinations:
+                return InstanceCommit.WAITING
+            for dest in study.destinations:
+                position = self._position_key(dest, study.seq, record.seq)
+                if txn.get(position, db=self._db["failed"]) is not None:
+                    return InstanceCommit.FAILED
+                if txn.get(position, db=self._db["acked"]) not in self._ack_marks(record):
+                    return InstanceCommit.WAITING
+                if dest in study.commit_destinations:
+                    confirmation = self._commitment(txn, dest, study)
+                    if confirmation is not None and confirmation.state == "refused":
+                        return InstanceCommit.FAILED
+                    if confirmation is None or confirmation.state != "confirmed":
+                        return InstanceCommit.WAITING
+        return InstanceCommit.COMMITTED
+
     def _all_studies(self, txn) -> Iterator[StudyRecord]:
+        """Every study record that reads; a damaged one is skipped (repair counts it)."""
         for _, value in txn.cursor(db=self._db["studies"]):
-            yield _record_from_json(StudyRecord, self.keys.open(value))
+            try:
+                yield _record_from_json(StudyRecord, self.keys.open(value))
+            except (BlobCorrupt, ValueError, TypeError, KeyError):
+                continue
 
     # -- MPPS messages ------------------------------------------------------------
 
@@ -706,9 +890,23 @@ class Store:
     # -- payloads --------------------------------------------------------------
 
     def write_plaintext(self, record: InstanceRecord, target: Path) -> None:
-        """Decrypt an instance's blob into `target` (a Part 10 file), chunk by chunk."""
-        with open(self._blob_path(record.blob), "rb") as source, open(target, "wb") as sink:
-            for chunk in decrypt_stream(self.keys.blob_key, source):
+        """Decrypt an instance's blob into `target` (a Part 10 file), chunk by chunk.
+
+        A blob that is missing, unreadable or damaged raises BlobCorrupt (that instance
+        cannot be sent, ever); an error writing `target` (a full disk) stays an OSError."""
+        try:
+            source = open(self._blob_path(record.blob), "rb")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise BlobCorrupt(f"blob missing or unreadable ({exc.strerror})") from exc
+        with source, open(target, "wb") as sink:
+            chunks = decrypt_stream(self.keys.blob_key, source)
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    return
+                except OSError as exc:
+                    raise BlobCorrupt(f"blob unreadable ({exc.strerror})") from exc
                 sink.write(chunk)
 
     # -- compressed variants ---------------------------------------------------------
@@ -869,17 +1067,24 @@ class Store:
             expired = now - study.completed_at >= retention_s
             if not expired and self.free_bytes() >= below_bytes:
                 continue
-            self._delete_study(study, now)
-            purged += 1
+            purged += self._delete_study(study, now)
         self._trim_events()
         return purged
 
-    def _delete_study(self, study: StudyRecord, now: float) -> None:
-        key = bytes.fromhex(study.key)
+    def _delete_study(self, picked: StudyRecord, now: float) -> bool:
+        """Delete a study picked as complete, if it still is, in the same transaction: an
+        instance that arrived since the pick (the study is receiving again) keeps it."""
+        key = bytes.fromhex(picked.key)
         blobs = []
         with self.env.begin(write=True) as txn:
+            study = self._get(txn, "studies", key, StudyRecord)
+            if study is None or study.completed_at != picked.completed_at:
+                return False
             for member_key, inst_key in list(self._prefixed(txn, "members", key)):
                 record = self._get(txn, "instances", inst_key, InstanceRecord)
+                if record is not None and record.study_key != study.key:
+                    txn.delete(member_key, db=self._db["members"])  # it moved; not ours
+                    continue
                 if record is not None and record.blob:
                     blobs.append(record.blob)
                 for variant_key, blob in self._variant_blobs(txn, inst_key):
@@ -897,6 +1102,7 @@ class Store:
             self._event(txn, now, "study purged", study=study.key[:12])
         for blob in blobs:
             self._blob_path(blob).unlink(missing_ok=True)
+        return True
 
     def _trim_events(self) -> None:
         with self.env.begin(write=True) as txn:
@@ -908,7 +1114,10 @@ class Store:
 
     def repair(self) -> RepairReport:
         """At start-up: scrub temp and spool files, drop blobs no index entry names,
-        and count index entries whose blob is missing (reported, never hidden)."""
+        and count index entries whose blob is missing (reported, never hidden).
+
+        A damaged index value is counted, never fatal (the box must start); while any is
+        damaged no blob counts as an orphan, since it may be the damaged record's."""
         report = RepairReport()
         for folder in (self.temp_dir, self.spool_dir):
             for leftover in folder.iterdir():
@@ -920,12 +1129,21 @@ class Store:
         known = set()
         with self.env.begin() as txn:
             for _, value in txn.cursor(db=self._db["instances"]):
-                record = _record_from_json(InstanceRecord, self.keys.open(value))
+                try:
+                    record = _record_from_json(InstanceRecord, self.keys.open(value))
+                except (BlobCorrupt, ValueError, TypeError, KeyError):
+                    report.damaged_records += 1
+                    continue
                 known.add(record.blob)
                 if record.blob and not self._blob_path(record.blob).exists():
                     report.missing_blobs += 1
             for _, value in txn.cursor(db=self._db["variants"]):
-                known.add(json.loads(self.keys.open(value))["blob"])
+                try:
+                    known.add(json.loads(self.keys.open(value))["blob"])
+                except (BlobCorrupt, ValueError, TypeError, KeyError):
+                    report.damaged_records += 1
+        if report.damaged_records:
+            return report
         for blob_file in self.blob_dir.glob("*/*.blob"):
             if blob_file.stem not in known:
                 blob_file.unlink(missing_ok=True)

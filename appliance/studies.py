@@ -141,9 +141,11 @@ class StudyCloser:
         if missing:
             findings.append(f"{len(missing)} of {len(study.expected)} instances listed by the "
                             "modality's MPPS never arrived")
+        # The MPPS list served this close: a late instance waits the quiet time again.
         updated = self.store.update_study(
             study.key, expect_last_at=study.last_at, phase="closed", closed_at=now,
             findings=tuple(findings), held_reason=route.held_reason,
+            expected=(), expect_until=None,
         )
         if updated is None:  # an instance arrived meanwhile; close later
             return None

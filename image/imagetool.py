@@ -4,8 +4,13 @@
     default-config appliance/default.toml    > the image's default config
     install-req WHEELDIR requirements.txt    > WHEELDIR/install.txt (name==version + hash)
     lock-check requirements.txt fluxbox.whl  the lock covers the appliance's requirements
-    lock DPKG_TSV                            > packages.lock
-    lock-verify packages.lock DPKG_TSV       the build installed exactly the lock
+    lock DPKG_TSV [SNAPSHOT]                 > packages.lock
+    lock-snapshot packages.lock              > the lock's snapshot timestamp, if any
+    drift packages.lock DPKG_TSV OUT         OUT: how the build differs from the lock
+    verify-installed EXPECTED DPKG_TSV       a build from exported inputs installed them
+    select-debs DEBDIR DPKG_TSV DEST         DEST: the .deb of every installed package
+    select-dists DISTDIR DEST REQ...         DEST: every file a requirements file pins
+    inputs-check INPUTS COMMIT               exported inputs whole, and of this commit
     e2clamp EXT4_IMAGE SOURCE_TREE           inode times := SOURCE_DATE_EPOCH
     sbom OUTDIR                              OUTDIR/fluxbox.spdx.json and OUTDIR/sbom.txt
 
@@ -145,55 +150,186 @@ def lock_check(reqfile: str, app_wheel: str) -> None:
         sys.exit(f"imagetool: {reqfile} lacks {', '.join(sorted(missing))}: run `make image-lock`")
 
 
-def lock(dpkg_tsv: str) -> None:
+def lock(dpkg_tsv: str, snapshot: str = "") -> None:
+    """packages.lock from what a build installed; `snapshot` (YYYYMMDDTHHMMSSZ) is when the
+    mirror served these versions, the timestamp of a snapshot archive that still has them."""
     rows = [line.split("\t") for line in Path(dpkg_tsv).read_text().splitlines() if line]
     print("# Debian packages of the Flux Box image: name and version, one a line.")
-    print("# Written by the first `make image` (or `make image-lock`); every later build pins")
-    print("# these versions (apt preferences) and fails if it installed anything else.")
+    print("# Written by `make image-lock` (image/lock.sh); builds pin these versions (apt")
+    print("# preferences), name every difference as drift, and never rewrite this file.")
+    if snapshot:
+        print(f"# snapshot: {snapshot}")
     for pkg, version, *_ in rows:
         print(f"{pkg} {version}")
 
 
-def lock_verify(lockfile: str, dpkg_tsv: str) -> None:
-    """The build installed the locked versions. Packages only added or only removed (the
-    package list in build.sh changed) update the lock file; a different version fails."""
-    want = {}
+def _versions(path: str) -> dict[str, str]:
+    """name -> version from a lock file ("name version") or a dpkg.tsv (tab-separated)."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            fields = line.split("\t") if "\t" in line else line.split()
+            out[fields[0]] = fields[1]
+    return out
+
+
+def lock_snapshot(lockfile: str) -> None:
+    """Print the lock's snapshot timestamp (empty if it has none)."""
     for line in Path(lockfile).read_text().splitlines():
-        if line and not line.startswith("#"):
-            pkg, version = line.split()
-            want[pkg] = version
-    have = {
-        row.split("\t")[0]: row.split("\t")[1]
-        for row in Path(dpkg_tsv).read_text().splitlines()
-        if row
-    }
-    problems = [
-        f"  {pkg}: lock {want[pkg]}, installed {have[pkg]}"
-        for pkg in sorted(set(want) & set(have))
-        if want[pkg] != have[pkg]
-    ]
-    if problems:
+        m = re.match(r"^#\s*snapshot:\s*(\d{8}T\d{6}Z)\s*$", line)
+        if m:
+            print(m.group(1))
+            return
+
+
+def drift_rows(want: dict[str, str], have: dict[str, str]) -> list[str]:
+    """Every difference between the lock and the build, one line each:
+    `changed NAME LOCKED BUILT`, `added NAME - BUILT`, `missing NAME LOCKED -`."""
+    rows = []
+    for pkg in sorted(set(want) | set(have)):
+        locked, built = want.get(pkg), have.get(pkg)
+        if locked == built:
+            continue
+        kind = "changed" if locked and built else ("added" if built else "missing")
+        rows.append(f"{kind} {pkg} {locked or '-'} {built or '-'}")
+    return rows
+
+
+def drift(lockfile: str, dpkg_tsv: str, outfile: str) -> None:
+    """Compare the build with image/packages.lock: write every difference to `outfile`
+    (empty when none) and name it in the build log. The lock is never rewritten. With
+    FLUXBOX_LOCK_STRICT=1 a difference fails the build."""
+    rows = drift_rows(_versions(lockfile), _versions(dpkg_tsv))
+    Path(outfile).write_text("".join(row + "\n" for row in rows))
+    if not rows:
+        print("imagetool: the build installed exactly image/packages.lock")
+        return
+    lines = "\n".join("  " + row for row in rows)
+    message = (
+        f"imagetool: DRIFT: {len(rows)} package(s) differ from image/packages.lock "
+        "(a locked version left the mirror, or build.sh's package list changed):\n"
+        f"{lines}\n"
+        "  the image and its SBOM name this drift; `make image-lock` takes the mirror's versions"
+        " into the lock (then commit it), or build from a release's exported inputs"
+        " (FLUXBOX_INPUTS=...) for the locked bits"
+    )
+    if os.environ.get("FLUXBOX_LOCK_STRICT"):
+        sys.exit(message + "\nimagetool: FLUXBOX_LOCK_STRICT is set: the build fails")
+    print(message)
+
+
+def verify_installed(expected_tsv: str, dpkg_tsv: str) -> None:
+    """A build from exported inputs installed exactly what the exporting build did."""
+    rows = drift_rows(_versions(expected_tsv), _versions(dpkg_tsv))
+    if rows:
         sys.exit(
-            "imagetool: the build did not install what image/packages.lock says "
-            "(a version left the mirror):\n"
-            + "\n".join(problems)
-            + "\nrun `make image-lock` to take the mirror's versions"
+            "imagetool: this build from exported inputs installed something else than the build"
+            " that exported them:\n" + "\n".join("  " + row for row in rows)
         )
-    added, removed = sorted(set(have) - set(want)), sorted(set(want) - set(have))
-    if (added or removed) and os.environ.get("FLUXBOX_OFFLINE"):
+    print("imagetool: installed exactly the exported inputs' packages")
+
+
+def _deb_key(filename: str) -> tuple[str, str, str] | None:
+    """(name, version, arch) of an apt archive file name: name_version_arch.deb, with the
+    epoch's colon written %3a."""
+    m = re.match(r"^([^_]+)_([^_]+)_([^_]+)\.deb$", filename)
+    if not m:
+        return None
+    return m.group(1), m.group(2).replace("%3a", ":").replace("%3A", ":"), m.group(3)
+
+
+def select_debs(debs_dir: str, dpkg_tsv: str, dest: str) -> None:
+    """Link (or copy) into `dest` the .deb file of every package the build installed; fail
+    naming any that the cache lacks."""
+    rows = [line.split("\t") for line in Path(dpkg_tsv).read_text().splitlines() if line]
+    wanted = {(r[0], r[1], r[2]) for r in rows}
+    found = {}
+    for path in Path(debs_dir).glob("*.deb"):
+        key = _deb_key(path.name)
+        if key in wanted:
+            found[key] = path
+    missing = sorted(wanted - set(found))
+    if missing:
         sys.exit(
-            "imagetool: an offline build installed other packages than image/packages.lock: "
-            f"added {' '.join(added) or '-'}; missing {' '.join(removed) or '-'}"
+            "imagetool: cannot export the inputs: no .deb for "
+            + ", ".join(f"{n} {v} {a}" for n, v, a in missing[:10])
         )
-    if added or removed:
-        header = [ln for ln in Path(lockfile).read_text().splitlines() if ln.startswith("#")]
-        Path(lockfile).write_text(
-            "\n".join(header + [f"{p} {have[p]}" for p in sorted(have)]) + "\n"
-        )
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    for path in found.values():
+        _link_or_copy(path, Path(dest, path.name))
+
+
+def select_dists(dist_dir: str, dest: str, *reqfiles: str) -> None:
+    """Link (or copy) into `dest` every distribution file whose sha256 a requirements file
+    pins; fail naming any requirement none of whose files is at hand."""
+    wanted = set()
+    for req in reqfiles:
+        wanted |= set(re.findall(r"--hash=sha256:([0-9a-f]{64})", Path(req).read_text()))
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    have = set()
+    for path in sorted(Path(dist_dir).iterdir()):
+        if path.is_file():
+            sha = _sha256(path)
+            if sha in wanted:
+                have.add(sha)
+                _link_or_copy(path, Path(dest, path.name))
+    for req in reqfiles:
+        for name, hashes in _pins_with_hashes(req).items():
+            if not hashes & have:
+                sys.exit(f"imagetool: cannot export the inputs: no file of {name} ({req})")
+
+
+def _pins_with_hashes(reqfile: str) -> dict[str, set[str]]:
+    """name -> the sha256s a hash-pinned requirements file allows for it."""
+    pins: dict[str, set[str]] = {}
+    name = None
+    for line in Path(reqfile).read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", line)
+        if m:
+            name = _norm(m.group(1))
+            pins[name] = set()
+        if name:
+            pins[name] |= set(re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+        if not line.rstrip().endswith("\\"):
+            name = None
+    return pins
+
+
+def inputs_check(inputs: str, head: str) -> None:
+    """Exported inputs are whole and unchanged (every file's sha256 as the MANIFEST says),
+    and name the commit being built (else the image cannot be the same: a warning)."""
+    root = Path(inputs)
+    listed, commit, bad = set(), "", []
+    for line in (root / "MANIFEST").read_text().splitlines():
+        fields = line.split(maxsplit=2)
+        if fields[:1] == ["commit"]:
+            commit = fields[1]
+        elif fields[:1] == ["sha256"] and len(fields) == 3:
+            sha, rel = fields[1], fields[2].strip()
+            listed.add(rel)
+            path = root / rel
+            if not path.is_file() or _sha256(path) != sha:
+                bad.append(rel)
+    if bad or not listed:
+        sys.exit(f"imagetool: the exported inputs in {inputs} are damaged: {bad[:5] or 'empty'}")
+    if commit != head:
         print(
-            f"imagetool: image/packages.lock updated: added {' '.join(added) or '-'}; "
-            f"removed {' '.join(removed) or '-'}: commit it"
+            f"imagetool: WARNING: the inputs were exported at commit {commit[:12]}, this tree is "
+            f"{head[:12]}: the image will not be the same bit for bit "
+            f"(git checkout {commit[:12]} for the released image)"
         )
+    print(f"imagetool: exported inputs checked: {len(listed)} files")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        import shutil
+
+        shutil.copy2(src, dst)
 
 
 def e2clamp(image: str, tree: str) -> None:
@@ -226,6 +362,29 @@ def e2clamp(image: str, tree: str) -> None:
         sys.exit(f"imagetool: debugfs on {image}: {errors[:5]}")
 
 
+def _drift_of(path: Path) -> dict[str, str]:
+    """package -> a sentence on how it differs from image/packages.lock (drift.txt)."""
+    notes = {}
+    if path.exists():
+        for row in path.read_text().splitlines():
+            kind, pkg, locked, built = row.split()
+            notes[pkg] = {
+                "changed": f"{pkg}: image/packages.lock has {locked}, the image has {built}",
+                "added": f"{pkg}: not in image/packages.lock, the image has {built}",
+                "missing": f"{pkg}: image/packages.lock has {locked}, the image has none",
+            }[kind]
+    return notes
+
+
+def _drift_summary(drifted: dict[str, str]) -> str:
+    if not drifted:
+        return "Debian packages exactly as image/packages.lock"
+    return (
+        f"DRIFT: {len(drifted)} Debian package(s) differ from image/packages.lock: "
+        + "; ".join(drifted.values())
+    )
+
+
 def sbom(outdir: str) -> None:
     """An SPDX 2.3 document of the image: every Debian package and every Python
     distribution of /opt/fluxbox (with the sha256 of the wheel it came from)."""
@@ -242,6 +401,7 @@ def sbom(outdir: str) -> None:
         m = re.match(r"^(\S+)==(\S+) --hash=sha256:([0-9a-f]{64})(?:\s+#\s*(.*))?$", line)
         if m:
             wheels.append(m.groups())
+    drifted = _drift_of(out / "drift.txt")
     packages = [
         {
             "SPDXID": "SPDXRef-image",
@@ -262,8 +422,10 @@ def sbom(outdir: str) -> None:
     ]
     for pkg, version, arch, src, src_version in debs:
         sid = "SPDXRef-deb-" + re.sub(r"[^A-Za-z0-9.-]", "-", f"{pkg}-{arch}")
+        note = {"comment": drifted[pkg]} if pkg in drifted else {}
         packages.append(
             {
+                **note,
                 "SPDXID": sid,
                 "name": pkg,
                 "versionInfo": version,
@@ -323,13 +485,24 @@ def sbom(outdir: str) -> None:
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": "fluxbox-image",
         "documentNamespace": f"urn:fluxbox:image:sha256:{image_sha}",
-        "creationInfo": {"created": created, "creators": ["Tool: fluxbox image/imagetool.py"]},
+        "creationInfo": {
+            "created": created,
+            "creators": ["Tool: fluxbox image/imagetool.py"],
+            "comment": _drift_summary(drifted),
+        },
         "packages": packages,
         "relationships": rels,
     }
     (out / "fluxbox.spdx.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     with open(out / "sbom.txt", "w") as f:
         f.write(f"# Flux Box image {image.name} sha256 {image_sha}\n")
+        f.write(
+            f"# drift from image/packages.lock: {len(drifted)} package(s)\n"
+            if drifted
+            else "# Debian packages exactly as image/packages.lock\n"
+        )
+        for note in drifted.values():
+            f.write(f"# drift: {note}\n")
         f.write(f"# Debian packages ({len(debs)}): name version architecture\n")
         for pkg, version, arch, *_ in debs:
             f.write(f"deb {pkg} {version} {arch}\n")
@@ -348,7 +521,12 @@ def main(argv: list[str]) -> None:
         "install-req": install_req,
         "lock-check": lock_check,
         "lock": lock,
-        "lock-verify": lock_verify,
+        "lock-snapshot": lock_snapshot,
+        "drift": drift,
+        "verify-installed": verify_installed,
+        "select-debs": select_debs,
+        "select-dists": select_dists,
+        "inputs-check": inputs_check,
         "e2clamp": e2clamp,
         "sbom": sbom,
     }[cmd](*args)

@@ -1,12 +1,15 @@
 #!/bin/bash
-# Refresh the image's lock files from PyPI and the Debian mirror, then build with them.
+# Refresh the image's lock files from PyPI and the Debian mirror (security updates).
+#
+#   image/lock.sh        (make image-lock; make image-refresh also builds and tests the image)
 #
 #   image/requirements.txt        the appliance's Python dependencies (pyproject.toml, extra
 #                                 hw; dbus-python comes from Debian), every file's hash
 #   image/build-requirements.txt  pip, setuptools, wheel for the build
 #   image/test-requirements.txt   what image/vmtest.py adds to the test venv
-#   image/packages.lock           every Debian package and version of the root file system
-#                                 (written by a build that runs without it)
+#   image/packages.lock           every Debian package and version of the root file system,
+#                                 from a build that pins nothing, with the time it was taken
+#                                 (the snapshot archive's timestamp for these versions)
 # Review the diff, then commit the four files.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -24,13 +27,15 @@ cd "$REPO"
     -o build-requirements.txt build-requirements.in)
 (cd image && "$TOOLS/bin/pip-compile" -q --generate-hashes --strip-extras --no-header \
     -o test-requirements.txt test-requirements.in)
-old=$(mktemp)
-cp image/packages.lock "$old" 2>/dev/null || : > "$old"
-rm -f image/packages.lock
-if ! image/build.sh build/image; then
-    cp "$old" image/packages.lock; rm -f "$old"
+# A build that pins nothing takes the mirror's current versions; its dpkg list is the lock.
+taken=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$REPO/build/image/lock-build
+if ! FLUXBOX_UNPINNED=1 image/build.sh "$OUT"; then
     echo "lock.sh: the build failed; image/packages.lock left as it was" >&2; exit 1
 fi
-rm -f "$old"
+python3 image/imagetool.py lock "$OUT/dpkg.tsv" "$taken" > image/packages.lock
+rm -rf "$OUT"
+echo "lock.sh: image/packages.lock: $(grep -vc '^#' image/packages.lock) packages, snapshot $taken"
 git -C "$REPO" diff --stat -- image/requirements.txt image/build-requirements.txt \
     image/test-requirements.txt image/packages.lock || true
+echo "lock.sh: review the diff, then: git commit image/packages.lock image/*requirements.txt"

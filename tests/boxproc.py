@@ -42,8 +42,13 @@ def box_toml(data_dir: Path, port: int, sites: str, *, transmit: str = "", box: 
 
 
 class BoxProcess:
-    def __init__(self, config_text: str, workdir: Path) -> None:
+    """The box run as `command` (default: this interpreter's `-m appliance`), in `workdir`."""
+
+    def __init__(self, config_text: str, workdir: Path,
+                 command: list[str] | None = None) -> None:
         self.workdir = Path(workdir)
+        self.command = command or [sys.executable, "-m", "appliance"]
+        self._cwd = self.workdir if command else None  # an installed box: not from the tree
         self.config_path = self.workdir / "fluxbox.toml"
         self.config_path.write_text(config_text)
         self.log_path = self.workdir / "box.log"
@@ -64,8 +69,8 @@ class BoxProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "appliance", "run", "--config", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                [*self.command, "run", "--config", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self._cwd,
             )
         self.wait_for(lambda: self._answers(), timeout_s, "box control socket")
         return self

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pydicom
+import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
@@ -15,11 +17,15 @@ from tests.peers import CountingSCP, free_port
 
 
 class RecordingRis:
-    """A pynetdicom MPPS SCP that records (message, status) in arrival order."""
+    """A pynetdicom MPPS SCP that records (message, status) in arrival order. Like a real
+    RIS it is slow to create a step and refuses an N-SET for a step it does not know
+    (0x0112, No such SOP Instance)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, create_s: float = 0.0) -> None:
         self.port = port
+        self.create_s = create_s
         self.messages: list[tuple[str, str]] = []
+        self.steps: set[str] = set()
         self._lock = threading.Lock()
         self.server = None
 
@@ -31,13 +37,18 @@ class RecordingRis:
 
     def _create(self, event):
         ds = event.attribute_list
+        time.sleep(self.create_s)
         with self._lock:
             self.messages.append(("create", str(ds.PerformedProcedureStepStatus)))
+            self.steps.add(str(event.request.AffectedSOPInstanceUID))
         return 0x0000, ds
 
     def _set(self, event):
         ds = event.modification_list
         with self._lock:
+            if str(event.request.RequestedSOPInstanceUID) not in self.steps:
+                self.messages.append(("refused set", "0x0112"))
+                return 0x0112, None
             self.messages.append(("set", str(ds.get("PerformedProcedureStepStatus", ""))))
         return 0x0000, ds
 
@@ -91,11 +102,13 @@ def _completed(files) -> Dataset:
     return ds
 
 
+@pytest.mark.parametrize("associations", [1, 4])
 def test_mpps_reaches_the_ris_in_order_after_an_outage_and_completed_closes_the_study(
-        tmp_path, ct_study):
-    ris = RecordingRis(free_port())  # down at first
+        tmp_path, ct_study, associations):
+    ris = RecordingRis(free_port(), create_s=0.5)  # down at first, then slow to create
     with CountingSCP(ae_title="PACS") as pacs:
-        text = _config(tmp_path, pacs.port, ris.port, "study_quiet_s = 600")
+        transmit = f"study_quiet_s = 600\nassociations = {associations}\nadaptive = false"
+        text = _config(tmp_path, pacs.port, ris.port, transmit)
         with BoxProcess(text, tmp_path) as box:
             study_uid = pydicom.dcmread(ct_study[0]).StudyInstanceUID
             assoc = _modality(box.port)

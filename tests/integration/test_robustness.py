@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pydicom
@@ -12,7 +13,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from appliance.synthetic import write_ct_study
+from appliance.synthetic import write_ct_study, write_multiframe
 from tests.integration.conftest import dest
 from tests.peers import CountingSCP, peer_env, store_responses, storescu
 
@@ -20,9 +21,10 @@ from tests.peers import CountingSCP, peer_env, store_responses, storescu
 class Modality:
     """A pynetdicom sender that stops wherever the test says (deterministic crash points)."""
 
-    def __init__(self, port: int, calling_aet: str = "MODALITY") -> None:
+    def __init__(self, port: int, calling_aet: str = "MODALITY",
+                 sop_class: str = CTImageStorage) -> None:
         ae = AE(ae_title=calling_aet)
-        ae.add_requested_context(CTImageStorage)
+        ae.add_requested_context(sop_class)
         ae.add_requested_context(Verification)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
         self.assoc = ae.associate("127.0.0.1", port, ae_title="FLUXBOX")
@@ -181,3 +183,63 @@ def test_full_disk_refuses_new_instances_and_loses_nothing(make_box, small_fs, c
         assert {a for _, a in store_responses(again)} == {"Success"}
         box.wait_states("complete", timeout_s=60)
         assert scp.uids() == _uids(ct40[:12])
+
+
+def test_a_missing_blob_fails_that_instance_and_the_queue_goes_on(make_box, ct40, tmp_path):
+    """One instance's stored copy vanishes (a bad sector, a careless hand): that instance is
+    failed with a reason, and every other instance, of its study and of later studies,
+    still reaches the PACS."""
+    later = write_ct_study(tmp_path / "later", slices=3, rows=64, cols=64, seed=11)
+    scp = CountingSCP(ae_title="PACS")
+    scp.start()
+    scp.stop()  # down while both studies are queued
+    box = make_box([dest("pacs", "PACS", scp.port)]).start()
+    storescu("127.0.0.1", box.port, ct40[:4], called_aet="FLUXBOX")
+    storescu("127.0.0.1", box.port, later, called_aet="FLUXBOX")
+    box.wait_for(lambda: len(box.studies()) == 2
+                 and all(r["state"] in ("queued", "sending") for r in box.studies()),
+                 30, "both studies queued")
+    assert box.stop() == 0
+    blobs = sorted(box.data_dir.rglob("*.blob"), key=lambda p: p.stat().st_mtime)
+    blobs[0].unlink()  # the first instance of the first study
+    with scp:
+        box.start()
+        box.wait_for(lambda: len(scp.uids()) == 3 + 3, 60, "every other instance delivered")
+        box.wait_for(lambda: sorted(r["state"] for r in box.studies()) == ["complete", "failed"],
+                     30, "first study failed, the later one complete")
+    assert scp.uids() == _uids(ct40[1:4]) | _uids(later)
+    first = next(r for r in box.studies() if r["state"] == "failed")
+    (destination,) = first["destinations"]
+    assert (destination["delivered"], destination["failed"]) == (3, 1)
+    assert "stored copy cannot be sent" in " ".join(destination.get("reasons", []))
+
+
+def test_sigterm_during_a_c_store_lets_it_finish_and_keeps_it(make_box, tmp_path):
+    """SIGTERM while a modality is sending: the C-STORE in flight finishes with Success (the
+    box drains open associations before it closes its index), the box exits 0 with no
+    error, and the instance is there after the restart."""
+    big = write_multiframe(tmp_path / "big.dcm", size_bytes=120 * 1024 * 1024)
+    box = make_box([dest("pacs", "PACS", 9)], transmit="study_quiet_s = 600").start()
+    sop_class = pydicom.dcmread(big, stop_before_pixels=True).SOPClassUID
+    modality = Modality(box.port, sop_class=sop_class)
+    box.wait_for(lambda: box.status()["receiving"]["associations"] == 1, 10, "association open")
+    statuses: list[object] = []
+
+    def send() -> None:
+        try:
+            statuses.append(modality.send(str(big)))
+        except Exception as exc:  # reported by the assertion below
+            statuses.append(repr(exc))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        assert box.stop(timeout_s=60) == 0
+    finally:
+        sender.join(60)
+    assert statuses == [0], f"the C-STORE in flight at SIGTERM got {statuses}"
+    log = box.log()
+    assert "Traceback" not in log and "ERROR" not in log, log[-2000:]
+    box.start()
+    (row,) = box.studies()
+    assert row["instances"] == 1

@@ -101,3 +101,42 @@ def test_each_hospital_gets_exactly_its_own_studies(tmp_path):
         box.kill9()
         pacs_a.stop()
         pacs_b.stop()
+
+
+def test_a_study_assigned_to_another_site_never_reaches_the_first_sites_pacs(tmp_path):
+    """Acquired at A while A's PACS was down, then assigned to B: only B may receive it, even
+    once A's PACS answers again (its pending positions for A must not survive the assign)."""
+    study = write_ct_study(tmp_path / "s", slices=3, rows=64, cols=64, seed=7)
+    pacs_a, pacs_b = CountingSCP(ae_title="PACS_A"), CountingSCP(ae_title="PACS_B")
+    pacs_a.port, pacs_b.port = free_port(), free_port()
+    text = box_toml(tmp_path / "data", free_port(), two_sites(pacs_a.port, pacs_b.port),
+                    detect=auto(hold_s=1, node_interval_s=3600))
+    box = BoxProcess(text, tmp_path)
+    try:
+        box.start()
+        box.call("site", action="set", id="a")
+        storescu("127.0.0.1", box.port, study, called_aet="FLUXBOX")
+        uid = pydicom.dcmread(study[0]).StudyInstanceUID
+        box.wait_for(lambda: any(r["study_uid"] == uid and r["state"] in ("queued", "sending")
+                                 for r in box.studies()), 30, "study queued for A's PACS")
+        assert box.call("assign", study_uid=uid, site_id="b")["site"] == "b"
+        box.call("site", action="set", id="b")  # the vehicle is at B now
+        pacs_a.start()
+        pacs_b.start()
+        box.call("retry")
+        box.wait_for(lambda: len(pacs_b.uids()) == 3, 30, "the study at PACS B")
+        (row,) = [r for r in box.studies() if r["study_uid"] == uid]
+        assert row["site"] == "b"
+        assert len(row["destinations"]) == 1, "only B's PACS is the study's destination now"
+        box.wait_for(lambda: row_state(box, uid) == "complete", 30, "study complete at B")
+        box.call("retry")  # every worker gets another round: A's must find nothing to send
+        time.sleep(2)
+        assert pacs_a.uids() == set(), "a study assigned to B reached hospital A"
+    finally:
+        box.kill9()
+        pacs_a.stop()
+        pacs_b.stop()
+
+
+def row_state(box: BoxProcess, study_uid: str) -> str | None:
+    return next((r["state"] for r in box.studies() if r["study_uid"] == study_uid), None)

@@ -714,3 +714,48 @@ def test_resolve_bad_explicit_file_is_an_error(config_files: dict[str, Path]) ->
     config_files["explicit"].write_text("[box]\nport = 0\n")
     with pytest.raises(ConfigError, match="box.port"):
         resolve_config(str(config_files["explicit"]))
+
+
+# --------------------------------------------------------------------------- TLS settings
+
+
+@pytest.mark.parametrize(
+    ("box", "key", "fragment"),
+    [
+        ('tls_ca = "/etc/ca.pem"', "box.tls_ca", "plain DICOM"),
+        ('tls_key = "/etc/key.pem"', "box.tls_key", "add tls_cert"),
+        ('tls_cert = "/etc/cert.pem"', "box.tls_cert", "add tls_key"),
+    ],
+)
+def test_half_configured_tls_on_the_box_is_refused(box: str, key: str, fragment: str) -> None:
+    problem = _only(f"[box]\n{box}\n")
+    assert (problem.line, problem.key) == (2, key)
+    assert fragment in problem.message
+
+
+@pytest.mark.parametrize(
+    ("lines", "key", "fragment"),
+    [
+        ('tls_cert = "/c.pem"\ntls_key = "/k.pem"', "tls_ca", "sent in clear"),
+        ('tls_ca = "/ca.pem"\ntls_key = "/k.pem"', "tls_key", "add tls_cert"),
+    ],
+)
+def test_half_configured_tls_to_a_destination_is_refused(
+    lines: str, key: str, fragment: str
+) -> None:
+    text = (
+        '[[site]]\nid = "a"\n[[site.destination]]\nname = "p"\nae_title = "P"\nhost = "h"\n'
+        f"port = 1\n{lines}\n"
+    )
+    problem = _only(text)
+    assert problem.key == f"site[0].destination[0].{key}"
+    assert fragment in problem.message
+
+
+def test_complete_tls_settings_are_accepted() -> None:
+    parse_config(
+        '[box]\ntls_cert = "/c.pem"\ntls_key = "/k.pem"\ntls_ca = "/ca.pem"\n'
+        '[[site]]\nid = "a"\n[[site.destination]]\nname = "p"\nae_title = "P"\nhost = "h"\n'
+        'port = 1\ntls_ca = "/ca.pem"\n',
+        "fluxbox.toml",
+    )

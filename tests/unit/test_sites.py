@@ -93,6 +93,18 @@ def test_hysteresis_new_site_holds_before_taking_over():
     assert tracker.step(b, {}, 260).after == b
 
 
+def test_conflicting_evidence_ends_the_current_site_at_once():
+    tracker = SiteTracker(hold_s=60)
+    a = SiteDecision("a", "network")
+    tracker.step(a, {"a": ["network:10.20.0.5"]}, 0)
+    tracker.step(a, {"a": ["network:10.20.0.5"]}, 60)
+    assert tracker.current == a
+    conflict = {"a": ["network:10.20.0.5"], "b": ["gps:51.5,-0.17"]}
+    change = tracker.step(UNKNOWN, conflict, 61)
+    assert change and change.after == UNKNOWN, "a conflict must not keep stamping a for hold_s"
+    assert tracker.step(UNKNOWN, conflict, 200) is None and tracker.current == UNKNOWN
+
+
 def test_losing_all_evidence_ends_the_site_after_the_hold():
     tracker = SiteTracker(hold_s=30)
     a = SiteDecision("a", "network")

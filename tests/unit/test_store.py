@@ -9,7 +9,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from appliance.keystore import FileKeystore
-from appliance.store import Outcome, Store, StoreFull
+from appliance.store import Outcome, Store, StoreFault, StoreFull
 from appliance.validation import read_header
 
 CT = Path(get_testdata_file("CT_small.dcm"))
@@ -170,6 +170,55 @@ def test_repair_scrubs_leftovers_and_reports_missing_blobs(store):
     assert store.repair().missing_blobs == 1
 
 
+def _deliver_all(store, dest, now):
+    batch = store.next_batch(dest, max_count=100, max_bytes=1 << 30, whole_study=False,
+                             allowed=lambda s: True)
+    for item in batch:
+        store.record_delivered(dest, item, now)
+    return batch
+
+
+def test_same_uid_under_another_study_leaves_the_old_study_and_survives_its_purge(
+        store, tmp_path):
+    _put(store, CT, now=1.0)
+    old = store.studies()[0]
+    store.update_study(old.key, phase="closed")
+    store.enqueue(old.key, ("a/pacs",), 2.0)
+    _deliver_all(store, "a/pacs", 3.0)
+    assert store.study(old.key).completed_at is not None
+
+    moved = _variant(CT, tmp_path / "moved.dcm", StudyInstanceUID="1.2.826.0.1.3680043.99.1",
+                     StudyDescription="MOVED")
+    outcome, header = _put(store, moved, now=4.0)
+    assert outcome is Outcome.REPLACED
+    new = store.study_by_uid(header.study_uid)
+    assert store.study_instances(old.key) == [], "the old study no longer holds it"
+    assert store.study(old.key).instances == 0
+    (record,) = store.study_instances(new.key)
+    assert (new.instances, record.study_key) == (1, new.key)
+
+    assert store.purge(now=10_000.0, retention_s=0) == 1  # the old study, complete
+    (record,) = store.study_instances(new.key)
+    assert store.verify_blob(record), "purging the old study deleted the new version"
+    store.update_study(new.key, phase="closed")
+    store.enqueue(new.key, ("a/pacs",), 10_001.0)
+    (item,) = _deliver_all(store, "a/pacs", 10_002.0)
+    assert item.instance.study_key == new.key
+    assert store.study(new.key).completed_at is not None
+
+
+def test_purge_rechecks_a_study_that_received_an_instance_since_it_was_picked(store, tmp_path):
+    _put(store, CT, now=1.0)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed", completed_at=10.0)
+    picked = store.study(study.key)
+    corrected = _variant(CT, tmp_path / "late.dcm", StudyDescription="LATE")
+    _put(store, corrected, now=20.0)  # arrives between the pick and the delete
+    assert not store._delete_study(picked, 30.0)
+    (record,) = store.study_instances(study.key)
+    assert store.verify_blob(record)
+
+
 def test_purge_removes_only_complete_studies_past_retention(store):
     _put(store, CT, now=1.0)
     _put(store, MR, now=2.0)
@@ -206,3 +255,74 @@ def test_commitment_gates_completion_and_failed_instances_are_sent_again(store):
     store.commitment_requested("a/pacs", study, "1.2.3.5", 10.0)
     assert store.commitment_result("1.2.3.5", set(), 11.0)
     assert store.study(study.key).completed_at == 11.0
+
+
+def test_a_late_instance_resets_commitment_and_an_old_transaction_confirms_nothing(
+        store, tmp_path):
+    _put(store, CT, now=1.0)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 2.0, commitment=("a/pacs",))
+    _deliver_all(store, "a/pacs", 3.0)
+    store.commitment_requested("a/pacs", store.study(study.key), "1.2.3.4.1", 4.0)
+    assert store.commitment_result("1.2.3.4.1", set(), 5.0)
+    assert store.study(study.key).completed_at is not None
+
+    # a late instance of the same study: the confirmation does not cover it
+    ds = pydicom.dcmread(MR)
+    ds.StudyInstanceUID = study.study_uid
+    path = tmp_path / "late.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    store.commitment_requested("a/pacs", store.study(study.key), "1.2.3.4.2", 6.0)
+    _put(store, path, now=7.0)
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 8.0, commitment=("a/pacs",))
+    _deliver_all(store, "a/pacs", 9.0)
+    assert store.study(study.key).completed_at is None, "completed without a new commitment"
+    assert store.commitment_result("1.2.3.4.2", set(), 10.0)  # asked before the late one
+    assert store.study(study.key).completed_at is None, "an old transaction confirmed it"
+    assert [s.key for s in store.awaiting_commitment("a/pacs", 11.0, 60)] == [study.key]
+    store.commitment_requested("a/pacs", store.study(study.key), "1.2.3.4.3", 11.0)
+    assert store.commitment_result("1.2.3.4.3", set(), 12.0)
+    assert store.study(study.key).completed_at is not None
+
+
+def test_a_damaged_index_value_is_counted_and_never_stops_the_start_or_costs_a_blob(store):
+    _put(store, CT, now=1.0)
+    _put(store, MR, now=2.0)
+    blobs = sorted(store.blob_dir.rglob("*.blob"))
+    with store.env.begin(write=True) as txn:
+        key, value = next(iter(txn.cursor(db=store._db["instances"])))
+        txn.put(key, value[:-1] + bytes([value[-1] ^ 1]), db=store._db["instances"])
+        key, value = next(iter(txn.cursor(db=store._db["studies"])))
+        txn.put(key, value[:-1] + bytes([value[-1] ^ 1]), db=store._db["studies"])
+    report = store.repair()
+    assert report.damaged_records == 1
+    assert sorted(store.blob_dir.rglob("*.blob")) == blobs, "a blob was taken for an orphan"
+    assert len(store.studies()) == 1, "the readable study is still listed"
+
+
+@pytest.mark.parametrize("error", ["DiskError", "MapFullError", "Error"])
+def test_an_index_write_error_is_a_clean_failure_and_leaves_no_blob(store, monkeypatch, error):
+    import lmdb
+
+    def fail(*args, **kwargs):
+        raise getattr(lmdb, error)("simulated")
+
+    monkeypatch.setattr(store, "_commit_instance", fail)
+    expected = StoreFull if error != "Error" else StoreFault
+    with pytest.raises(expected):
+        _put(store, CT)
+    assert list(store.blob_dir.rglob("*.blob")) == []
+    assert list(store.temp_dir.iterdir()) == []
+
+
+def test_acknowledgments_keep_no_plain_content_digest(store):
+    _put(store, CT)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 2.0)
+    (item,) = _deliver_all(store, "a/pacs", 3.0)
+    with store.env.begin() as txn:
+        values = [v for _, v in txn.cursor(db=store._db["acked"])]
+    assert values and all(item.instance.digest.encode() not in v for v in values)
