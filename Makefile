@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 # Building dbus-python (no wheel) needs the D-Bus and GLib headers.
 BUILD_PACKAGES := gcc python3-dev pkg-config libdbus-1-dev libglib2.0-dev
 # Real peers and stand-ins for the tests: modality and PACS, GPS replay, D-Bus, namespaces.
-APT_PACKAGES := $(BUILD_PACKAGES) dcmtk orthanc gpsd gpsd-clients dbus iproute2 tmux openssl nftables
+APT_PACKAGES := $(BUILD_PACKAGES) dcmtk orthanc gpsd gpsd-clients dbus iproute2 tmux openssl \
+	nftables libgdcm-tools
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit bench bench-air lint deps apt build-deps python-venv clean
+.PHONY: run test unit bench bench-air bench-pdu fuzz lint deps apt build-deps python-venv clean
 
 run: python-venv build-deps $(STAMP)
 	$(VENV)/bin/fluxbox run
@@ -25,6 +26,15 @@ bench: apt $(STAMP)
 # Over the air: emulated LTE and Wi-Fi links in network namespaces (root).
 bench-air: apt $(STAMP)
 	$(PY) -m tests.bench.run --air
+
+# Ingest rate and peak memory against box.max_pdu (how the default was chosen).
+bench-pdu: apt $(STAMP)
+	$(PY) -m tests.bench.pdu
+
+# The fuzz campaign of `make test`, for FUZZ_S seconds (crashers go to tests/fuzz/crashers.jsonl).
+FUZZ_S ?= 600
+fuzz: apt $(STAMP)
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_S)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check appliance hw tests

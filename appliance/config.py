@@ -23,6 +23,7 @@ from appliance.config_values import (
     Bad,
     Spec,
     ae_title,
+    bad,
     boolean,
     choice,
     did_you_mean,
@@ -51,6 +52,7 @@ from appliance.config_values import (
     window,
 )
 from appliance.config_worklist import WORKLIST, CodeMapping, CorrectionsConfig, WorklistConfig
+from appliance.upper_layer import DEFAULT_MAX_PDU, MAX_MAX_PDU, MIN_MAX_PDU
 
 __all__ = [
     "DEFAULT_SOURCE",
@@ -103,7 +105,7 @@ class BoxConfig:
     listen: tuple[str, ...] = ()  # addresses and interface names of the DICOM port; (): all
     reserve_mb: int = 512  # below this much free space, new C-STOREs get 0xA700
     retention_days: float = 7.0  # complete studies are purged after this long
-    max_pdu: int = 0  # 0: unlimited
+    max_pdu: int = DEFAULT_MAX_PDU  # the maximum PDU length announced to modalities
     tls_cert: Path | None = None  # DICOM TLS on the box's own port: its certificate and key
     tls_key: Path | None = None
     tls_ca: Path | None = None  # if set, modalities must present a certificate it signed
@@ -473,6 +475,16 @@ class _LineScanner:
 
 # --------------------------------------------------------------------------- specs
 
+
+def max_pdu(value: Any) -> int:
+    """A bounded maximum PDU: 0 (unlimited) would let a modality make the box hold a
+    whole instance in memory (PRODUCT.md, Guarantees: memory is bounded)."""
+    if value == 0 and isinstance(value, int) and not isinstance(value, bool):
+        raise bad(f"0 (unlimited) is not allowed: the box bounds its memory; use "
+                  f"{MIN_MAX_PDU}-{MAX_MAX_PDU}, or leave it out for {DEFAULT_MAX_PDU}")
+    return integer_in(MIN_MAX_PDU, MAX_MAX_PDU)(value)
+
+
 _BOX: Spec = {
     "ae_title": (ae_title, None),
     "port": (PORT, None),
@@ -483,7 +495,7 @@ _BOX: Spec = {
     "listen": (list_of(listen_target, '["enp1s0"] or ["192.168.50.1"]'), None),
     "reserve_mb": (integer_in(0), None),
     "retention_days": (number_in(0), None),
-    "max_pdu": (integer_in(1024, 2**32 - 1, zero=True), None),
+    "max_pdu": (max_pdu, None),
     "tls_cert": (optional_path, None),
     "tls_key": (optional_path, None),
     "tls_ca": (optional_path, None),

@@ -1,9 +1,10 @@
 """pynetdicom settings and DIMSE status codes, set in one place.
 
 Importing this module applies the settings once: chunked receive and send
-(large instances never sit in memory), identifier logging off (no patient data
-in logs), and TCP_NODELAY on every association socket (pynetdicom never sets
-it, and Nagle's algorithm costs small instances a round trip each).
+(large instances never sit in memory), the PDU limits of `appliance.upper_layer`,
+identifier logging off (no patient data in logs), and TCP_NODELAY on every
+association socket (pynetdicom never sets it, and Nagle's algorithm costs small
+instances a round trip each).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pynetdicom import _config
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
+
+from appliance import upper_layer
 
 # Outgoing P-DATA PDUs queued per association. pynetdicom's queue is unbounded: a
 # sender reading a 1 GB file faster than the link drains it would hold it all in memory.
@@ -61,6 +64,7 @@ def _apply() -> None:
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
+    upper_layer.install()
     if getattr(AssociationSocket, "_fluxbox_nodelay", False):
         return
     _bound_send_queue()

@@ -3,8 +3,11 @@ modality sent it; uncompressed data may change only its encoding, or be compress
 losslessly where a destination's `transfer_syntaxes` asks for it).
 
 Preference per instance: the destination's configured syntaxes (only for uncompressed
-data, and only up to COMPRESS_MAX_BYTES, since compressing loads the instance), then
-the stored syntax as is, then any other uncompressed encoding of the same values.
+data, and only up to IN_MEMORY_MAX_BYTES, since compressing loads the instance), then
+the stored syntax as is, then any other uncompressed encoding of the same values: all of
+them up to IN_MEMORY_MAX_BYTES, beyond that only Explicit to Implicit VR Little Endian,
+which is streamed (appliance.transcode) and which every PACS must accept. So memory
+stays bounded whatever the instance's size (issue 11, part 2).
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from appliance import transcode
+
 # Syntaxes that differ only in encoding: converting among them changes no value.
 UNCOMPRESSED = (
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 )
-COMPRESS_MAX_BYTES = 256 * 1024 * 1024
+# pydicom holds an instance it converts or compresses several times over: 64 MiB keeps
+# that near 200 MB.
+IN_MEMORY_MAX_BYTES = 64 * 1024 * 1024
+COMPRESS_MAX_BYTES = IN_MEMORY_MAX_BYTES
 
 
 class CannotEncode(Exception):
@@ -43,8 +51,9 @@ def wire_syntaxes(stored: str, preferred: list[str], size_bytes: int) -> list[st
     """The syntaxes an instance may travel in, best first."""
     if stored not in UNCOMPRESSED:
         return [stored]
-    wanted = preferred if size_bytes <= COMPRESS_MAX_BYTES else []
-    out = [*wanted, stored, *UNCOMPRESSED]
+    if size_bytes > IN_MEMORY_MAX_BYTES:
+        return [stored, ImplicitVRLittleEndian] if stored == ExplicitVRLittleEndian else [stored]
+    out = [*preferred, stored, *UNCOMPRESSED]
     return list(dict.fromkeys(out))
 
 
@@ -62,9 +71,20 @@ def proposals(pairs: list[tuple[str, str]], preferred: list[str]) -> list[tuple[
 
 
 def prepare(path: Path, stored: str, target: str) -> Path | Dataset:
-    """What to hand to the sender: the stored file itself (streamed), or a dataset in
-    `target` (loaded: an encoding change or a compression)."""
+    """What to hand to the sender: the file at `path` (a short-lived copy) streamed, as
+    stored or rewritten from Explicit to Implicit VR Little Endian in pieces; or a dataset
+    in `target` (loaded: another encoding change or a compression)."""
     if target == stored:
+        return path
+    if (stored, target) == (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        converted = path.with_name(path.name + ".implicit")
+        try:
+            transcode.explicit_to_implicit(path, converted)
+            converted.replace(path)
+        except transcode.CannotTranscode as exc:
+            raise CannotEncode(f"{UID(target).name}: {exc}") from exc
+        finally:
+            converted.unlink(missing_ok=True)
         return path
     dataset = dcmread(path)
     if target in UNCOMPRESSED:

@@ -93,6 +93,21 @@ class BoxProcess:
     def status(self) -> dict:
         return self.call("status")
 
+    def _proc_status(self, field: str) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no {field} for the box")
+
+    def rss_bytes(self) -> int:
+        """The box's resident set now."""
+        return self._proc_status("VmRSS")
+
+    def peak_rss_bytes(self) -> int:
+        """The box's peak resident set since it started (the kernel's high-water mark)."""
+        return self._proc_status("VmHWM")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

@@ -441,6 +441,17 @@ def storescu_responses(lines: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def dataset_sha256(path: Path) -> str:
+    """SHA-256 of a Part 10 file's data set (after the file meta), read in pieces."""
+    with open(path, "rb") as f:
+        f.seek(140)
+        f.seek(144 + int.from_bytes(f.read(4), "little"))
+        digest = hashlib.sha256()
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def dataset_part(part10: bytes) -> bytes:
     """The encoded dataset of a Part 10 file: what follows the preamble and file meta."""
     if part10[128:132] != b"DICM" or part10[132:136] != b"\x02\x00\x00\x00":
@@ -465,7 +476,7 @@ class Received:
     association: int  # 1, 2, ... in the order associations were accepted
 
 
-def _dataset_bytes(event: Any) -> bytes:
+def received_dataset(event: Any) -> bytes:
     """The encoded dataset of a C-STORE, in memory or chunked to a file by pynetdicom."""
     path = getattr(event.request, "_dataset_path", None)
     if path is None:
@@ -610,7 +621,7 @@ class CountingSCP:
 
     def _on_store(self, event: Any) -> int:
         req = event.request
-        raw = _dataset_bytes(event)
+        raw = received_dataset(event)
         with self._cond:
             serial, stores = self._per_assoc.get(id(event.assoc), (0, 0))
             self._per_assoc[id(event.assoc)] = (serial, stores + 1)

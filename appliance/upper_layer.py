@@ -1,0 +1,257 @@
+"""The DICOM Upper Layer (PS3.8) as the box runs it: bounded PDUs, and a DUL that
+survives whatever a peer sends.
+
+PRODUCT.md, Guarantees: the box announces a bounded maximum PDU and never allocates
+for a PDU longer than negotiated, or for a length field it has not validated, before
+or after association. pynetdicom's DUL reads a whole PDU into memory from its length
+field, whatever that says, and sends a whole instance in one PDU to a peer announcing
+"unlimited" (0). `install()` replaces that reading with one that checks the length
+first, caps what pynetdicom sends, and caps the DIMSE message parts pynetdicom keeps in
+memory.
+
+It also closes the ways a peer could wedge an association (found by the fuzzer,
+tests/fuzz): a DIMSE message that does not decode (unknown context, no Command Field)
+raised out of the state machine, and the box's own response arriving after the DUL had
+already aborted (Evt7 or Evt9 in Sta13) raised InvalidEventError, each killing the DUL
+thread; both now end in A-ABORT. And a connection that ends before its A-ASSOCIATE-RQ
+no longer holds an association slot for 30 s.
+
+A refused PDU is answered as PS3.8 9.2 answers an invalid one (Evt19: A-ABORT, then the
+connection closes when the peer goes or the ARTIM timer runs out); the bytes that follow
+it are read and dropped in small pieces, never kept. Applied once by `appliance.dimse`;
+`tests/unit/test_upper_layer.py` fails loudly when pynetdicom changes underneath.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import struct
+from pathlib import Path
+
+from appliance.logs import event
+
+log = logging.getLogger("fluxbox.upper_layer")
+
+# The maximum PDU length the box announces unless `box.max_pdu` says otherwise, chosen by
+# measurement (README, "Memory"): ingest throughput is flat from 64 KiB up, and every
+# association holds a few copies of one PDU at a time.
+DEFAULT_MAX_PDU = 262_144
+# `box.max_pdu` may be set within these (PS3.8 D.1 sets no bounds; below 4 KiB the
+# per-PDU overhead dominates, above 4 MiB sixteen associations no longer fit 200 MB).
+MIN_MAX_PDU = 4_096
+MAX_MAX_PDU = 4_194_304
+# The box never sends a P-DATA PDU longer than this, even to a peer announcing more or
+# "unlimited" (0): sending less than the peer's maximum is always allowed (PS3.8 D.1).
+SEND_MAX_PDU = DEFAULT_MAX_PDU
+# Association PDUs have no negotiated limit. 128 presentation contexts each proposing
+# every transfer syntax pynetdicom knows, plus user identity, stay under 200 KB.
+ASSOCIATION_PDU_MAX = 1_048_576
+# DIMSE parts pynetdicom assembles in memory (C-STORE data sets go to a spool file):
+# command sets are a few hundred bytes; the largest data set the box receives otherwise
+# is a Storage Commitment list (about 130 bytes per instance).
+COMMAND_SET_MAX = 65_536
+MESSAGE_DATA_SET_MAX = 16_777_216
+
+P_DATA_TF = 0x04
+KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
+_HEADER = struct.Struct(">BBL")
+_DISCARD_BYTES = 65_536
+
+
+class PduRefused(Exception):
+    """A PDU or DIMSE message longer than the box accepts."""
+
+
+def local_max_pdu(assoc) -> int:
+    """The maximum P-DATA length this side announced on `assoc` (0: unlimited)."""
+    own = assoc.acceptor if assoc.is_acceptor else assoc.requestor
+    return int(own.maximum_length or 0)
+
+
+def pdu_limit(pdu_type: int, local_max: int) -> int:
+    """The longest variable field the box reads for a PDU of `pdu_type`.
+
+    P-DATA-TF: what this side announced (PS3.8 D.1: the limit covers the PDV list, the
+    PDU's whole variable field); a side announcing 0 still reads at most MAX_MAX_PDU.
+    Every other PDU: ASSOCIATION_PDU_MAX, whatever the state."""
+    if pdu_type == P_DATA_TF:
+        return local_max if 0 < local_max <= MAX_MAX_PDU else MAX_MAX_PDU
+    return ASSOCIATION_PDU_MAX
+
+
+def send_pdu_size(peer_max: int) -> int:
+    """The P-DATA length the box sends to a peer that announced `peer_max` (0: unlimited)."""
+    return SEND_MAX_PDU if peer_max == 0 else min(peer_max, SEND_MAX_PDU)
+
+
+def check_message(command_bytes: int, data_set_bytes: int) -> None:
+    """Raise PduRefused when a DIMSE message held in memory would pass its cap."""
+    if command_bytes > COMMAND_SET_MAX:
+        raise PduRefused(f"command set over {COMMAND_SET_MAX} bytes")
+    if data_set_bytes > MESSAGE_DATA_SET_MAX:
+        raise PduRefused(f"data set over {MESSAGE_DATA_SET_MAX} bytes")
+
+
+# --------------------------------------------------------------------------- pynetdicom
+
+
+def _release_waiting_acceptor(dul) -> None:
+    """The association ended before an A-ASSOCIATE-RQ arrived (anything else came first,
+    the connection closed, the ARTIM timer ran out): wake the association thread waiting
+    for the request, as its own time-out would 30 s later. Until then it counts against
+    `maximum_associations`: sixteen such connections would lock every modality out."""
+    if dul.assoc.is_acceptor and not getattr(dul, "fluxbox_request_seen", False):
+        dul.fluxbox_request_seen = True  # once
+        dul.to_user_queue.put(None)  # receive_pdu() returns it as "timed out"
+
+
+def _closed(dul) -> None:
+    """Evt17: the connection closed."""
+    dul.event_queue.put("Evt17")
+
+
+def _refuse(dul, reason: str, **fields) -> None:
+    """Evt19 (invalid PDU): the state machine sends A-ABORT; later bytes are dropped."""
+    event(log, "pdu refused", logging.WARNING, reason=reason, **fields)
+    dul.fluxbox_refused = True
+    dul.event_queue.put("Evt19")
+
+
+def _discard(dul) -> None:
+    """After a refusal: read what is there (never more than _DISCARD_BYTES) and drop it."""
+    try:
+        data = dul.socket.socket.recv(_DISCARD_BYTES)
+    except (OSError, AttributeError):
+        data = b""
+    if not data:
+        _closed(dul)
+
+
+def read_pdu(dul) -> None:
+    """pynetdicom's `DULServiceProvider._read_pdu_data`, with the length checked first.
+
+    Same events as pynetdicom's: Evt17 when the connection closes mid-PDU, Evt19 for an
+    unknown type, a PDU that does not decode or one longer than `pdu_limit` allows;
+    otherwise the decoded PDU's event, with the PDU on `dul._recv_pdu`."""
+    if getattr(dul, "fluxbox_refused", False):
+        _discard(dul)
+        return
+    try:
+        header = dul.socket.recv(_HEADER.size)
+    except OSError:
+        header = b""
+    if len(header) != _HEADER.size:
+        _closed(dul)
+        return
+    pdu_type, _, length = _HEADER.unpack(header)
+    if pdu_type not in KNOWN_PDU_TYPES:
+        _refuse(dul, "unknown PDU type", pdu_type=f"0x{pdu_type:02X}")
+        return
+    limit = pdu_limit(pdu_type, local_max_pdu(dul.assoc))
+    if length > limit:
+        _refuse(dul, "PDU longer than allowed", pdu_type=f"0x{pdu_type:02X}",
+                length=length, limit=limit)
+        return
+    try:
+        body = dul.socket.recv(length)
+    except OSError:
+        body = b""
+    if len(body) != length:
+        _closed(dul)
+        return
+    try:
+        pdu, pdu_event = dul._decode_pdu(bytearray(header) + body)
+    except Exception:  # any malformed PDU: pynetdicom's decoders raise many types
+        _refuse(dul, "PDU does not decode", pdu_type=f"0x{pdu_type:02X}")
+        return
+    dul.event_queue.put(pdu_event)
+    dul._recv_pdu.put(pdu)
+
+
+def _held_bytes(message, primitive) -> tuple[int, int]:
+    """Command and in-memory data set bytes `message` holds once `primitive` is added
+    (a C-STORE data set going to its spool file counts nothing)."""
+    command = data_set = 0
+    if message is not None:
+        command = message.encoded_command_set.tell()
+        data_set = message.data_set.tell() if message._data_set_file is None else 0
+    for _, data in primitive.presentation_data_value_list:
+        if data and data[0] & 1:
+            command += len(data) - 1
+        elif message is None or message._data_set_file is None:
+            data_set += max(len(data) - 1, 0)
+    return command, data_set
+
+
+def _drop(message) -> None:
+    """Forget a half-received message, and its spool file if it has one."""
+    spool = getattr(message, "_data_set_file", None)
+    if spool is not None:
+        spool.close()
+        Path(spool.name).unlink(missing_ok=True)
+
+
+def _guard_messages(provider_class) -> None:
+    receive_primitive = provider_class.receive_primitive
+
+    def guarded_receive_primitive(self, primitive) -> None:
+        try:
+            check_message(*_held_bytes(self.message, primitive))
+        except PduRefused as exc:
+            _drop(self.message)
+            self.message = None
+            _refuse(self.dul, str(exc))
+            return
+        try:
+            receive_primitive(self, primitive)
+        except Exception:  # pynetdicom's decoders raise many types for malformed messages
+            _drop(self.message)
+            self.message = None
+            _refuse(self.dul, "DIMSE message does not decode")
+
+    provider_class.receive_primitive = guarded_receive_primitive
+
+
+# Events that come from this side's own service user (PS3.8 9.2.1): a peer cannot send
+# them, but its abort can overtake one already queued.
+LOCAL_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
+
+
+def _guard_state_machine(machine_class, transitions: dict) -> None:
+    do_action = machine_class.do_action
+
+    def guarded_do_action(self, event: str) -> None:
+        state = self.current_state
+        if state == "Sta13" and event in LOCAL_EVENTS and (event, state) not in transitions:
+            # Aborted already: drop the primitive that raised this event, so the
+            # reactor neither raises InvalidEventError nor sees it again.
+            with contextlib.suppress(queue.Empty):
+                self.dul.to_provider_queue.get(False)
+            return
+        do_action(self, event)
+        if event == "Evt6" and self.current_state == "Sta3":
+            self.dul.fluxbox_request_seen = True  # the association thread has the request
+        elif self.current_state in ("Sta1", "Sta13"):  # any A-ABORT is on the wire by now
+            _release_waiting_acceptor(self.dul)
+
+    machine_class.do_action = guarded_do_action
+
+
+def install() -> None:
+    """Apply the limits to pynetdicom, once per process."""
+    from pynetdicom.dimse import DIMSEServiceProvider
+    from pynetdicom.dul import DULServiceProvider
+    from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
+
+    if getattr(DULServiceProvider, "fluxbox_upper_layer", False):
+        return
+    DULServiceProvider._read_pdu_data = read_pdu
+    DIMSEServiceProvider.maximum_pdu_size = property(
+        lambda self: send_pdu_size(int(
+            (self.assoc.acceptor if self.assoc.is_requestor else self.assoc.requestor)
+            .maximum_length or 0)))
+    _guard_messages(DIMSEServiceProvider)
+    _guard_state_machine(StateMachine, TRANSITION_TABLE)
+    DULServiceProvider.fluxbox_upper_layer = True
