@@ -81,7 +81,7 @@ clean:
 #   make image-update-test   update the test image in QEMU: into B and boot it; a broken update falls back
 IMAGE_OUT := build/image
 IMAGE_HOST_PACKAGES := mmdebstrap genimage e2fsprogs dosfstools mtools fdisk bmap-tools \
-	qemu-system-x86 qemu-utils ovmf rauc squashfs-tools openssl git dpkg-dev
+	qemu-system-x86 qemu-utils ovmf rauc squashfs-tools openssl git dpkg-dev python3-venv nftables
 # Inputs of the image: the appliance and the image's own files (not its test scripts).
 IMAGE_INPUTS := $(filter-out image/vmtest.py image/updatetest.py image/qemu.py image/relay.py image/check.sh \
 	image/lock.sh image/rauc/bundle.sh image/test-requirements.% image/test/%, \
@@ -94,8 +94,14 @@ image-deps:
 
 image: image-deps $(IMAGE_OUT)/fluxbox.img
 
-$(IMAGE_OUT)/fluxbox.img: $(IMAGE_INPUTS)
+# A build from exported inputs always runs (the image on disk may be any other build).
+$(IMAGE_OUT)/fluxbox.img: $(IMAGE_INPUTS) $(if $(FLUXBOX_INPUTS)$(FLUXBOX_OFFLINE),FORCE)
 	image/build.sh $(IMAGE_OUT)
+
+.PHONY: FORCE
+FORCE:
+# A failed build leaves no target that make would take for done.
+.DELETE_ON_ERROR:
 
 $(IMAGE_OUT)/fluxbox-test.img: $(IMAGE_OUT)/fluxbox.img image/test/fluxbox.toml image/mkdisk.sh
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) image/mkdisk.sh $(IMAGE_OUT)/rootfs.tar $(IMAGE_OUT) fluxbox-test
@@ -131,7 +137,7 @@ image-lock: image-deps
 
 # Security updates in one command: new locks, then the image built and tested with them.
 image-refresh: image-lock
-	@$(MAKE) --no-print-directory image-test
+	@FLUXBOX_LOCK_STRICT=1 $(MAKE) --no-print-directory image-test
 	@echo "image-refresh: tested; commit: git commit -m 'Image: security updates' image/packages.lock image/*requirements.txt"
 
 image-run: image

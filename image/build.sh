@@ -36,9 +36,15 @@ LOCK=$HERE/packages.lock
 INPUTS=${FLUXBOX_INPUTS:-}
 [ -z "${FLUXBOX_OFFLINE:-}" ] || INPUTS=${INPUTS:-$REPO/build/image/inputs}
 if [ -n "$INPUTS" ]; then
-    INPUTS=$(realpath "$INPUTS") || { echo "build.sh: no exported inputs at ${FLUXBOX_INPUTS:-build/image/inputs}" >&2; exit 1; }
+    INPUTS=$(realpath -e "$INPUTS" 2>/dev/null) && [ -f "$INPUTS/MANIFEST" ] \
+        || { echo "build.sh: no exported inputs (a directory with a MANIFEST) at ${FLUXBOX_INPUTS:-build/image/inputs}" >&2; exit 1; }
+    # whole, unchanged, and of this commit (FLUXBOX_INPUTS_OTHER_COMMIT=1: build this tree
+    # from them anyway, with its own version and time, not a reproduction)
     python3 "$HERE/imagetool.py" inputs-check "$INPUTS" "$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)"
 fi
+for path in "$REPO" "$OUT" "$CACHE" "$INPUTS"; do
+    case $path in *[[:space:]]*) echo "build.sh: a path with spaces is not supported: '$path'" >&2; exit 1 ;; esac
+done
 MIRROR=${FLUXBOX_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${FLUXBOX_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 SOURCE_OPTIONS=""
@@ -67,7 +73,8 @@ for tool in mmdebstrap genimage mke2fs debugfs mkdosfs sfdisk dpkg-scanpackages;
 done
 
 # Reproducible: the time of the last commit (from exported inputs: theirs), unless given.
-[ -z "$INPUTS" ] || : "${SOURCE_DATE_EPOCH:=$(awk '$1 == "source_date_epoch" { print $2 }' "$INPUTS/MANIFEST")}"
+same_commit() { [ -n "$INPUTS" ] && [ "$(awk '$1 == "commit" { print $2 }' "$INPUTS/MANIFEST")" = "$(git -C "$REPO" rev-parse HEAD 2>/dev/null)" ]; }
+! same_commit || : "${SOURCE_DATE_EPOCH:=$(awk '$1 == "source_date_epoch" { print $2 }' "$INPUTS/MANIFEST")}"
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 1735689600)}
 export LC_ALL=C.UTF-8 TZ=UTC
 umask 022
@@ -80,6 +87,7 @@ unset PYTHONPATH PYTHONHOME VIRTUAL_ENV
 
 mkdir -p "$OUT" "$CACHE/debs" "$CACHE/pip" "$CACHE/repo"
 rm -f "$OUT/fluxbox.img" "$OUT/fluxbox.img.sha256" "$OUT/drift.txt"   # nothing stale if this build fails
+[ "$INPUTS" = "$OUT/inputs" ] || rm -rf "$OUT/inputs" "$OUT/inputs.new"   # nor inputs of another build
 WORK=$(mktemp -d /dev/shm/fluxbox-image.XXXXXX)   # tmpfs: fast, and a deterministic readdir order
 trap 'rm -rf "$WORK"' EXIT
 t0=$(date +%s)
@@ -149,7 +157,7 @@ export FLUXBOX_VERSION
 # The image's version (os-release IMAGE_VERSION, the bundle's version): the appliance's and
 # the commit's, unless given.
 rev=$(git -C "$REPO" rev-parse --short=10 HEAD 2>/dev/null || echo unknown)
-[ -z "$INPUTS" ] || : "${FLUXBOX_IMAGE_VERSION:=$(awk '$1 == "image_version" { print $2 }' "$INPUTS/MANIFEST")}"
+! same_commit || : "${FLUXBOX_IMAGE_VERSION:=$(awk '$1 == "image_version" { print $2 }' "$INPUTS/MANIFEST")}"
 export FLUXBOX_IMAGE_VERSION=${FLUXBOX_IMAGE_VERSION:-$FLUXBOX_VERSION+g$rev}
 
 # ------------------------------------------------------------------ 2. rootfs
@@ -181,12 +189,21 @@ NET_SOURCES=("deb $SOURCE_OPTIONS$MIRROR $SUITE main" "deb $SOURCE_OPTIONS$MIRRO
 IMAGE_SOURCES=("deb http://deb.debian.org/debian $SUITE main" "deb http://deb.debian.org/debian $SUITE-updates main"
                "deb http://deb.debian.org/debian-security $SUITE-security main")
 # (mmdebstrap takes the essential packages only from a source whose suite is $SUITE)
+# The local repository (the exported inputs, or the .deb cache) is offered to apt at one fixed
+# path whatever the build directory: mmdebstrap mounts a file:// source at its own path in
+# the new root, and leaves that path behind (hooks/unmounted.sh removes it), so the image
+# must not depend on where the build ran. One build at a time uses it (flock).
+LOCAL_REPO=/srv/fluxbox-image-repo
+mkdir -p /srv
+exec 9> "$LOCAL_REPO.lock"
+flock 9
+ln -sfn "$([ -n "$INPUTS" ] && echo "$INPUTS" || echo "$CACHE")" "$LOCAL_REPO"
 SOURCES=()
 if [ -n "$INPUTS" ]; then
     echo "build.sh: from the exported inputs in $INPUTS alone (no network)"
     # The local index has the packages' own priorities, not the archive's (which make apt
     # and its few dependencies "required" for the minbase variant): name every one.
-    SOURCES+=("deb [trusted=yes] file://$INPUTS debian/")
+    SOURCES+=("deb [trusted=yes] file://$LOCAL_REPO debian/")
     mapfile -t pinned < <(awk '{ print $1 }' "$PINS")
     PACKAGES+=("${pinned[@]}")
 else
@@ -197,14 +214,12 @@ else
             "$SUITE" "$SUITE" \
             "$(sha256sum < "$CACHE/repo/Packages" | cut -d' ' -f1)" "$(stat -c %s "$CACHE/repo/Packages")" \
             > "$CACHE/repo/Release"
-        SOURCES+=("deb [trusted=yes] file://$CACHE repo/")
+        SOURCES+=("deb [trusted=yes] file://$LOCAL_REPO repo/")
     fi
     SOURCES+=("${NET_SOURCES[@]}")
 fi
 FLUXBOX_SOURCES_LIST=$(printf '%s\n\n' "${IMAGE_SOURCES[@]}")
-# The local repository's directory (mounted into the chroot; hooks/unmounted.sh removes its path).
-FLUXBOX_LOCAL_REPO=$([ -n "$INPUTS" ] && echo "$INPUTS" || echo "$CACHE")
-export FLUXBOX_LOCAL_REPO
+export FLUXBOX_LOCAL_REPO=$LOCAL_REPO
 export FLUXBOX_SOURCES_LIST
 [ -s "$LOCK" ] || echo "build.sh: no image/packages.lock: this build takes the mirror's versions (make image-lock writes the lock)"
 mmdebstrap --variant=minbase --mode=root --format=tar \
@@ -230,6 +245,8 @@ mmdebstrap --variant=minbase --mode=root --format=tar \
         cp "$WORK/mmdebstrap.log" "$OUT/mmdebstrap.log"
         grep -v "^rm: cannot remove" "$WORK/mmdebstrap.log" | tail -40
         echo "build.sh: mmdebstrap failed; its whole log: $OUT/mmdebstrap.log" >&2
+        echo "build.sh: (if apt could not resolve dependencies, a locked version may have left the" \
+             "mirror while a package it needs is still pinned: \`make image-lock\` takes the mirror's versions)" >&2
         exit 1
     }
 grep -E '^(pin|customize)\.sh:' "$WORK/mmdebstrap.log" || true
@@ -257,12 +274,13 @@ cp "$WORK/state/dpkg.tsv" "$OUT/dpkg.tsv"
 cp "$WORK/drift.txt" "$OUT/drift.txt"
 cp "$WHL/install.txt" "$OUT/python.txt"
 python3 "$HERE/imagetool.py" sbom "$OUT"
-(cd "$OUT" && sha256sum fluxbox.img > fluxbox.img.sha256)
 
 # ------------------------------------------------------------------ 5. inputs
 if [ "$INPUTS" != "$OUT/inputs" ]; then
     step "inputs: $OUT/inputs"
     "$HERE/export-inputs.sh" "$OUT/inputs" "$([ -n "$INPUTS" ] && echo "$INPUTS/debian" || echo "$CACHE/debs")" \
-        "$DIST" "$OUT/dpkg.tsv" "$FLUXBOX_RAUC_KEYRING"
+        "$DIST" "$OUT/dpkg.tsv" "$FLUXBOX_RAUC_KEYRING" "$OUT/fluxbox.img"
 fi
+# Last: the image counts as built (make, check.sh) only with its inputs exported.
+(cd "$OUT" && sha256sum fluxbox.img > fluxbox.img.sha256)
 step "done: $OUT/fluxbox.img ($(du -h --apparent-size "$OUT/fluxbox.img" | cut -f1) sparse, $(du -h "$OUT/fluxbox.img" | cut -f1) used), sha256 $(cut -c1-16 "$OUT/fluxbox.img.sha256")"

@@ -18,6 +18,7 @@ OUT=$(realpath -m "${1:-$REPO/build/image}")
 C=$OUT/check
 rm -rf "$C"; mkdir -p "$C"
 t0=$(date +%s)
+lock_before=$(sha256sum < "$HERE/packages.lock")
 REF=$OUT
 if [ -s "$OUT/fluxbox.img.sha256" ] && [ -s "$OUT/inputs/MANIFEST" ]; then
     echo "build 1: $OUT (make image), $(cut -c1-64 "$OUT/fluxbox.img.sha256")"
@@ -82,7 +83,9 @@ with open(sys.argv[1], "rb") as a, open(sys.argv[2], "rb") as b:
 print("  ", diff or "none")
 PY
 fi
-grep -q 'exported inputs' "$C/build-2.log" || { echo "check.sh: build 2 did not build from the exported inputs" >&2; status=1; }
+[ "$(sha256sum < "$HERE/packages.lock")" = "$lock_before" ] \
+    || { echo "check.sh: a build rewrote image/packages.lock" >&2; status=1; }
+grep -q 'from the exported inputs in' "$C/build-2.log" || { echo "check.sh: build 2 did not build from the exported inputs" >&2; status=1; }
 rm -rf "$C/2-cache"
 # the second build's large files are kept only when they differ (to look into)
 [ $status != 0 ] || rm -f "$C/2/fluxbox.img" "$C/2/rootfs.ext4" "$C/2/rootfs.tar" "$C/2/fluxbox-test.img"

@@ -2,7 +2,7 @@
 # Export every input of an image build, so that the same commit rebuilds the same image bit
 # for bit, offline, on another machine, whatever has left Debian's mirror or PyPI since:
 #
-#   image/export-inputs.sh DEST DEBS DIST DPKG_TSV RAUC_CA     (called by image/build.sh)
+#   image/export-inputs.sh DEST DEBS DIST DPKG_TSV RAUC_CA IMAGE   (called by image/build.sh)
 #
 # DEST/debian/     the .deb of every installed package, as a flat apt repository
 #                  (Packages, Release), and installed.tsv: what the build installed
@@ -15,7 +15,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
-DEST=$1 DEBS=$2 DIST=$3 TSV=$4 CA=$5
+DEST=$1 DEBS=$2 DIST=$3 TSV=$4 CA=$5 IMAGE=$6
 SUITE=bookworm
 NEW=$DEST.new
 rm -rf "$NEW"
@@ -35,8 +35,9 @@ cp "$CA" "$NEW/rauc-ca.cert.pem"
     echo "commit $(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)"
     echo "source_date_epoch ${SOURCE_DATE_EPOCH:?}"
     echo "image_version ${FLUXBOX_IMAGE_VERSION:-unknown}"
+    echo "image_sha256 $(sha256sum < "$IMAGE" | cut -d' ' -f1)"
     echo "host $(. /etc/os-release && echo "$ID-$VERSION_ID") $(uname -m)"
-    for p in mmdebstrap genimage e2fsprogs dosfstools mtools fdisk dpkg-dev python3; do
+    for p in mmdebstrap apt dpkg tar genimage e2fsprogs dosfstools mtools fdisk dpkg-dev python3; do
         echo "tool $p $(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo unknown)"
     done
     (cd "$NEW" && find . -type f ! -name MANIFEST -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum) \

@@ -316,28 +316,37 @@ def _pins_with_hashes(reqfile: str) -> dict[str, set[str]]:
 
 
 def inputs_check(inputs: str, head: str) -> None:
-    """Exported inputs are whole and unchanged (every file's sha256 as the MANIFEST says),
-    and name the commit being built (else the image cannot be the same: a warning)."""
+    """Exported inputs are whole and unchanged (every file's sha256 as the MANIFEST says)
+    and of the commit being built. Inputs of another commit cannot give the released image:
+    refused, unless FLUXBOX_INPUTS_OTHER_COMMIT=1 (then the tree's own version and time)."""
     root = Path(inputs)
-    listed, commit, bad = set(), "", []
+    fields: dict[str, str] = {}
+    listed, bad = set(), []
     for line in (root / "MANIFEST").read_text().splitlines():
-        fields = line.split(maxsplit=2)
-        if fields[:1] == ["commit"]:
-            commit = fields[1]
-        elif fields[:1] == ["sha256"] and len(fields) == 3:
-            sha, rel = fields[1], fields[2].strip()
+        parts = line.split(maxsplit=2)
+        if parts[:1] == ["sha256"] and len(parts) == 3:
+            sha, rel = parts[1], parts[2].strip()
             listed.add(rel)
             path = root / rel
             if not path.is_file() or _sha256(path) != sha:
                 bad.append(rel)
-    if bad or not listed:
-        sys.exit(f"imagetool: the exported inputs in {inputs} are damaged: {bad[:5] or 'empty'}")
-    if commit != head:
-        print(
-            f"imagetool: WARNING: the inputs were exported at commit {commit[:12]}, this tree is "
-            f"{head[:12]}: the image will not be the same bit for bit "
-            f"(git checkout {commit[:12]} for the released image)"
+        elif len(parts) >= 2 and not line.startswith("#"):
+            fields.setdefault(parts[0], parts[1])
+    lacking = [k for k in ("commit", "source_date_epoch", "image_version") if k not in fields]
+    if bad or not listed or lacking:
+        sys.exit(
+            f"imagetool: the exported inputs in {inputs} are damaged or incomplete: "
+            f"{bad[:5] or lacking or 'no files listed'}"
         )
+    commit = fields["commit"]
+    if commit != head:
+        message = (
+            f"the inputs were exported at commit {commit[:12]}, this tree is {head[:12]}: "
+            f"`git checkout {commit[:12]}` to rebuild that release bit for bit"
+        )
+        if not os.environ.get("FLUXBOX_INPUTS_OTHER_COMMIT"):
+            sys.exit(f"imagetool: {message} (FLUXBOX_INPUTS_OTHER_COMMIT=1 builds anyway)")
+        print(f"imagetool: WARNING: {message}; building this tree from them anyway")
     print(f"imagetool: exported inputs checked: {len(listed)} files")
 
 

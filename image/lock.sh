@@ -19,18 +19,25 @@ for v in $(env | sed -n 's/^\(PIP_[A-Z_]*\)=.*/\1/p'); do
 done
 export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1
 TOOLS=$REPO/build/image/cache/locktools
-[ -x "$TOOLS/bin/pip-compile" ] || { /usr/bin/python3 -m venv "$TOOLS" && "$TOOLS/bin/pip" install -q pip-tools; }
+PIP_TOOLS=pip-tools==7.6.2
+grep -qx "$PIP_TOOLS" "$TOOLS/.version" 2>/dev/null || {
+    rm -rf "$TOOLS"; /usr/bin/python3 -m venv "$TOOLS" && "$TOOLS/bin/pip" install -q "$PIP_TOOLS"
+    echo "$PIP_TOOLS" > "$TOOLS/.version"
+}
 cd "$REPO"
-"$TOOLS/bin/pip-compile" -q --generate-hashes --extra hw --unsafe-package dbus-python \
+# --upgrade: the newest versions pyproject.toml allows, security updates included.
+"$TOOLS/bin/pip-compile" -q --upgrade --generate-hashes --extra hw --unsafe-package dbus-python \
     --strip-extras --no-header -o image/requirements.txt pyproject.toml
-(cd image && "$TOOLS/bin/pip-compile" -q --generate-hashes --allow-unsafe --strip-extras --no-header \
-    -o build-requirements.txt build-requirements.in)
-(cd image && "$TOOLS/bin/pip-compile" -q --generate-hashes --strip-extras --no-header \
+(cd image && "$TOOLS/bin/pip-compile" -q --upgrade --generate-hashes --allow-unsafe --strip-extras \
+    --no-header -o build-requirements.txt build-requirements.in)
+(cd image && "$TOOLS/bin/pip-compile" -q --upgrade --generate-hashes --strip-extras --no-header \
     -o test-requirements.txt test-requirements.in)
 # A build that pins nothing takes the mirror's current versions; its dpkg list is the lock.
 taken=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$REPO/build/image/lock-build
-if ! FLUXBOX_UNPINNED=1 image/build.sh "$OUT"; then
+# (none of the caller's build settings: no exported inputs, no snapshot, no strictness)
+if ! env -u FLUXBOX_INPUTS -u FLUXBOX_OFFLINE -u FLUXBOX_SNAPSHOT -u FLUXBOX_LOCK_STRICT \
+        FLUXBOX_UNPINNED=1 image/build.sh "$OUT"; then
     echo "lock.sh: the build failed; image/packages.lock left as it was" >&2; exit 1
 fi
 python3 image/imagetool.py lock "$OUT/dpkg.tsv" "$taken" > image/packages.lock

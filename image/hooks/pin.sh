@@ -1,7 +1,9 @@
 #!/bin/sh
 # mmdebstrap setup hook ($1: the new root): pin every Debian package to the version in
-# image/packages.lock, through apt preferences (priority 1001 also allows a downgrade).
-# Without a lock file (the first build) nothing is pinned and the build writes one.
+# FLUXBOX_LOCK (image/packages.lock, or what exported inputs installed), through apt
+# preferences (priority 1001 also allows a downgrade). A pinned version that no source has
+# is passed over by apt: the build then names it as drift. An empty lock pins nothing
+# (image/lock.sh takes the mirror's versions that way).
 set -eu
 R="$1"
 LOCK="${FLUXBOX_LOCK:?}"

@@ -1,11 +1,8 @@
 #!/bin/sh
-# mmdebstrap customize hook ($1: the new root; FLUXBOX_LOCAL_REPO: the local repository's
-# directory on the host). mmdebstrap's file-mirror-automount hook unmounts a file:// mirror but leaves its
-# mount point: remove that empty path, so that no build-host directory (which differs
-# between a build from the cache and one from exported inputs) ends up in the image.
+# mmdebstrap customize hook ($1: the new root; FLUXBOX_LOCAL_REPO: the fixed path at which
+# image/build.sh offers its local repository). mmdebstrap's file-mirror-automount hook
+# unmounts a file:// mirror but leaves its mount point: remove it, and only it (its parent
+# is Debian's /srv), so the image is the same whether a local repository was used or not.
 set -eu
 R="$1"
-d="$R${FLUXBOX_LOCAL_REPO:?}"
-while [ "$d" != "$R" ] && [ "$d" != "/" ] && rmdir "$d" 2>/dev/null; do
-    d=$(dirname "$d")
-done
+rmdir "$R${FLUXBOX_LOCAL_REPO:?}" 2>/dev/null || true

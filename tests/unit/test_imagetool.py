@@ -164,11 +164,19 @@ def test_damaged_or_foreign_inputs_are_named(tmp_path):
     deb = tmp_path / "debian" / "bash_5.2_amd64.deb"
     deb.write_bytes(b"bash")
     sha = hashlib.sha256(b"bash").hexdigest()
-    (tmp_path / "MANIFEST").write_text(f"commit abc123\nsha256 {sha}  debian/bash_5.2_amd64.deb\n")
+    head = "commit abc123\nsource_date_epoch 1764000000\nimage_version 0.1.0+gabc123\n"
+    (tmp_path / "MANIFEST").write_text(f"{head}sha256 {sha}  debian/bash_5.2_amd64.deb\n")
     ok = _run("inputs-check", str(tmp_path), "abc123")
     assert ok.returncode == 0 and "1 files" in ok.stdout
     other = _run("inputs-check", str(tmp_path), "def456")
-    assert other.returncode == 0 and "WARNING" in other.stdout
+    assert other.returncode != 0 and "git checkout abc123" in other.stderr
+    forced = _run("inputs-check", str(tmp_path), "def456",
+                  env={"FLUXBOX_INPUTS_OTHER_COMMIT": "1"})
+    assert forced.returncode == 0 and "WARNING" in forced.stdout
     deb.write_bytes(b"bash, changed")
     bad = _run("inputs-check", str(tmp_path), "abc123")
     assert bad.returncode != 0 and "debian/bash_5.2_amd64.deb" in bad.stderr
+    deb.write_bytes(b"bash")
+    (tmp_path / "MANIFEST").write_text(f"commit abc123\nsha256 {sha}  debian/bash_5.2_amd64.deb\n")
+    truncated = _run("inputs-check", str(tmp_path), "abc123")
+    assert truncated.returncode != 0 and "source_date_epoch" in truncated.stderr
