@@ -12,6 +12,7 @@ import socket
 import time
 import types
 
+import pynetdicom.acse
 import pynetdicom.association
 from pydicom import config as pydicom_config
 from pynetdicom import _config
@@ -79,6 +80,38 @@ def _apply() -> None:
     AssociationSocket._create_socket = _create_socket
     AssociationSocket.__init__ = __init__
     AssociationSocket._fluxbox_nodelay = True
+
+
+def accept_any_storage(preference: list[str]) -> None:
+    """Accept every storage SOP class a modality proposes, also private and unknown ones
+    (PRODUCT.md: the box refuses only what it cannot keep faithfully; issue 11), in the
+    first transfer syntax of `preference` the modality offers for that context, else the
+    first one it offers (a retired or private syntax is kept as received).
+
+    pynetdicom's unrestricted storage service accepts any abstract syntax that is not a
+    known non-storage service, but always in the first proposed transfer syntax, which
+    would let a modality's lossy proposal win over its lossless one.
+    """
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
+    if getattr(pynetdicom.acse, "_fluxbox_preference", None) is not None:
+        pynetdicom.acse._fluxbox_preference = list(preference)
+        return
+    pynetdicom.acse._fluxbox_preference = list(preference)
+    negotiate = pynetdicom.acse.negotiate_unrestricted
+
+    def negotiate_by_preference(rq_contexts, ac_contexts, roles=None):
+        result, reply_roles = negotiate(rq_contexts, ac_contexts, roles)
+        order = {ts: n for n, ts in enumerate(pynetdicom.acse._fluxbox_preference)}
+        proposed = {cx.context_id: cx.transfer_syntax for cx in rq_contexts}
+        for cx in result:
+            offered = proposed.get(cx.context_id) or []
+            if cx.result == 0x00 and len(offered) > 1:
+                best = min(offered, key=lambda ts: (order.get(ts, len(order)),
+                                                    offered.index(ts)))
+                cx.transfer_syntax = [best]
+        return result, reply_roles
+
+    pynetdicom.acse.negotiate_unrestricted = negotiate_by_preference
 
 
 class Stalled(Exception):

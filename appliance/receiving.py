@@ -47,6 +47,7 @@ def _acceptance_order() -> list[str]:
 
 
 ACCEPTED_SYNTAXES = _acceptance_order()
+dimse.accept_any_storage(ACCEPTED_SYNTAXES)
 
 
 class OpenAssociations:
