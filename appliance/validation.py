@@ -601,6 +601,8 @@ def read_header(path: Path, *, command_sop_class: str, command_sop_instance: str
             walk = _walk(src, enc)
         except zlib.error:
             raise _unreadable("deflated data set corrupt") from None
+    if syntax == DeflatedExplicitVRLittleEndian and (size - offset) % 2:
+        walk.remarks.append("deflated data set of odd length (padded by one byte when sent)")
     header = _header(walk, enc, syntax, offset)
     if header.sop_class_uid != command_sop_class.rstrip("\x00 "):
         raise _mismatch("SOPClassUID differs from the C-STORE command")

@@ -487,8 +487,8 @@ class DcmQRSCP(_Peer):
         config.write_text(
             f"NetworkTCPPort = {self.port}\nMaxPDUSize = 16384\nMaxAssociations = 4\n"
             "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
-            f"AETable BEGIN\n{self.aet} {self.storage} RW (1000, 1024mb) ANY\nAETable END\n")
-        self.proc = _spawn(["dcmqrscp", "--config", str(config), "--single-process",
+            f"AETable BEGIN\n{self.aet} {self.storage} RW (500, 1024mb) ANY\nAETable END\n")
+        self.proc = _spawn(["dcmqrscp", "--config", str(config),
                             "--bit-preserving", "--disable-host-lookup", str(self.port)],
                            self.workdir / "dcmqrscp.log")
         try:

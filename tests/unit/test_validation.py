@@ -746,3 +746,14 @@ def test_instance_remarks_are_counted_per_study_after_completeness():
         "2 instance(s): PatientID missing",
         "1 instance(s): no pixel data (Basic Text SR Storage)",
     ]
+
+
+def test_odd_length_deflated_data_set_is_accepted_and_remarked(tmp_path):
+    ds = _ct()
+    data = _encode(ds, DeflatedExplicitVRLittleEndian)
+    data = data[:-1] if len(data) % 2 == 0 and data[-1] == 0 else data
+    if len(data) % 2 == 0:  # an even stream without pad: make it odd with a harmless byte
+        data += b"\0"
+    path, _ = _received(tmp_path, ds, DeflatedExplicitVRLittleEndian, data=data)
+    assert "deflated data set of odd length (padded by one byte when sent)" in _accepted(
+        path, ds).remarks
