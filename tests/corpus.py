@@ -3,11 +3,12 @@
 Sources (all installed by the `test` extra):
 - pydicom's own test files (`pydicom/data/test_files`);
 - the `pydicom-data` package (`data_store/data`): the larger files pydicom's tests download;
-- structured reports, key-object selections, presentation states, segmentations and a
-  legacy converted enhanced CT made with highdicom from pydicom's CT_small.dcm.
-
-The codec packages (pylibjpeg-libjpeg, -openjpeg, -rle, pyjpegls) ship no DICOM files in
-their wheels (pyjpegls only raw JPEG-LS streams), so they add none.
+- structured reports, key-object selections, presentation states, segmentations, a
+  parametric map and a legacy converted enhanced CT made with highdicom from pydicom's
+  CT_small.dcm, and an encapsulated PDF made with pydicom (`make_objects`);
+- pyjpegls's JPEG-LS conformance streams (ISO/IEC 14495 test images, lossless and
+  near-lossless), each put as it is into a secondary capture (`make_objects`). The other
+  codec packages (pylibjpeg-libjpeg, -openjpeg, -rle) ship no test data in their wheels.
 
 `corpus()` says for each file whether it is in and why, or why it is skipped. A file in
 the corpus is either expected to be accepted (the box must deliver it faithfully) or,
@@ -22,6 +23,7 @@ holds the first file of every UID, round 1 the second, and so on.
 
 from __future__ import annotations
 
+import struct
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -59,7 +61,7 @@ class Item:
     """One corpus file and what the box must do with it."""
 
     path: Path
-    source: str  # "pydicom", "pydicom-data" or "highdicom"
+    source: str  # "pydicom", "pydicom-data" or "made" (see make_objects)
     sop_class: str
     transfer_syntax: str
     sop_instance: str
@@ -142,7 +144,7 @@ def corpus(made_dir: Path | None = None) -> tuple[list[Item], list[Skipped]]:
     if data is not None:
         sources.append(("pydicom-data", data))
     if made_dir is not None:
-        sources.append(("highdicom", made_dir))
+        sources.append(("made", made_dir))
     items: list[Item] = []
     skipped: list[Skipped] = []
     for source, root in sources:
@@ -157,9 +159,77 @@ def corpus(made_dir: Path | None = None) -> tuple[list[Item], list[Skipped]]:
     return rounds, skipped
 
 
+def make_objects(out_dir: Path) -> list[Path]:
+    """The made part of the corpus (see the module docstring); returns the files written."""
+    return [*make_highdicom(out_dir), *wrap_jpeg_ls(out_dir), make_pdf(out_dir)]
+
+
+def _secondary_capture(sop_class: str, series: int) -> pydicom.Dataset:
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Corpus^Made", "MADE", "", ""
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20250101", "120000", "1", ""
+    ds.ReferringPhysicianName, ds.SeriesNumber, ds.InstanceNumber = "", series, 1
+    ds.Modality, ds.ConversionType = "OT", "WSD"
+    return ds
+
+
+def _save(ds: pydicom.Dataset, syntax: str, path: Path) -> Path:
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def wrap_jpeg_ls(out_dir: Path) -> list[Path]:
+    """pyjpegls's grey-scale conformance streams, each the one fragment of a secondary
+    capture: E0 streams are lossless, E3 near-lossless (NEAR=3)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
+
+    try:
+        import jpeg_ls
+    except ImportError:
+        return []
+    streams = Path(jpeg_ls.__file__).parent / "tests" / "jlsimV100"
+    paths = []
+    for n, name in enumerate(["T8NDE0.JLS", "T8NDE3.JLS", "T16E0.JLS", "T16E3.JLS"]):
+        data = (streams / name).read_bytes()
+        sof = data.index(b"\xff\xf7")  # SOF55: length, precision, lines, columns, components
+        bits, rows, cols = data[sof + 4], *struct.unpack(">HH", data[sof + 5:sof + 9])
+        ds = _secondary_capture("1.2.840.10008.5.1.4.1.1.7", 910 + n)
+        ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, cols, 1
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = (8 if bits <= 8 else 16), bits, bits - 1
+        ds.PixelRepresentation, ds.PhotometricInterpretation = 0, "MONOCHROME2"
+        ds.PixelData = encapsulate([data + b"\0" * (len(data) % 2)])
+        ds["PixelData"].VR = "OB"
+        syntax = JPEGLSLossless if name.endswith("E0.JLS") else JPEGLSNearLossless
+        paths.append(_save(ds, syntax, out_dir / f"jls_{name.lower()}.dcm"))
+    return paths
+
+
+def make_pdf(out_dir: Path) -> Path:
+    """An Encapsulated PDF (no pixel data) around a one-page PDF."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = _secondary_capture("1.2.840.10008.5.1.4.1.1.104.1", 920)
+    ds.Modality, ds.BurnedInAnnotation, ds.DocumentTitle = "DOC", "NO", "Corpus report"
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.ContentDate, ds.ContentTime, ds.AcquisitionDateTime = "20250101", "120000", ""
+    pdf = (b"%PDF-1.1\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids"
+           b"[3 0 R]/Count 1>>endobj 3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 99 99]>>"
+           b"endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
+    ds.EncapsulatedDocument = pdf + b"\0" * (len(pdf) % 2)
+    ds.EncapsulatedDocumentLength = len(pdf)
+    return _save(ds, ExplicitVRLittleEndian, out_dir / "pdf.dcm")
+
+
 def make_highdicom(out_dir: Path) -> list[Path]:
-    """SR, KOS, PR, SEG and a legacy converted enhanced CT made with highdicom from
-    pydicom's CT_small.dcm; returns the files written."""
+    """SR, KOS, PR, SEG, a parametric map and a legacy converted enhanced CT made with
+    highdicom from pydicom's CT_small.dcm; returns the files written."""
     import highdicom as hd
     import numpy as np
     from pydicom.sr.codedict import codes
@@ -212,12 +282,22 @@ def make_highdicom(out_dir: Path) -> list[Path]:
         segmented_property_type=codes.SCT.Bone,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
     for syntax, kind in [(pydicom.uid.ExplicitVRLittleEndian, "BINARY"),
+                         (pydicom.uid.ImplicitVRLittleEndian, "BINARY"),
                          (pydicom.uid.RLELossless, "FRACTIONAL"),
-                         (pydicom.uid.JPEG2000Lossless, "FRACTIONAL")]:
+                         (pydicom.uid.JPEG2000Lossless, "FRACTIONAL"),
+                         (pydicom.uid.JPEGLSLossless, "FRACTIONAL")]:
         made[f"seg_{syntax.keyword}"] = hd.seg.Segmentation(
             source_images=[ct], pixel_array=mask,
             segmentation_type=hd.seg.SegmentationTypeValues[kind], segment_descriptions=[segment],
             **uids(), **common, **device, transfer_syntax_uid=syntax)
+    made["parametric_map"] = hd.pm.ParametricMap(
+        source_images=[ct], pixel_array=np.linspace(0, 1, ct.Rows * ct.Columns,
+                                                    dtype=np.float32).reshape(1, ct.Rows, -1),
+        **uids(), series_number=902, instance_number=1, manufacturer="Flux Box tests", **device,
+        contains_recognizable_visual_features=False, window_center=0.5, window_width=1.0,
+        real_world_value_mappings=[hd.pm.RealWorldValueMapping(
+            lut_label="L", lut_explanation="ratio", unit=codes.UCUM.NoUnits,
+            value_range=(0.0, 1.0), intercept=0, slope=1)])
     made["legacy_ct"] = hd.legacy.LegacyConvertedEnhancedCTImage(
         legacy_datasets=[ct], series_instance_uid=hd.UID(), series_number=901,
         sop_instance_uid=hd.UID(), instance_number=1)
@@ -256,7 +336,7 @@ if __name__ == "__main__":  # python -m tests.corpus: the list, for people
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        make_highdicom(Path(tmp))
+        make_objects(Path(tmp))
         items, skipped = corpus(Path(tmp))
         for item in items:
             print(f"{item.expect:<7} r{item.round:<2} {item.name:<55} {item.why}")

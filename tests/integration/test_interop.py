@@ -25,7 +25,7 @@ import pytest
 
 from appliance.encoding import UNCOMPRESSED
 from tests.boxproc import BoxProcess
-from tests.corpus import Item, corpus, coverage, make_highdicom, representative
+from tests.corpus import Item, corpus, coverage, make_objects, representative
 from tests.integration.conftest import dest
 from tests.peers import (
     LOOPBACK,
@@ -48,8 +48,8 @@ BOX_AET = "FLUXBOX"
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory) -> list[Item]:
-    made = tmp_path_factory.mktemp("highdicom")
-    make_highdicom(made)
+    made = tmp_path_factory.mktemp("made")
+    make_objects(made)
     found, _skipped = corpus(made)
     return found
 
@@ -340,8 +340,8 @@ def _box(make_box, pacs: PacsPair) -> BoxProcess:
 
 def test_corpus_has_200_files_of_many_classes_and_syntaxes(items):
     classes, syntaxes = coverage(items)
-    assert len(items) >= 200
-    assert len(classes) >= 15 and len(syntaxes) >= 10
+    assert sum(i.source != "made" for i in items) >= 200  # files the project did not write
+    assert len(classes) >= 20 and len(syntaxes) >= 12
     assert sum(i.expect == "refuse" for i in items) >= 5
     assert all(i.why for i in items)
 
