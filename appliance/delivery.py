@@ -363,6 +363,9 @@ class DestinationWorker:
         except encoding.CannotEncode as exc:
             self._fail(item, outcome, str(exc))
             return
+        except ValueError as exc:  # pynetdicom cannot encode or send it: trying again won't help
+            self._fail(item, outcome, f"the box cannot send this instance: {exc}")
+            return
         self._record_status(item, outcome, status, link_class, elapsed)
 
     def _send_message(self, assoc, item: Queued, outcome: BatchResult,

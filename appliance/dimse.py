@@ -85,8 +85,8 @@ def _apply() -> None:
 def accept_any_storage(preference: list[str]) -> None:
     """Accept every storage SOP class a modality proposes, also private and unknown ones
     (PRODUCT.md: the box refuses only what it cannot keep faithfully; issue 11), in the
-    first transfer syntax of `preference` the modality offers for that context, else the
-    first one it offers (a retired or private syntax is kept as received).
+    first transfer syntax of `preference` the modality offers for that context; a context
+    offering none of them is refused (transfer syntaxes not supported).
 
     pynetdicom's unrestricted storage service accepts any abstract syntax that is not a
     known non-storage service, but always in the first proposed transfer syntax, which
@@ -104,11 +104,13 @@ def accept_any_storage(preference: list[str]) -> None:
         order = {ts: n for n, ts in enumerate(pynetdicom.acse._fluxbox_preference)}
         proposed = {cx.context_id: cx.transfer_syntax for cx in rq_contexts}
         for cx in result:
-            offered = proposed.get(cx.context_id) or []
-            if cx.result == 0x00 and len(offered) > 1:
-                best = min(offered, key=lambda ts: (order.get(ts, len(order)),
-                                                    offered.index(ts)))
-                cx.transfer_syntax = [best]
+            offered = [ts for ts in proposed.get(cx.context_id) or [] if ts in order]
+            if cx.result != 0x00:
+                continue
+            if offered:
+                cx.transfer_syntax = [min(offered, key=order.__getitem__)]
+            else:
+                cx.result = 0x04  # transfer syntaxes not supported (PS3.8 9.3.3.2)
         return result, reply_roles
 
     pynetdicom.acse.negotiate_unrestricted = negotiate_by_preference

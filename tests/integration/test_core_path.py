@@ -139,6 +139,36 @@ def _imperfect_study(tmp_path) -> list:
     return out
 
 
+def test_any_storage_class_is_accepted_in_the_syntaxes_the_box_can_forward(make_box):
+    """Issue 11: private, unknown and retired SOP classes and retired syntaxes are accepted;
+    lossless wins over lossy; a syntax the box could never forward is refused per context."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage, MRImageStorage
+
+    box = make_box([dest("pacs", "PACS", 9)]).start()
+    ae = AE(ae_title="MODALITY")
+    offered = [
+        (PRIVATE_CLASS, [pydicom.uid.ExplicitVRLittleEndian]),
+        ("1.2.840.10008.5.1.4.1.1.6", [pydicom.uid.ExplicitVRLittleEndian]),  # retired US
+        (CTImageStorage, ["1.2.840.10008.1.2.4.55"]),  # retired JPEG process 10 and 12
+        (MRImageStorage, [pydicom.uid.JPEGBaseline8Bit, pydicom.uid.JPEGLSLossless]),
+        (CTImageStorage, ["1.3.6.1.4.1.5962.300.1"]),  # private syntax
+    ]
+    for sop_class, syntaxes in offered:
+        ae.add_requested_context(sop_class, syntaxes)
+    assoc = ae.associate("127.0.0.1", box.port, ae_title="FLUXBOX")
+    try:
+        assert assoc.is_established
+        accepted = {cx.context_id: str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+        rejected = {cx.context_id for cx in assoc.rejected_contexts}
+    finally:
+        assoc.release()
+    explicit = pydicom.uid.ExplicitVRLittleEndian
+    assert accepted == {1: explicit, 3: explicit, 5: "1.2.840.10008.1.2.4.55",
+                        7: pydicom.uid.JPEGLSLossless}
+    assert rejected == {9}
+
+
 def _fluxbox(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
                           text=True, timeout=60, stdin=subprocess.DEVNULL)
