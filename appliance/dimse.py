@@ -9,6 +9,7 @@ it, and Nagle's algorithm costs small instances a round trip each).
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import types
 
@@ -82,26 +83,32 @@ def _apply() -> None:
     AssociationSocket._fluxbox_nodelay = True
 
 
-def accept_any_storage(preference: list[str]) -> None:
-    """Accept every storage SOP class a modality proposes, also private and unknown ones
-    (PRODUCT.md: the box refuses only what it cannot keep faithfully; issue 11), in the
-    first transfer syntax of `preference` the modality offers for that context; a context
-    offering none of them is refused (transfer syntaxes not supported).
+def accept_any_storage(ae, preference: list[str]) -> None:
+    """Make `ae` accept every storage SOP class a modality proposes, also private and
+    unknown ones (PRODUCT.md: the box refuses only what it cannot keep faithfully; issue 11),
+    in the first transfer syntax of `preference` the modality offers for that context; a
+    context offering none of them is refused (transfer syntaxes not supported).
 
-    pynetdicom's unrestricted storage service accepts any abstract syntax that is not a
-    known non-storage service, but always in the first proposed transfer syntax, which
-    would let a modality's lossy proposal win over its lossless one.
+    pynetdicom's unrestricted storage service does the first part for every acceptor of
+    the process, and always in the first proposed syntax, which would let a modality's
+    lossy proposal win over its lossless one. Its negotiation is therefore wrapped: the
+    box's AE (marked here; the negotiation runs on the association's own thread) gets the
+    preference; any other acceptor in the process negotiates as pynetdicom always does.
     """
-    _config.UNRESTRICTED_STORAGE_SERVICE = True
-    if getattr(pynetdicom.acse, "_fluxbox_preference", None) is not None:
-        pynetdicom.acse._fluxbox_preference = list(preference)
+    ae._fluxbox_preference = list(preference)
+    if getattr(pynetdicom.acse, "_fluxbox_wrapped", False):
         return
-    pynetdicom.acse._fluxbox_preference = list(preference)
-    negotiate = pynetdicom.acse.negotiate_unrestricted
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
+    unrestricted = pynetdicom.acse.negotiate_unrestricted
+    restricted = pynetdicom.acse.negotiate_as_acceptor
 
-    def negotiate_by_preference(rq_contexts, ac_contexts, roles=None):
-        result, reply_roles = negotiate(rq_contexts, ac_contexts, roles)
-        order = {ts: n for n, ts in enumerate(pynetdicom.acse._fluxbox_preference)}
+    def negotiate(rq_contexts, ac_contexts, roles=None):
+        acceptor = getattr(threading.current_thread(), "ae", None)
+        preference = getattr(acceptor, "_fluxbox_preference", None)
+        if preference is None:
+            return restricted(rq_contexts, ac_contexts, roles)
+        result, reply_roles = unrestricted(rq_contexts, ac_contexts, roles)
+        order = {ts: n for n, ts in enumerate(preference)}
         proposed = {cx.context_id: cx.transfer_syntax for cx in rq_contexts}
         for cx in result:
             offered = [ts for ts in proposed.get(cx.context_id) or [] if ts in order]
@@ -113,7 +120,8 @@ def accept_any_storage(preference: list[str]) -> None:
                 cx.result = 0x04  # transfer syntaxes not supported (PS3.8 9.3.3.2)
         return result, reply_roles
 
-    pynetdicom.acse.negotiate_unrestricted = negotiate_by_preference
+    pynetdicom.acse.negotiate_unrestricted = negotiate
+    pynetdicom.acse._fluxbox_wrapped = True
 
 
 class Stalled(Exception):

@@ -55,7 +55,6 @@ RETIRED_JPEG = [f"1.2.840.10008.1.2.4.{n}" for n in (52, 53, 54, 55, 56, 58, 59,
 
 
 ACCEPTED_SYNTAXES = _acceptance_order()
-dimse.accept_any_storage(ACCEPTED_SYNTAXES)
 
 
 class OpenAssociations:
@@ -113,6 +112,9 @@ class Receiver:
         ae.maximum_associations = 16
         ae.network_timeout = 120
         ae.dimse_timeout = 120
+        # Every storage SOP class, private and unknown ones too; these contexts only serve
+        # the acceptance order (see dimse.accept_any_storage).
+        dimse.accept_any_storage(ae, ACCEPTED_SYNTAXES)
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ACCEPTED_SYNTAXES)
         ae.add_supported_context(Verification, ACCEPTED_SYNTAXES)

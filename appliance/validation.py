@@ -455,7 +455,7 @@ class _Values:
         return int(number) if number.is_integer() else None
 
     def count(self, keyword: str) -> int | None:
-        """A non-negative IS count; None (and a remark) if absent, empty or invalid."""
+        """A non-negative IS count; None if absent or empty, None and a remark if invalid."""
         if self.empty(keyword):
             return None
         value = self.integer(keyword)

@@ -308,7 +308,9 @@ def run_round(send: Sender, box: BoxProcess, pacs: PacsPair, round_items: list[I
                 problems.append(f"{item.name}: accepted, but {item.why}")
             continue
         if answer is False:
-            problems.append(f"{item.name}: refused by the box")
+            why = [line.split(" ", 3)[-1] for line in box.log().splitlines()
+                   if "instance refused" in line or "instance not stored" in line]
+            problems.append(f"{item.name}: refused by the box ({why[-3:]})")
             continue
         again = reference is not None and history.get(item.sop_instance) == reference.content
         if again and item.sop_instance not in via:
