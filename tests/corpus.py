@@ -68,6 +68,10 @@ class Item:
     expect: str  # "accept" or "refuse"
     why: str
     round: int = 0
+    # The file meta names another SOP Instance (or Class) UID than the data set: a sender
+    # that builds the C-STORE command from the data set (DCMTK) is accepted, one that takes
+    # it from the file meta (pynetdicom sending from a file) is refused, rightly.
+    meta_contradicts: bool = False
 
     @property
     def name(self) -> str:
@@ -119,8 +123,12 @@ def _judge(path: Path, source: str) -> Item | Skipped:
     instance = str(ds.get("SOPInstanceUID", "") or meta.get("MediaStorageSOPInstanceUID", ""))
     if not instance:
         return Skipped(path, "no SOP Instance UID anywhere: a sender cannot name it")
+    contradicts = (str(meta.get("MediaStorageSOPInstanceUID", "")),
+                   meta_class) != (str(ds.get("SOPInstanceUID", "")), sop_class)
     item = Item(path, source, sop_class or meta_class, syntax, instance, "accept",
-                f"{UID(sop_class or meta_class).name} in {UID(syntax).name}")
+                f"{UID(sop_class or meta_class).name} in {UID(syntax).name}"
+                + ("; its file meta names other UIDs" if contradicts else ""),
+                meta_contradicts=contradicts)
     refusal = MALFORMED.get(path.name)
     if not sop_class:
         refusal = "no SOP Class UID in the data set"
@@ -310,12 +318,13 @@ def make_highdicom(out_dir: Path) -> list[Path]:
 
 
 def representative(items: list[Item], max_bytes: int = 2 << 20) -> list[Item]:
-    """For the pairs that do not take the whole corpus: of the files to accept, the smallest
-    of each (SOP class, transfer syntax) under `max_bytes`, each SOP Instance UID once (so
-    all go in one round)."""
+    """For the pairs that do not take the whole corpus: of the files to accept whatever the
+    sender, the smallest of each (SOP class, transfer syntax) under `max_bytes`, each SOP
+    Instance UID once (so all go in one round)."""
     chosen: dict[tuple[str, str], Item] = {}
     used: set[str] = set()
-    candidates = [i for i in items if i.expect == "accept" and i.path.stat().st_size <= max_bytes]
+    candidates = [i for i in items if i.expect == "accept" and not i.meta_contradicts
+                  and i.path.stat().st_size <= max_bytes]
     for item in sorted(candidates, key=lambda i: (i.path.stat().st_size, i.name)):
         key = (item.sop_class, item.transfer_syntax)
         if key not in chosen and item.sop_instance not in used:

@@ -44,6 +44,7 @@ from pynetdicom import (
     ALL_TRANSFER_SYNTAXES,
     AllStoragePresentationContexts,
     VerificationPresentationContexts,
+    _config,
     evt,
 )
 
@@ -527,8 +528,9 @@ def gdcmscu(host: str, port: int, files: Sequence[Path], *, called_aet: str,
 def pynetdicom_store(host: str, port: int, files: Sequence[Path], *, called_aet: str,
                      calling_aet: str = "MODALITY") -> dict[Path, int | None]:
     """Send ``files`` with a pynetdicom SCU on one association, each in its own transfer
-    syntax on a context of its own (sent from the file, as pynetdicom streams it);
-    the status of each, None where no answer came."""
+    syntax on a context of its own, streamed from the file (the C-STORE command then
+    takes its UIDs from the file meta); the status of each, None where no answer came."""
+    _config.STORE_SEND_CHUNKED_DATASET = True  # as the box sets it: the same in every order
     pairs: dict[tuple[str, str], None] = {}
     for f in files:
         meta = dcmread(f, stop_before_pixels=True).file_meta
