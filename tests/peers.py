@@ -313,9 +313,11 @@ class Orthanc(_Peer):
 
     def send_to(self, modality: str, ids: list[str], timeout_s: float = 120.0) -> Any:
         """C-STORE these instances to a modality of the config (``DicomModalities``),
-        synchronously, as a modality would send them (``/modalities/{id}/store``)."""
+        synchronously, as a modality would send them (``/modalities/{id}/store``); an
+        instance the receiver refuses does not stop the others (``Permissive``)."""
         return self.rest("POST", f"/modalities/{modality}/store",
-                         {"Resources": ids, "Synchronous": True}, timeout_s=timeout_s)
+                         {"Resources": ids, "Synchronous": True, "Permissive": True},
+                         timeout_s=timeout_s)
 
     def delete_all(self) -> None:
         for patient in self.rest("GET", "/patients"):

@@ -386,7 +386,8 @@ def test_representative_files_through_every_sender_and_pacs(sender, receiver, ma
     try:
         box = _box(make_box, pacs).start()
         if sender == "orthanc":
-            with Orthanc(aet="MODALITY") as modality:
+            # a shared machine may be slow: Orthanc's default 10 s DIMSE time-out is short
+            with Orthanc(aet="MODALITY", extra_config={"DicomScuTimeout": 120}) as modality:
                 result = run_round(_OrthancModality(modality), box, pacs, subset, tmp_path)
         else:
             send = {"storescu": _by_storescu, "pynetdicom": _by_pynetdicom,
