@@ -4,9 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Building dbus-python (no wheel) needs the D-Bus and GLib headers.
 BUILD_PACKAGES := gcc python3-dev pkg-config libdbus-1-dev libglib2.0-dev
-# Real peers and stand-ins for the tests: modality and PACS, GPS replay, D-Bus, namespaces.
+# Real peers and stand-ins for the tests: modality and PACS, GPS replay, D-Bus, namespaces;
+# GDCM's gdcmscu and dicom3tools' dciodvfy for the interoperability matrix; nftables.
 APT_PACKAGES := $(BUILD_PACKAGES) dcmtk orthanc gpsd gpsd-clients dbus iproute2 tmux openssl \
-	nftables libgdcm-tools
+	nftables libgdcm-tools dicom3tools
 STAMP := $(VENV)/.installed
 
 .PHONY: run test unit bench bench-air bench-pdu fuzz lint deps apt build-deps python-venv clean

@@ -48,6 +48,12 @@ class PeerRejected(Exception):
     """The destination rejected the association (wrong AE title, busy, ...)."""
 
 
+class NoContextAccepted(LinkDown):
+    """The destination accepted the association but none of its presentation contexts (a
+    SOP class or transfer syntax it does not take): pynetdicom then aborts at once. Where
+    the caller does not tell it apart, it is handled as a link problem."""
+
+
 class TransientRefusal(Exception):
     """The destination answered with a status worth trying again (out of resources)."""
 
@@ -223,6 +229,14 @@ class DestinationWorker:
             started = time.monotonic()
             assoc = self._associate(contexts)
             self.pacing.record_rtt(self.dest_id, link_class, time.monotonic() - started)
+        except NoContextAccepted:
+            # A permanent refusal of these instances, not a link problem: failing them lets
+            # the rest of the queue go on (found by the interoperability matrix, issue 11:
+            # one retired SOP class blocked every study behind it).
+            while (item := _take(work)) is not None:
+                self._fail(item, outcome, "PACS accepts none of the presentation contexts for "
+                           f"{_sop_name(item.instance)}")
+            return
         except (LinkDown, PeerRejected) as exc:
             outcome.error = str(exc)
             return
@@ -310,6 +324,8 @@ class DestinationWorker:
             return assoc
         if assoc.is_rejected:
             raise PeerRejected(f"association rejected by {self.dest.ae_title}")
+        if assoc.is_aborted and assoc.rejected_contexts and not assoc.accepted_contexts:
+            raise NoContextAccepted(f"{self.dest.ae_title} accepts none of the contexts")
         problem = tls_problem(self.dest, tls, t.connect_timeout_s) if tls else None
         raise LinkDown(problem or f"cannot reach {self.dest.host}:{self.dest.port}")
 
@@ -339,6 +355,8 @@ class DestinationWorker:
                         and (v := self.store.variant(record, ts)) is not None), None)
         try:
             with self.store.plaintext(variant or record) as path:
+                if not variant:
+                    encoding.pad_deflated(path, record.transfer_syntax)
                 dataset = path if variant else _prepared(path, record.transfer_syntax,
                                                          candidates)
                 started = time.monotonic()
@@ -349,6 +367,9 @@ class DestinationWorker:
             return
         except encoding.CannotEncode as exc:
             self._fail(item, outcome, str(exc))
+            return
+        except ValueError as exc:  # pynetdicom cannot encode or send it: trying again won't help
+            self._fail(item, outcome, f"the box cannot send this instance: {exc}")
             return
         self._record_status(item, outcome, status, link_class, elapsed)
 

@@ -10,9 +10,11 @@ instances a round trip each).
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import types
 
+import pynetdicom.acse
 import pynetdicom.association
 from pydicom import config as pydicom_config
 from pynetdicom import _config
@@ -83,6 +85,47 @@ def _apply() -> None:
     AssociationSocket._create_socket = _create_socket
     AssociationSocket.__init__ = __init__
     AssociationSocket._fluxbox_nodelay = True
+
+
+def accept_any_storage(ae, preference: list[str]) -> None:
+    """Make `ae` accept every storage SOP class a modality proposes, also private and
+    unknown ones (PRODUCT.md: the box refuses only what it cannot keep faithfully; issue 11),
+    in the first transfer syntax of `preference` the modality offers for that context; a
+    context offering none of them is refused (transfer syntaxes not supported).
+
+    pynetdicom's unrestricted storage service does the first part for every acceptor of
+    the process, and always in the first proposed syntax, which would let a modality's
+    lossy proposal win over its lossless one. Its negotiation is therefore wrapped: the
+    box's AE (marked here; the negotiation runs on the association's own thread) gets the
+    preference; any other acceptor in the process negotiates as pynetdicom always does.
+    """
+    ae._fluxbox_preference = list(preference)
+    if getattr(pynetdicom.acse, "_fluxbox_wrapped", False):
+        return
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
+    unrestricted = pynetdicom.acse.negotiate_unrestricted
+    restricted = pynetdicom.acse.negotiate_as_acceptor
+
+    def negotiate(rq_contexts, ac_contexts, roles=None):
+        acceptor = getattr(threading.current_thread(), "ae", None)
+        preference = getattr(acceptor, "_fluxbox_preference", None)
+        if preference is None:
+            return restricted(rq_contexts, ac_contexts, roles)
+        result, reply_roles = unrestricted(rq_contexts, ac_contexts, roles)
+        order = {ts: n for n, ts in enumerate(preference)}
+        proposed = {cx.context_id: cx.transfer_syntax for cx in rq_contexts}
+        for cx in result:
+            offered = [ts for ts in proposed.get(cx.context_id) or [] if ts in order]
+            if cx.result != 0x00:
+                continue
+            if offered:
+                cx.transfer_syntax = [min(offered, key=order.__getitem__)]
+            else:
+                cx.result = 0x04  # transfer syntaxes not supported (PS3.8 9.3.3.2)
+        return result, reply_roles
+
+    pynetdicom.acse.negotiate_unrestricted = negotiate
+    pynetdicom.acse._fluxbox_wrapped = True
 
 
 class Stalled(Exception):

@@ -70,6 +70,19 @@ def proposals(pairs: list[tuple[str, str]], preferred: list[str]) -> list[tuple[
     return [(sop_class, list(syntaxes)) for sop_class, syntaxes in contexts]
 
 
+def pad_deflated(path: Path, stored: str) -> bool:
+    """Give a deflated data set of odd length its trailing pad byte (PS3.5 A.5: the deflated
+    stream is padded to even length; PS3.8 P-DATA fragments are even). Some senders omit it
+    (GDCM's gdcmscu, found by the interoperability matrix, issue 11) and DCMTK-based PACS
+    then abort the association on every try. Inflating ignores the byte: no value changes.
+    `path` is a Part 10 file, whose file meta is always of even length. True if padded."""
+    if stored != DeflatedExplicitVRLittleEndian or path.stat().st_size % 2 == 0:
+        return False
+    with open(path, "ab") as fp:
+        fp.write(b"\0")
+    return True
+
+
 def prepare(path: Path, stored: str, target: str) -> Path | Dataset:
     """What to hand to the sender: the file at `path` (a short-lived copy) streamed, as
     stored or rewritten from Explicit to Implicit VR Little Endian in pieces; or a dataset

@@ -46,7 +46,15 @@ def _acceptance_order() -> list[str]:
                 and "Near" not in UID(ts).name]
     plain = [ts for ts in ALL_TRANSFER_SYNTAXES if not UID(ts).is_compressed and ts not in first]
     rest = [ts for ts in ALL_TRANSFER_SYNTAXES if ts not in first + lossless + plain]
-    return first + lossless + plain + rest
+    return first + lossless + plain + rest + RETIRED_JPEG
+
+
+# The retired JPEG processes (PS3.5 Table A-1, retired in 2006) that old modalities still
+# send: pynetdicom does not list them, pydicom knows them (explicit VR little endian, kept
+# and forwarded as they are). A syntax unknown to both is refused per presentation context:
+# the box could store it but never forward it (pynetdicom sends only syntaxes it knows).
+RETIRED_JPEG = [f"1.2.840.10008.1.2.4.{n}" for n in (52, 53, 54, 55, 56, 58, 59, 60, 61, 62,
+                                                     63, 64, 65, 66)]
 
 
 ACCEPTED_SYNTAXES = _acceptance_order()
@@ -125,6 +133,9 @@ class Receiver:
         ae.maximum_associations = 16
         ae.network_timeout = 120
         ae.dimse_timeout = 120
+        # Every storage SOP class, private and unknown ones too; these contexts only serve
+        # the acceptance order (see dimse.accept_any_storage).
+        dimse.accept_any_storage(ae, ACCEPTED_SYNTAXES)
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ACCEPTED_SYNTAXES)
         ae.add_supported_context(Verification, ACCEPTED_SYNTAXES)

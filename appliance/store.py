@@ -377,6 +377,7 @@ class Store:
                 "instance_number": header.instance_number,
                 "images_in_acquisition": header.images_in_acquisition,
                 "number_of_frames": header.number_of_frames,
+                "remarks": list(header.remarks),
             }
             record = InstanceRecord(
                 key=inst_key.hex(), seq=existing.seq if existing else self._next_seq(txn),

@@ -132,6 +132,7 @@ class StudyCloser:
                 images_in_acquisition=r.facts.get("images_in_acquisition"),
                 number_of_frames=r.facts.get("number_of_frames"),
                 frames_present=r.facts.get("number_of_frames"),
+                remarks=tuple(r.facts.get("remarks", ())),
             )
             for r in self.store.study_instances(study.key)
         ]

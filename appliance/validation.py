@@ -6,16 +6,23 @@ element by element and reads only the few values it needs: Pixel Data, sequences
 and every other large value are skipped by seeking (or, for a deflated data set, by
 inflating and discarding chunks), so memory stays small whatever the file size.
 
-`study_findings` turns what the store keeps per instance into short remarks about a
-study's completeness. Neither function puts patient data or UIDs into its text.
+The box refuses only what it cannot keep faithfully (PRODUCT.md, Guarantees; issue 11).
+Everything else is accepted and described by `remarks` on the header: short texts
+(never a patient value, never an instance, series or study UID) that the store keeps per
+instance and `study_findings` sums up per study, e.g. "2 instance(s): PatientID missing".
+
+`study_findings` also turns what the store keeps per instance into short remarks about a
+study's completeness.
 
 Failure statuses (PS3.4 Storage Service Class, C-STORE failures):
 
 - `STATUS_CANNOT_UNDERSTAND` (0xC210, in "Error: Cannot understand" 0xCxxx): the file
-  cannot be parsed: not DICOM, truncated, malformed encoding or sequences.
+  cannot be parsed: not DICOM, a truncated value, malformed encoding or sequences, an
+  encoding other than its transfer syntax says.
 - `STATUS_DATASET_MISMATCH` (0xA900, "Error: Data Set does not match SOP Class"): it
-  parses, but a required attribute is missing, empty or malformed, the SOP Class or
-  Instance UID differs from the command, or native Pixel Data has the wrong length.
+  parses, but the SOP Class, SOP Instance or Study Instance UID is missing or malformed,
+  the SOP Class or Instance UID differs from the command (the file meta), or native Pixel
+  Data has a length the image attributes contradict.
 
 I/O errors (the file cannot be opened or read) are the box's fault, not the data
 set's: they propagate as `OSError` for the caller to answer as out of resources.
@@ -32,8 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
 
-from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.charset import convert_encodings, decode_bytes, python_encoding
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -64,14 +72,20 @@ _HEADER_TAGS: dict[int, str] = {
     0x00080005: "SpecificCharacterSet",
     0x00080016: "SOPClassUID",
     0x00080018: "SOPInstanceUID",
+    0x00080020: "StudyDate",
+    0x00080030: "StudyTime",
     0x00080050: "AccessionNumber",
     0x00080060: "Modality",
+    0x00080090: "ReferringPhysicianName",
     0x00081010: "StationName",
     0x00081030: "StudyDescription",
     0x00100010: "PatientName",
     0x00100020: "PatientID",
+    0x00100030: "PatientBirthDate",
+    0x00100040: "PatientSex",
     0x0020000D: "StudyInstanceUID",
     0x0020000E: "SeriesInstanceUID",
+    0x00200010: "StudyID",
     0x00200011: "SeriesNumber",
     0x00200013: "InstanceNumber",
     0x00201002: "ImagesInAcquisition",
@@ -87,7 +101,16 @@ _PIXEL_TAGS: dict[int, str] = {
     0x7FE00009: "DoubleFloatPixelData",
     0x7FE00010: "PixelData",
 }
-_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+# Without these the box cannot key, de-duplicate or route an instance: refused.
+_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID")
+# Type 1 and 2 attributes of the Patient, General Study and General Series modules (PS3.3
+# C.7.1.1, C.7.2.1, C.7.3.1) that every composite instance has: absent (or empty, for Type 1)
+# is recorded, never refused. PatientID is recorded when empty too: PACS match on it.
+_EXPECTED_TYPE = {
+    "PatientName": 2, "PatientID": 2, "PatientBirthDate": 2, "PatientSex": 2,
+    "StudyDate": 2, "StudyTime": 2, "ReferringPhysicianName": 2, "StudyID": 2,
+    "AccessionNumber": 2, "Modality": 1, "SeriesInstanceUID": 1, "SeriesNumber": 2,
+}
 
 _NATIVE_SYNTAXES = frozenset(
     {
@@ -127,6 +150,7 @@ class InstanceHeader:
     number_of_frames: int | None
     series_number: int | None
     dataset_offset: int  # byte offset in the file where the data set (after file meta) starts
+    remarks: tuple[str, ...] = ()  # what is imperfect but kept; no patient data, no UIDs
 
 
 class InvalidDataset(Exception):
@@ -301,29 +325,32 @@ def _skip_item_elements(src: _Source, enc: _Enc, depth: int) -> None:
 class _Walk:
     values: dict[str, bytes]  # header keyword -> raw value
     pixel_lengths: dict[str, int | None]  # pixel keyword -> value length, None if undefined
+    remarks: list[str]
 
 
 def _walk(src: _Source, enc: _Enc) -> _Walk:
     """Walk the top-level data set, keeping header values and pixel value lengths."""
-    found = _Walk({}, {})
+    found = _Walk({}, {}, [])
     last = -1
     while not src.at_end():
         tag, vr, length = _element_header(src, enc, strict=True)
         if tag >> 16 == 0xFFFE:
             raise _unreadable("item outside a sequence")
-        if tag <= last:
-            raise _unreadable("elements out of order")
-        last = tag
+        if tag <= last and "elements out of order" not in found.remarks:
+            # PS3.5 7.1 wants ascending tags; the bytes still parse and are kept as they are
+            found.remarks.append("elements out of order")
+        last = max(last, tag)
         if tag in _PIXEL_TAGS:
             found.pixel_lengths[_PIXEL_TAGS[tag]] = None if length == _UNDEFINED else length
         if length == _UNDEFINED:
             if vr not in _UNDEFINED_OK_VRS:
                 raise _unreadable("undefined length not allowed for this VR")
             _skip_items(src, _inner_enc(vr, enc), 1)
-        elif tag in _HEADER_TAGS:
-            if length > _MAX_VALUE:
-                raise _mismatch(f"{_HEADER_TAGS[tag]} too long")
+        elif tag in _HEADER_TAGS and length <= _MAX_VALUE:
             found.values[_HEADER_TAGS[tag]] = src.read(length)
+        elif tag in _HEADER_TAGS:
+            found.remarks.append(f"{_HEADER_TAGS[tag]} too long, not read")
+            src.skip(length)
         else:
             src.skip(length)
     src.finish()
@@ -365,22 +392,47 @@ def is_valid_uid(value: str) -> bool:
 
 
 class _Values:
-    """Decodes the raw header values kept by the walk."""
+    """Decodes the raw header values kept by the walk; what is odd goes to `remarks`."""
 
-    def __init__(self, raw: dict[str, bytes], enc: _Enc) -> None:
+    def __init__(self, raw: dict[str, bytes], enc: _Enc, remarks: list[str]) -> None:
         self._raw = raw
         self._enc = enc
+        self.remarks = remarks
         charset = raw.get("SpecificCharacterSet", b"").decode("ascii", "replace")
         terms = [t.strip(" \x00") for t in charset.split("\\")] if charset.strip() else []
-        self._encodings = convert_encodings(terms or None)
+        unknown = [t for t in terms if t not in python_encoding]
+        if unknown:
+            # pydicom falls back to ASCII (or its best guess): text is decoded for the
+            # box's own use only; the bytes are kept and delivered as they came
+            self.remarks.append(f"SpecificCharacterSet term unknown: {'/'.join(unknown)[:64]}")
+        try:
+            self._encodings = convert_encodings([t for t in terms if t not in unknown] or None)
+        except LookupError:
+            self._encodings = convert_encodings(None)
+
+    def present(self, keyword: str) -> bool:
+        return keyword in self._raw
+
+    def empty(self, keyword: str) -> bool:
+        return not self._raw.get(keyword, b"").strip(b" \x00")
+
+    def _uid_text(self, keyword: str) -> str:
+        return self._raw.get(keyword, b"").decode("ascii", "replace").rstrip("\x00 ")
 
     def uid(self, keyword: str) -> str:
-        """A required UID: present, not empty, valid syntax."""
-        value = self._raw.get(keyword, b"").decode("ascii", "replace").rstrip("\x00 ")
+        """A required UID: present, not empty, valid syntax; else the instance is refused."""
+        value = self._uid_text(keyword)
         if not value:
             raise _mismatch(f"{keyword} missing")
         if not is_valid_uid(value):
             raise _mismatch(f"{keyword} malformed")
+        return value
+
+    def optional_uid(self, keyword: str) -> str:
+        """A UID the box can do without: kept as given, a malformed one is a remark."""
+        value = self._uid_text(keyword)
+        if value and not is_valid_uid(value):
+            self.remarks.append(f"{keyword} malformed")
         return value
 
     def text(self, keyword: str) -> str:
@@ -403,21 +455,20 @@ class _Values:
         return int(number) if number.is_integer() else None
 
     def count(self, keyword: str) -> int | None:
-        """A non-negative IS count; None if absent, a failure if present but invalid."""
-        if not self._raw.get(keyword, b"").strip(b" \x00"):
+        """A non-negative IS count; None if absent or empty, None and a remark if invalid."""
+        if self.empty(keyword):
             return None
         value = self.integer(keyword)
         if value is None or value < 0:
-            raise _mismatch(f"{keyword} invalid")
+            self.remarks.append(f"{keyword} invalid")
+            return None
         return value
 
-    def ushort(self, keyword: str) -> int:
-        """A required US value."""
+    def ushort(self, keyword: str) -> int | None:
+        """A US value; None if absent or not one 16-bit value."""
         raw = self._raw.get(keyword)
-        if raw is None or len(raw) == 0:
-            raise _mismatch(f"{keyword} missing")
-        if len(raw) != 2:
-            raise _mismatch(f"{keyword} invalid")
+        if raw is None or len(raw) != 2:
+            return None
         return struct.unpack(self._enc.fmt + "H", raw)[0]
 
 
@@ -436,8 +487,14 @@ def expected_pixel_length(
     return pixels * ((bits_allocated + 7) // 8)
 
 
+_IMAGE_ATTRIBUTES = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated")
+
+
 def _check_pixels(walk: _Walk, values: _Values, frames: int | None, native: bool) -> None:
-    """Native Pixel Data must hold exactly what the image attributes describe."""
+    """Native Pixel Data must hold exactly what the image attributes describe.
+
+    Where those attributes are missing or invalid the length cannot be judged: the
+    instance is kept, with a remark."""
     for keyword, length in sorted(walk.pixel_lengths.items()):
         if length is None:
             if native:
@@ -445,36 +502,65 @@ def _check_pixels(walk: _Walk, values: _Values, frames: int | None, native: bool
             continue
         if not native:
             continue
-        bits = values.ushort("BitsAllocated")
-        if bits == 0:
-            raise _mismatch("BitsAllocated invalid")
+        image = {name: values.ushort(name) for name in _IMAGE_ATTRIBUTES}
+        unusable = [name for name, value in image.items() if not value]
+        if frames is None and not values.empty("NumberOfFrames"):
+            unusable.append("NumberOfFrames")
+        if unusable:
+            values.remarks.append(f"{keyword} length not checked: {', '.join(unusable)} "
+                                  "missing or invalid")
+            continue
         expected = expected_pixel_length(
-            values.ushort("Rows"),
-            values.ushort("Columns"),
-            values.ushort("SamplesPerPixel"),
-            bits,
-            1 if frames is None else frames,
-            values.text("PhotometricInterpretation"),
+            image["Rows"], image["Columns"], image["SamplesPerPixel"], image["BitsAllocated"],
+            1 if frames is None else frames, values.text("PhotometricInterpretation"),
         )
         if length != expected and not (expected % 2 == 1 and length == expected + 1):
             raise _mismatch(f"{keyword} length does not match the image attributes")
 
 
+def _expected_attributes(values: _Values) -> None:
+    """Absent Type 1/2 and empty Type 1 attributes (and an empty PatientID) as remarks."""
+    for keyword, kind in _EXPECTED_TYPE.items():
+        if not values.present(keyword):
+            values.remarks.append(f"{keyword} missing")
+        elif values.empty(keyword) and (kind == 1 or keyword == "PatientID"):
+            values.remarks.append(f"{keyword} empty")
+
+
+def _class_remarks(sop_class: str, syntax: str, walk: _Walk) -> list[str]:
+    """What is unusual about the SOP class and transfer syntax (accepted all the same)."""
+    remarks = []
+    cls, ts = UID(sop_class), UID(syntax)
+    if cls.is_private:
+        remarks.append(f"private SOP class {cls}")
+    elif cls.type != "SOP Class":
+        remarks.append(f"SOP class unknown to the box {cls}")
+    elif cls.is_retired:
+        remarks.append(f"retired SOP class: {cls.name}")
+    if ts.type != "Transfer Syntax":
+        remarks.append(f"transfer syntax unknown to the box {ts}")
+    elif ts.is_retired:
+        remarks.append(f"retired transfer syntax: {ts.name}")
+    if not walk.pixel_lengths:
+        remarks.append(f"no pixel data ({cls.name if cls.type == 'SOP Class' else 'SOP class'})")
+    return remarks
+
+
 def _header(walk: _Walk, enc: _Enc, syntax: str, offset: int) -> InstanceHeader:
-    values = _Values(walk.values, enc)
+    values = _Values(walk.values, enc, walk.remarks)
     uids = {keyword: values.uid(keyword) for keyword in _REQUIRED_UIDS}
-    patient_id = values.text("PatientID")
-    if not patient_id:
-        raise _mismatch("PatientID missing")
+    series_uid = values.optional_uid("SeriesInstanceUID")
+    _expected_attributes(values)
     frames = values.count("NumberOfFrames")
     _check_pixels(walk, values, frames, syntax in _NATIVE_SYNTAXES)
+    remarks = [*values.remarks, *_class_remarks(uids["SOPClassUID"], syntax, walk)]
     return InstanceHeader(
         sop_class_uid=uids["SOPClassUID"],
         sop_instance_uid=uids["SOPInstanceUID"],
         study_uid=uids["StudyInstanceUID"],
-        series_uid=uids["SeriesInstanceUID"],
+        series_uid=series_uid,
         transfer_syntax=syntax,
-        patient_id=patient_id,
+        patient_id=values.text("PatientID"),
         patient_name=values.person_name("PatientName"),
         accession=values.text("AccessionNumber"),
         modality=values.text("Modality"),
@@ -485,6 +571,7 @@ def _header(walk: _Walk, enc: _Enc, syntax: str, offset: int) -> InstanceHeader:
         number_of_frames=frames,
         series_number=values.integer("SeriesNumber"),
         dataset_offset=offset,
+        remarks=tuple(dict.fromkeys(remarks)),
     )
 
 
@@ -499,7 +586,8 @@ def _encoding_of(syntax: str) -> _Enc:
 def read_header(path: Path, *, command_sop_class: str, command_sop_instance: str) -> InstanceHeader:
     """Read and check the header of the received Part 10 file at `path`.
 
-    Raises InvalidDataset (with the status to answer) if the instance must be refused.
+    Raises InvalidDataset (with the status to answer) only if the instance cannot be kept
+    faithfully; anything else imperfect comes back in `remarks`.
     """
     with open(path, "rb") as fp:
         size = fp.seek(0, 2)
@@ -513,6 +601,8 @@ def read_header(path: Path, *, command_sop_class: str, command_sop_instance: str
             walk = _walk(src, enc)
         except zlib.error:
             raise _unreadable("deflated data set corrupt") from None
+    if syntax == DeflatedExplicitVRLittleEndian and (size - offset) % 2:
+        walk.remarks.append("deflated data set of odd length (padded by one byte when sent)")
     header = _header(walk, enc, syntax, offset)
     if header.sop_class_uid != command_sop_class.rstrip("\x00 "):
         raise _mismatch("SOPClassUID differs from the C-STORE command")
@@ -534,6 +624,7 @@ class InstanceFacts:
     images_in_acquisition: int | None
     number_of_frames: int | None
     frames_present: int | None  # NumberOfFrames as read
+    remarks: tuple[str, ...] = ()  # InstanceHeader.remarks
 
 
 _LISTED = 5  # how many instance numbers a finding lists before "..."
@@ -619,8 +710,17 @@ def _frame_findings(label: str, facts: list[InstanceFacts]) -> list[str]:
     return findings
 
 
+def _remark_findings(instances: Iterable[InstanceFacts]) -> list[str]:
+    """Each instance remark once, with how many instances have it, most frequent first."""
+    counts = Counter(remark for facts in instances for remark in facts.remarks)
+    return [f"{n} instance(s): {remark}"
+            for remark, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+
+
 def study_findings(instances: Iterable[InstanceFacts]) -> list[str]:
-    """Completeness remarks about one study, in a fixed order; no patient data, no UIDs."""
+    """Completeness remarks about one study, then the remarks its instances were accepted
+    with, in a fixed order; no patient data, no instance, series or study UIDs."""
+    instances = list(instances)
     series: dict[str, list[InstanceFacts]] = defaultdict(list)
     for facts in instances:
         series[facts.series_uid].append(facts)
@@ -635,4 +735,4 @@ def study_findings(instances: Iterable[InstanceFacts]) -> list[str]:
         ]
         findings.extend(f for f in candidates if f is not None)
         findings.extend(_frame_findings(label, facts))
-    return findings
+    return findings + _remark_findings(instances)

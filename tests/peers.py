@@ -5,6 +5,10 @@
 - ``storescu()``: DCMTK ``storescu`` sending files in their own transfer syntaxes.
 - ``CountingSCP``: an in-process storage SCP that records every C-STORE and can
   misbehave (abort, refuse, reject) on request.
+- ``DcmQRSCP``: DCMTK ``dcmqrscp``, an image archive storing bit-preserving.
+- ``gdcmscu()`` and ``pynetdicom_store()``: GDCM's and pynetdicom's storage SCUs;
+  ``Orthanc.upload()`` and ``Orthanc.send_to()`` make Orthanc a modality.
+- ``dciodvfy()``: dicom3tools' conformance checker, its errors as a set.
 
 Child processes get ``TCP_NODELAY=1`` (DCMTK and Orthanc leave Nagle on
 without it), run in their own process group, are killed with the group on
@@ -40,6 +44,7 @@ from pynetdicom import (
     ALL_TRANSFER_SYNTAXES,
     AllStoragePresentationContexts,
     VerificationPresentationContexts,
+    _config,
     evt,
 )
 
@@ -300,6 +305,20 @@ class Orthanc(_Peer):
         found = self.rest("POST", "/tools/find", {"Level": "Study", "Query": {}, "Expand": True})
         return {s["MainDicomTags"]["StudyInstanceUID"] for s in found}
 
+    def upload(self, part10: bytes) -> str:
+        """Store a Part 10 file through the REST API; its Orthanc ID."""
+        req = urllib.request.Request(self.url + "/instances", data=part10, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return str(json.loads(resp.read())["ID"])
+
+    def send_to(self, modality: str, ids: list[str], timeout_s: float = 120.0) -> Any:
+        """C-STORE these instances to a modality of the config (``DicomModalities``),
+        synchronously, as a modality would send them (``/modalities/{id}/store``); an
+        instance the receiver refuses does not stop the others (``Permissive``)."""
+        return self.rest("POST", f"/modalities/{modality}/store",
+                         {"Resources": ids, "Synchronous": True, "Permissive": True},
+                         timeout_s=timeout_s)
+
     def delete_all(self) -> None:
         for patient in self.rest("GET", "/patients"):
             with contextlib.suppress(urllib.error.HTTPError):
@@ -457,6 +476,106 @@ def dataset_part(part10: bytes) -> bytes:
     if part10[128:132] != b"DICM" or part10[132:136] != b"\x02\x00\x00\x00":
         raise ValueError("not a Part 10 file with a meta group length")
     return part10[144 + int.from_bytes(part10[140:144], "little"):]
+
+
+class DcmQRSCP(_Peer):
+    """DCMTK dcmqrscp as an image archive: one storage area for the AE title ``aet``,
+    files written bit-preserving; it accepts the uncompressed transfer syntaxes only
+    (DCMTK's default for an acceptor)."""
+
+    def __init__(self, *, aet: str = "DCMQRSCP", port: int | None = None) -> None:
+        self.aet = aet
+        self.port = port or free_port()
+        self.workdir: Path | None = None
+
+    @property
+    def storage(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "db"
+
+    def start(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="dcmqrscp-"))
+        self.storage.mkdir()
+        _check_free(self.port)
+        config = self.workdir / "dcmqrscp.cfg"
+        config.write_text(
+            f"NetworkTCPPort = {self.port}\nMaxPDUSize = 16384\nMaxAssociations = 4\n"
+            "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+            f"AETable BEGIN\n{self.aet} {self.storage} RW (500, 1024mb) ANY\nAETable END\n")
+        self.proc = _spawn(["dcmqrscp", "--config", str(config),
+                            "--bit-preserving", "--disable-host-lookup", str(self.port)],
+                           self.workdir / "dcmqrscp.log")
+        try:
+            wait_port(LOOPBACK, self.port, 10.0, proc=self.proc)
+        except (RuntimeError, TimeoutError) as e:
+            raise RuntimeError(f"{e}\n{_tail(self.workdir / 'dcmqrscp.log')}") from e
+
+    def files(self) -> list[Path]:
+        """Stored instances (the index file left out)."""
+        if self.workdir is None:
+            return []
+        return sorted(p for p in self.storage.iterdir() if p.is_file() and p.name != "index.dat")
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+        self.proc = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+# --------------------------------------------------------------------------- other SCUs
+
+
+def gdcmscu(host: str, port: int, files: Sequence[Path], *, called_aet: str,
+            calling_aet: str = "MODALITY",
+            timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:
+    """Send ``files`` with GDCM's gdcmscu (it proposes each file's own transfer syntax);
+    never raises on failure."""
+    args = ["gdcmscu", "--store", "--call", called_aet, "--aetitle", calling_aet,
+            *[a for f in files for a in ("-i", str(f))], host, str(port)]
+    return subprocess.run(args, env=peer_env(), capture_output=True, text=True,
+                          timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
+
+
+def pynetdicom_store(host: str, port: int, files: Sequence[Path], *, called_aet: str,
+                     calling_aet: str = "MODALITY") -> dict[Path, int | None]:
+    """Send ``files`` with a pynetdicom SCU on one association, each in its own transfer
+    syntax on a context of its own, streamed from the file (the C-STORE command then
+    takes its UIDs from the file meta); the status of each, None where no answer came."""
+    _config.STORE_SEND_CHUNKED_DATASET = True  # as the box sets it: the same in every order
+    pairs: dict[tuple[str, str], None] = {}
+    for f in files:
+        meta = dcmread(f, stop_before_pixels=True).file_meta
+        pairs[(str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))] = None
+    ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    for sop_class, syntax in pairs:
+        ae.add_requested_context(sop_class, [syntax])
+    assoc = ae.associate(host, port, ae_title=called_aet)
+    if not assoc.is_established:
+        return dict.fromkeys(files)
+    statuses: dict[Path, int | None] = {}
+    try:
+        for f in files:
+            try:
+                answer = assoc.send_c_store(f)
+            except (ValueError, RuntimeError, AttributeError):  # no context fits the file
+                statuses[f] = None
+                continue
+            statuses[f] = int(answer.Status) if "Status" in answer else None
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return statuses
+
+
+def dciodvfy(path: Path) -> set[str]:
+    """dicom3tools' dciodvfy errors about a Part 10 file (warnings left out)."""
+    done = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True,
+                          timeout=60, check=False, stdin=subprocess.DEVNULL, errors="replace")
+    lines = (done.stdout + done.stderr).splitlines()
+    return {line.strip() for line in lines if line.startswith("Error")}
 
 
 # --------------------------------------------------------------------------- pynetdicom SCP

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
 from appliance.delivery import LAST_SUCCESS_SAVE_S
 from appliance.encoding import UNCOMPRESSED
@@ -110,6 +115,116 @@ def test_pacs_refusing_one_sop_class_fails_only_those(make_box, diverse_files, t
             assert box.call("retry", study_uid=ct.StudyInstanceUID)["requeued"] == 1
             box.wait_states("complete", timeout_s=60)
         assert scp.uids() == {ct.SOPInstanceUID, mr.SOPInstanceUID}
+
+
+PRIVATE_CLASS = "1.3.6.1.4.1.5962.301.1"
+
+
+def _imperfect_study(tmp_path) -> list:
+    """One study of three instances the first validation refused (issue 11): no Patient ID,
+    a private SOP class, a retired (big endian) transfer syntax."""
+    study_uid = generate_uid()
+    out = []
+    for name, change in [("CT_small.dcm", "no-patient-id"), ("CT_small.dcm", "private"),
+                         ("MR_small_bigendian.dcm", "")]:
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.StudyInstanceUID = study_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        if change == "no-patient-id":
+            del ds.PatientID
+        if change == "private":
+            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = PRIVATE_CLASS
+        ds.save_as(tmp_path / f"{change or 'bigendian'}.dcm", enforce_file_format=True)
+        out.append(tmp_path / f"{change or 'bigendian'}.dcm")
+    return out
+
+
+def test_any_storage_class_is_accepted_in_the_syntaxes_the_box_can_forward(make_box):
+    """Issue 11: private, unknown and retired SOP classes and retired syntaxes are accepted;
+    lossless wins over lossy; a syntax the box could never forward is refused per context."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage, MRImageStorage
+
+    box = make_box([dest("pacs", "PACS", 9)]).start()
+    ae = AE(ae_title="MODALITY")
+    offered = [
+        (PRIVATE_CLASS, [pydicom.uid.ExplicitVRLittleEndian]),
+        ("1.2.840.10008.5.1.4.1.1.6", [pydicom.uid.ExplicitVRLittleEndian]),  # retired US
+        (CTImageStorage, ["1.2.840.10008.1.2.4.55"]),  # retired JPEG process 10 and 12
+        (MRImageStorage, [pydicom.uid.JPEGBaseline8Bit, pydicom.uid.JPEGLSLossless]),
+        (CTImageStorage, ["1.3.6.1.4.1.5962.300.1"]),  # private syntax
+    ]
+    for sop_class, syntaxes in offered:
+        ae.add_requested_context(sop_class, syntaxes)
+    assoc = ae.associate("127.0.0.1", box.port, ae_title="FLUXBOX")
+    try:
+        assert assoc.is_established
+        accepted = {cx.context_id: str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+        rejected = {cx.context_id for cx in assoc.rejected_contexts}
+    finally:
+        assoc.release()
+    explicit = pydicom.uid.ExplicitVRLittleEndian
+    assert accepted == {1: explicit, 3: explicit, 5: "1.2.840.10008.1.2.4.55",
+                        7: pydicom.uid.JPEGLSLossless}
+    assert rejected == {9}
+
+
+def _fluxbox(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_imperfect_instances_are_accepted_delivered_and_shown_as_findings(make_box, tmp_path):
+    """Issue 11: refuse only what cannot be kept faithfully; record the rest on the study."""
+    files = _imperfect_study(tmp_path)
+    with Orthanc(aet="ORTHANC") as pacs:
+        box = make_box([dest("pacs", "ORTHANC", pacs.dicom_port)])
+        with box:
+            cp, answers = _send(box, files)
+            assert set(answers.values()) == {"Success"}, cp.stdout + cp.stderr
+            box.wait_states("complete", timeout_s=60)
+            config = str(box.config_path)
+            (row,) = json.loads(_fluxbox("studies", "--json", "--config", config).stdout)
+            text = _fluxbox("studies", "--config", config).stdout
+        stored = pacs.instance_by_uid()
+        for path in files:  # as sent (storescu drops the trailing padding of CT_small)
+            sent = pydicom.dcmread(path)
+            received = pydicom.dcmread(io.BytesIO(pacs.instance_file(stored[sent.SOPInstanceUID])))
+            assert received.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+            assert _content(received) == _content(sent), path.name
+    for finding in ["1 instance(s): PatientID missing",
+                    f"1 instance(s): private SOP class {PRIVATE_CLASS}",
+                    "1 instance(s): retired transfer syntax: Explicit VR Big Endian"]:
+        assert finding in row["findings"]
+        assert f"finding: {finding}" in text
+    names = {str(pydicom.dcmread(f).PatientName) for f in files}
+    assert not any(name and name in text + json.dumps(row) for name in names)
+
+
+def _settled(rows: list[dict], count: int) -> list[dict] | None:
+    done = len(rows) == count and all(r["state"] in ("complete", "failed") for r in rows)
+    return rows if done else None
+
+
+def test_pacs_taking_no_context_of_a_batch_fails_it_and_the_queue_goes_on(make_box, tmp_path,
+                                                                         diverse_files):
+    """Issue 11 (found by the interoperability matrix): a PACS that accepts the association
+    but none of its contexts made pynetdicom abort, and the box retried forever while every
+    study behind waited."""
+    private = _imperfect_study(tmp_path)[1]
+    with CountingSCP(ae_title="PACS") as scp:  # standard storage classes only
+        box = make_box([dest("pacs", "PACS", scp.port)])
+        with box:
+            _send(box, [private])
+            _send(box, [diverse_files[0]])
+            settled = box.wait_for(lambda: _settled(box.studies(), 2), 60, "both studies settled")
+            rows = {r["study_uid"]: r for r in settled}
+    failed = rows[pydicom.dcmread(private).StudyInstanceUID]
+    assert failed["state"] == "failed"
+    assert "PACS accepts none of the presentation contexts" in failed["destinations"][0][
+        "reasons"][0]
+    assert rows[pydicom.dcmread(diverse_files[0]).StudyInstanceUID]["state"] == "complete"
+    assert scp.uids() == {pydicom.dcmread(diverse_files[0]).SOPInstanceUID}
 
 
 def test_duplicate_send_is_acknowledged_and_not_sent_again(make_box, ct_study):

@@ -89,10 +89,10 @@ def test_malformed_datasets_are_refused_and_the_box_keeps_serving(make_box, ct40
         box = make_box([dest("pacs", "PACS", scp.port)]).start()
         modality = Modality(box.port)
 
-        no_patient = pydicom.dcmread(ct40[0])
-        no_patient.SOPInstanceUID = generate_uid()
-        del no_patient.PatientID
-        assert modality.send(no_patient) == 0xA900
+        no_study = pydicom.dcmread(ct40[0])
+        no_study.SOPInstanceUID = generate_uid()
+        del no_study.StudyInstanceUID
+        assert modality.send(no_study) == 0xA900
 
         short_pixels = pydicom.dcmread(ct40[1])
         short_pixels.SOPInstanceUID = generate_uid()
