@@ -526,15 +526,34 @@ class Store:
                 self._event(txn, now, "study queued", study=study.key[:12], positions=added)
         return added
 
+    def assign_site(self, study_key: str, site: str, site_source: str,
+                    held_reason: str | None) -> StudyRecord | None:
+        """Give a study another site. In the same transaction it loses the old site's
+        pending and failed positions and commitments, whatever its phase (a study still
+        receiving keeps none for the old site's workers to find). Returns the new record."""
+        key = bytes.fromhex(study_key)
+        with self.env.begin(write=True) as txn:
+            study = self._get(txn, "studies", key, StudyRecord)
+            if study is None:
+                return None
+            study = replace(study, site=site, site_source=site_source,
+                            held_reason=held_reason)
+            study = self._drop_other_sites(txn, study, list(self._prefixed(txn, "members", key)))
+            txn.put(key, self._seal_record(study), db=self._db["studies"])
+            return study
+
     def _drop_other_sites(self, txn, study: StudyRecord,
                           members: list[tuple[bytes, bytes]]) -> StudyRecord:
-        """The study without destinations (and their pending positions) of other sites."""
+        """The study without destinations of other sites, nor their pending and failed
+        positions (`retry` would otherwise queue them again) and commitments."""
         own = [d for d in study.destinations if destination_site(d) == study.site]
         others = [d for d in study.destinations if destination_site(d) != study.site]
         for dest in others:
+            txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
             for member_key, _ in members:
                 position = dest.encode() + b"\0" + study.seq_bytes + member_key[16:]
                 txn.delete(position, db=self._db["pending"])
+                txn.delete(position, db=self._db["failed"])
         if not others:
             return study
         commits = tuple(d for d in study.commit_destinations if destination_site(d) == study.site)
@@ -635,6 +654,8 @@ class Store:
         study = self._get(txn, "studies", key, StudyRecord)
         if study is None or study.phase != "closed" or study.completed_at is not None:
             return False
+        if not study.destinations or study.held_reason:
+            return False  # held, or routed nowhere: delivered to no one, so never complete
         for dest in study.destinations:
             prefix = dest.encode() + b"\0" + study.seq_bytes
             for db in ("pending", "failed"):
