@@ -23,7 +23,13 @@ from pathlib import Path
 
 import pydicom
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
@@ -123,8 +129,26 @@ def contents() -> Contents:
 
 
 class Stats:
+    """What a run covered: printed by the test, so a search that never delivers shows."""
+
     steps = 0
     checks = 0
+    acknowledged = 0  # by a PACS, recorded
+    completed = 0  # studies seen complete by a check
+    purged = 0
+    confirmed = 0  # commitment reports that confirmed a study
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.steps = cls.checks = cls.acknowledged = cls.completed = cls.purged = 0
+        cls.confirmed = 0
+
+    @classmethod
+    def line(cls) -> str:
+        return (f"{cls.steps} steps run, invariants checked {cls.checks} times; "
+                f"{cls.acknowledged} instances acknowledged by a PACS, {cls.completed} "
+                f"complete studies seen, {cls.purged} purged, {cls.confirmed} commitments "
+                "confirmed")
 
 
 class StoreModel(RuleBasedStateMachine):
@@ -136,7 +160,7 @@ class StoreModel(RuleBasedStateMachine):
         self.files = contents()
         self.now = START
         self.config = CONFIGS[0]
-        self.detected: str | None = None
+        self.detected: str | None = "a"  # the vehicle starts docked at site a
         self.latest: dict[int, tuple[int, int, int]] = {}  # acknowledged to the modality
         self.damaged: set[int] = set()  # instances whose current blob the test damaged
         self.pacs: dict[str, dict[int, tuple[int, int, int]]] = {d: {} for d in DESTINATIONS}
@@ -183,6 +207,13 @@ class StoreModel(RuleBasedStateMachine):
         return self.now
 
     # -- the modality --------------------------------------------------------------------
+
+    @initialize(count=st.integers(1, INSTANCES), studies=st.integers(1, STUDIES))
+    def studies_arrive(self, count: int, studies: int) -> None:
+        """Every run starts with closed studies of site a, so that delivery has work."""
+        for i in range(count):
+            self.receive(i, i % studies, 0)
+        self.quiet_time_passes()
 
     @rule(i=st.integers(0, INSTANCES - 1), j=st.integers(0, STUDIES - 1),
           v=st.integers(0, VERSIONS - 1))
@@ -242,13 +273,28 @@ class StoreModel(RuleBasedStateMachine):
             self.in_flight[dest] = self.workers[dest]._next_batch(now)
 
     @precondition(lambda self: any(self.in_flight.values()))
-    @rule(dest=st.sampled_from(DESTINATIONS),
-          answer=st.sampled_from((SUCCESS, SUCCESS, REFUSED, OUT_OF_RESOURCES)))
-    def send_one(self, dest: str, answer: int) -> None:
-        """The next instance of the batch goes out; the PACS answers."""
+    @rule(pick=st.integers(0, len(DESTINATIONS) - 1),
+          answer=st.sampled_from((SUCCESS, SUCCESS, SUCCESS, REFUSED, OUT_OF_RESOURCES)))
+    def send_one(self, pick: int, answer: int) -> None:
+        """The next instance of a batch in flight goes out; the PACS answers."""
         self._tick()
-        if not self.in_flight[dest]:
-            return
+        busy = [d for d in DESTINATIONS if self.in_flight[d]]
+        if busy:
+            self._send(busy[pick % len(busy)], answer)
+
+    @rule(dest=st.sampled_from(DESTINATIONS))
+    def deliver_all(self, dest: str) -> None:
+        """A good link and a willing PACS: the worker sends batches until none is left."""
+        now = self._tick()
+        for _ in range(10):
+            if not self.in_flight[dest]:
+                self.in_flight[dest] = self.workers[dest]._next_batch(now)
+            if not self.in_flight[dest]:
+                return
+            while self.in_flight[dest]:
+                self._send(dest, SUCCESS)
+
+    def _send(self, dest: str, answer: int) -> None:
         item = self.in_flight[dest].pop(0)
         current = self.store.study(item.study.key)
         assert current is None or destination_site(dest) == current.site, (
@@ -266,6 +312,7 @@ class StoreModel(RuleBasedStateMachine):
             return
         if answer == SUCCESS:
             self.pacs[dest][sent[0]] = sent
+            Stats.acknowledged += 1
         worker._record_status(item, BatchResult(), _status(answer), None, 0.0)
 
     @rule(dest=st.sampled_from(DESTINATIONS))
@@ -306,6 +353,7 @@ class StoreModel(RuleBasedStateMachine):
             for i in asked:
                 self.committed[dest][i] = held[i]
         self.store.commitment_result(uid, failed, now)
+        Stats.confirmed += not failed
 
     @rule(j=st.one_of(st.none(), st.integers(0, STUDIES - 1)))
     def retry(self, j: int | None) -> None:
@@ -320,7 +368,7 @@ class StoreModel(RuleBasedStateMachine):
 
     @rule(retention_s=st.sampled_from((0.0, 3600.0)))
     def purge(self, retention_s: float) -> None:
-        self.store.purge(self._tick(), retention_s)
+        Stats.purged += self.store.purge(self._tick(), retention_s)
 
     @rule()
     def restart(self) -> None:
@@ -467,6 +515,7 @@ class StoreModel(RuleBasedStateMachine):
                     f"study {study.study_uid[-3:]} at {dest['name']}: {total} positions for "
                     f"{study.instances} instances")
             if study.completed_at is not None:
+                Stats.completed += 1
                 assert row["state"] == "complete"
                 for dest in row["destinations"]:
                     assert dest["pending"] == 0 and dest["failed"] == 0, (
