@@ -296,6 +296,8 @@ class StoreModel(RuleBasedStateMachine):
 
     def _send(self, dest: str, answer: int) -> None:
         item = self.in_flight[dest].pop(0)
+        if not self.workers[dest].may_send(item, self.now):
+            return
         current = self.store.study(item.study.key)
         assert current is None or destination_site(dest) == current.site, (
             f"sent to {dest}, a destination of another site than the study's "

@@ -8,7 +8,7 @@ import os
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from tests.unit.store_model import REFUSED, Stats, StoreModel, run_replay
+from tests.unit.store_model import REFUSED, SUCCESS, Stats, StoreModel, run_replay
 
 SOAK = os.environ.get("FLUXBOX_SOAK") == "1"
 
@@ -63,4 +63,20 @@ def test_an_instance_leaving_a_held_study_does_not_complete_it_for_purge():
         ("pin", {"site": "a"}),
         ("receive", {"i": 1, "j": 1, "v": 0}),  # instance 1 moves to another study
         ("purge", {"retention_s": 0.0}),
+    ])
+
+
+def test_a_batch_in_flight_never_reaches_the_old_site_after_assign():
+    """Found with the model: a batch taken for site a's PACS, then the study assigned to b
+    (nothing acknowledged yet, so `assign` allows it): the worker sent the rest to a. It now
+    asks the gate again, of the study as it is, before each send."""
+    run_replay([
+        ("receive", {"i": 0, "j": 0, "v": 0}),
+        ("receive", {"i": 1, "j": 0, "v": 0}),
+        ("quiet_time_passes", {}),
+        ("take_batch", {"dest": "a/pacs"}),
+        ("assign", {"j": 0, "site": "b"}),
+        ("send_one", {"pick": 0, "answer": SUCCESS}),
+        ("send_one", {"pick": 0, "answer": SUCCESS}),
+        ("deliver_all", {"dest": "b/pacs"}),
     ])
