@@ -519,8 +519,12 @@ class Store:
                     added += 1
             merged = tuple(dict.fromkeys(study.destinations + destinations))
             commits = tuple(dict.fromkeys(study.commit_destinations + commitment))
+            # A complete study with new positions (assigned to another site) is complete no
+            # more: purge must not take it before the new destinations have it.
+            completed_at = None if added else study.completed_at
             txn.put(key, self._seal_record(replace(study, destinations=merged,
-                                                   commit_destinations=commits)),
+                                                   commit_destinations=commits,
+                                                   completed_at=completed_at)),
                     db=self._db["studies"])
             if added:
                 self._event(txn, now, "study queued", study=study.key[:12], positions=added)
@@ -529,7 +533,7 @@ class Store:
     def assign_site(self, study_key: str, site: str, site_source: str,
                     held_reason: str | None) -> StudyRecord | None:
         """Give a study another site. In the same transaction it loses the old site's
-        pending and failed positions and commitments, whatever its phase (a study still
+        positions and commitments, whatever its phase (a study still
         receiving keeps none for the old site's workers to find). Returns the new record."""
         key = bytes.fromhex(study_key)
         with self.env.begin(write=True) as txn:
@@ -544,16 +548,17 @@ class Store:
 
     def _drop_other_sites(self, txn, study: StudyRecord,
                           members: list[tuple[bytes, bytes]]) -> StudyRecord:
-        """The study without destinations of other sites, nor their pending and failed
-        positions (`retry` would otherwise queue them again) and commitments."""
+        """The study without destinations of other sites, nor any of their positions (`retry`
+        would queue failed ones again; purge, which looks at the study's own destinations,
+        would leave them behind) and commitments."""
         own = [d for d in study.destinations if destination_site(d) == study.site]
         others = [d for d in study.destinations if destination_site(d) != study.site]
         for dest in others:
             txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
             for member_key, _ in members:
                 position = dest.encode() + b"\0" + study.seq_bytes + member_key[16:]
-                txn.delete(position, db=self._db["pending"])
-                txn.delete(position, db=self._db["failed"])
+                for db in ("pending", "acked", "failed"):  # purge looks only at its own
+                    txn.delete(position, db=self._db[db])
         if not others:
             return study
         commits = tuple(d for d in study.commit_destinations if destination_site(d) == study.site)

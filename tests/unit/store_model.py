@@ -474,6 +474,11 @@ class StoreModel(RuleBasedStateMachine):
 
     def check_only_own_site(self) -> None:
         studies = {s.key: s for s in self.store.studies()}
+        seqs = {s.seq_bytes for s in studies.values()}
+        for db in ("pending", "acked", "failed"):
+            for position, _ in self._rows(db):
+                dest, rest = position.split(b"\0", 1)
+                assert rest[:8] in seqs, f"an {db} position at {dest.decode()} outlived its study"
         for db in ("pending", "failed"):
             for position, value in self._rows(db):
                 study = studies.get(value[16:32].hex())

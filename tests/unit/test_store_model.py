@@ -80,3 +80,22 @@ def test_a_batch_in_flight_never_reaches_the_old_site_after_assign():
         ("send_one", {"pick": 0, "answer": SUCCESS}),
         ("deliver_all", {"dest": "b/pacs"}),
     ])
+
+
+def test_a_complete_study_assigned_to_another_site_is_kept_until_that_site_has_it():
+    """Found with the model: a study complete at site a, then assigned to b, got b's
+    positions but stayed complete, so purge deleted it before b had it; and the old site's
+    acknowledgments outlived the purged study."""
+    run_replay([
+        ("receive", {"i": 0, "j": 0, "v": 0}),
+        ("quiet_time_passes", {}),
+        ("deliver_all", {"dest": "a/pacs"}),
+        ("deliver_all", {"dest": "a/archive"}),
+        ("request_commitment", {"dest": "a/pacs"}),
+        ("commitment_report", {"pick": 0, "fail_one": False}),
+        ("assign", {"j": 0, "site": "b"}),
+        ("purge", {"retention_s": 0.0}),
+        ("site_detected", {"site": "b"}),
+        ("deliver_all", {"dest": "b/pacs"}),
+        ("purge", {"retention_s": 0.0}),
+    ])
