@@ -63,7 +63,8 @@ SUCCESS, REFUSED, OUT_OF_RESOURCES = 0x0000, 0xC000, 0xA700
 KEY = bytes(range(32))
 
 
-def _config(isolate: bool = True, windows: tuple[str, ...] = ()) -> Config:
+def _config(isolate: bool = True, windows: tuple[str, ...] = (),
+            forward: str = "on-study-complete") -> Config:
     policy = PolicyConfig(windows=windows)
     a = SiteConfig(id="a", policy=policy, destinations=(
         DestinationConfig("pacs", "A_PACS", "127.0.0.1", 104, commitment=True),
@@ -72,13 +73,16 @@ def _config(isolate: bool = True, windows: tuple[str, ...] = ()) -> Config:
     b = SiteConfig(id="b", policy=policy, destinations=(
         DestinationConfig("pacs", "B_PACS", "127.0.0.1", 106),
     ))
-    transmit = TransmitConfig(batch="count", batch_count=3, study_quiet_s=QUIET_S)
+    transmit = TransmitConfig(batch="count", batch_count=3, study_quiet_s=QUIET_S,
+                              forward=forward)
     return Config(detect=DetectConfig(mode="auto", isolate=isolate), transmit=transmit,
                   sites=(a, b))
 
 
-# Policy changes (a new config, taken at restart): isolation on or off, a closed window.
-CONFIGS = (_config(), _config(isolate=False), _config(windows=("03:00-03:01",)))
+# Policy changes (a new config, taken at restart): isolation on or off, a closed window,
+# streaming (sent while still receiving).
+CONFIGS = (_config(), _config(isolate=False), _config(windows=("03:00-03:01",)),
+           _config(forward="streaming"))
 DESTINATIONS = tuple(destination_id(s, d) for s in CONFIGS[0].sites for d in s.destinations)
 
 
@@ -232,6 +236,11 @@ class StoreModel(RuleBasedStateMachine):
     @rule()
     def quiet_time_passes(self) -> None:
         self.closer.close_once(self._tick(QUIET_S + 1))
+
+    @rule()
+    def closer_ticks(self) -> None:
+        """The closer's loop, before the quiet time (streaming queues receiving studies)."""
+        self.closer.close_once(self._tick())
 
     # -- sites and policy -------------------------------------------------------------------
 
