@@ -293,15 +293,17 @@ class StoreModel(RuleBasedStateMachine):
 
     @rule(dest=st.sampled_from(DESTINATIONS))
     def deliver_all(self, dest: str) -> None:
-        """A good link and a willing PACS: the worker sends batches until none is left."""
+        """A good link and a willing PACS: the worker sends batches until none is left, then
+        asks for commitment (as `deliver_once` does when it finds no batch)."""
         now = self._tick()
         for _ in range(10):
             if not self.in_flight[dest]:
                 self.in_flight[dest] = self.workers[dest]._next_batch(now)
             if not self.in_flight[dest]:
-                return
+                break
             while self.in_flight[dest]:
                 self._send(dest, SUCCESS)
+        self.request_commitment(dest)
 
     def _send(self, dest: str, answer: int) -> None:
         item = self.in_flight[dest].pop(0)

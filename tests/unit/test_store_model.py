@@ -15,7 +15,7 @@ SOAK = os.environ.get("FLUXBOX_SOAK") == "1"
 
 def test_no_sequence_of_events_breaks_the_store_promises():
     Stats.reset()
-    examples, steps = (250, 60) if SOAK else (20, 30)
+    examples, steps = (250, 60) if SOAK else (15, 30)
     run_state_machine_as_test(StoreModel, settings=settings(
         max_examples=examples, stateful_step_count=steps, deadline=None,
         suppress_health_check=list(HealthCheck)))
