@@ -419,10 +419,23 @@ class Store:
                 txn.delete(position, db=self._db[db])
         old = replace(old, instances=max(0, old.instances - 1),
                       size_bytes=max(0, old.size_bytes - record.size_bytes))
+        if old.instances == 0:  # nothing left of it: it goes, not held or queued forever
+            self._drop_empty_study(txn, old, now)
+            return
         txn.put(old_key, self._seal_record(old), db=self._db["studies"])
         self._event(txn, now, "instance moved to another study", study=old.key[:12],
                     instance=record.key[:12])
         self._complete_if_done(txn, old.key, now)
+
+    def _drop_empty_study(self, txn, study: StudyRecord, now: float) -> None:
+        for dest in study.destinations:
+            txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
+            for db in ("pending", "acked", "failed"):
+                prefix = dest.encode() + b"\0" + study.seq_bytes
+                for position, _ in list(self._prefixed(txn, db, prefix)):
+                    txn.delete(position, db=self._db[db])
+        txn.delete(bytes.fromhex(study.key), db=self._db["studies"])
+        self._event(txn, now, "study emptied", study=study.key[:12])
 
     def _reset_commitments(self, txn, study: StudyRecord) -> None:
         """The study's content changed: every destination must be asked to commit again."""

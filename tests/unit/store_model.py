@@ -520,6 +520,7 @@ class StoreModel(RuleBasedStateMachine):
         records = [r for i in range(INSTANCES) if (r := self._record(i)) is not None]
         for study in self.store.studies():
             mine = [r for r in records if r.study_key == study.key]
+            assert mine, f"study {study.study_uid[-3:]} holds no instance and stays"
             assert study.instances == len(mine), (
                 f"study {study.study_uid[-3:]} counts {study.instances} instances, holds "
                 f"{len(mine)}")

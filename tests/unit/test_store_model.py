@@ -57,6 +57,7 @@ def test_an_instance_leaving_a_held_study_does_not_complete_it_for_purge():
     held with no destination, complete; purge then deleted the instances left in it, which
     had gone nowhere."""
     run_replay([
+        ("site_detected", {"site": None}),
         ("receive", {"i": 0, "j": 0, "v": 0}),  # no site: held, site-unknown
         ("receive", {"i": 1, "j": 0, "v": 0}),
         ("quiet_time_passes", {}),
@@ -98,4 +99,16 @@ def test_a_complete_study_assigned_to_another_site_is_kept_until_that_site_has_i
         ("site_detected", {"site": "b"}),
         ("deliver_all", {"dest": "b/pacs"}),
         ("purge", {"retention_s": 0.0}),
+    ])
+
+
+def test_a_study_left_empty_by_a_moved_instance_goes():
+    """Found with the model's checks: when its only instance was re-sent under another Study
+    UID, the old study stayed with no instance, held for ever (health counted it)."""
+    run_replay([
+        ("site_detected", {"site": None}),
+        ("receive", {"i": 0, "j": 0, "v": 0}),  # no site: held, site-unknown
+        ("quiet_time_passes", {}),
+        ("pin", {"site": "a"}),
+        ("receive", {"i": 0, "j": 1, "v": 0}),
     ])
