@@ -10,7 +10,7 @@ APT_PACKAGES := $(BUILD_PACKAGES) dcmtk orthanc gpsd gpsd-clients dbus iproute2 
 	nftables libgdcm-tools dicom3tools
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit bench bench-air bench-pdu fuzz lint deps apt build-deps python-venv clean
+.PHONY: run test unit soak bench bench-air bench-pdu fuzz lint deps apt build-deps python-venv clean
 
 run: python-venv build-deps $(STAMP)
 	$(VENV)/bin/fluxbox run
@@ -20,6 +20,10 @@ test: python-venv apt $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+# The stateful model of the store and delivery, long: at least 10,000 random steps.
+soak: $(STAMP)
+	FLUXBOX_SOAK=1 $(PY) -m pytest -q -s tests/unit/test_store_model.py -k no_sequence
 
 bench: apt $(STAMP)
 	$(PY) -m tests.bench.run

@@ -47,7 +47,7 @@ from appliance.routing import (
     ANOTHER_SITE,
     POLICY_WINDOW,
     SITE_UNKNOWN,
-    block_reason,
+    delivery_block,
     destination_id,
     link_for,
     next_window_start,
@@ -72,7 +72,7 @@ from appliance.sites import (
     gather_evidence,
 )
 from appliance.store import Store, StudyRecord, destination_site
-from appliance.studies import StudyCloser
+from appliance.studies import StudyCloser, assign_refusal
 from appliance.supervisor import Supervisor, Watcher
 from appliance.worklist import Worklist
 
@@ -304,12 +304,7 @@ class Box:
         return adopted
 
     def _assign(self, study: StudyRecord, site_id: str, source: str, now: float) -> None:
-        held = study.held_reason == SITE_UNKNOWN
-        updated = self.store.update_study(study.key, site=site_id, site_source=source,
-                                          held_reason=None if held else study.held_reason)
-        event(log, "study assigned", study=study.key[:12], site=site_id, source=source)
-        if updated is not None and updated.phase == "closed":
-            self.closer.reroute(updated, now)
+        self.closer.assign(study, site_id, source, now)
         self.wake_delivery()
 
     # -- policy ------------------------------------------------------------------------
@@ -329,11 +324,9 @@ class Box:
     def gate(self, study: StudyRecord, dest_id: str, now: float) -> str | None:
         """Why a study may not move to `dest_id` now; None when it may."""
         if destination_site(dest_id) != study.site:
-            return ANOTHER_SITE  # never, whatever else: a study goes only to its own site
-        if study.phase != "closed" and self.config.transmit.forward != "streaming":
-            return "receiving"
-        return block_reason(
-            study, self.config, current_site=self.current_site().id,
+            return ANOTHER_SITE  # before any look-up: a destination of no configured site
+        return delivery_block(
+            study, dest_id, self.config, current_site=self.current_site().id,
             link=self.link_to(dest_id), now=datetime.fromtimestamp(now),
             cellular_used_bytes=self.store.traffic(CELLULAR, now),
         )
@@ -649,9 +642,9 @@ class Box:
             raise CommandError("no such study on this box")
         site_id = args.get("site_id") or ""
         self._known_site(site_id)
-        if study.site and study.site != site_id and study.completed_at is None and any(
-                self.store.counts(study, d).delivered for d in study.destinations):
-            raise CommandError(f"study already partly delivered to site {study.site!r}")
+        refusal = assign_refusal(self.store, study, site_id)
+        if refusal:
+            raise CommandError(refusal)
         self._assign(study, site_id, "manual", time.time())
         return {"study_uid": study.study_uid, "site": site_id}
 

@@ -244,7 +244,8 @@ class DestinationWorker:
                    stall_s=self.transmit.stall_s)
         try:
             while (item := _take(work)) is not None:
-                self._send_one(assoc, item, outcome, link_class)
+                if self.may_send(item, time.time()):
+                    self._send_one(assoc, item, outcome, link_class)
         except (LinkDown, TransientRefusal, dimse.Stalled) as exc:
             outcome.error = str(exc)
             _hard_abort(assoc)
@@ -253,6 +254,13 @@ class DestinationWorker:
             _hard_abort(assoc)
             raise
         assoc.release()
+
+    def may_send(self, item: Queued, now: float) -> bool:
+        """Whether `item` may still go, asked of its study as it is now, just before the send:
+        since the batch was taken the study may have been assigned to another site, or held.
+        One that may not stays pending (the gate decides again at the next batch)."""
+        study = self.store.study(item.study.key)
+        return study is not None and self.gate(study, now) is None
 
     # -- storage commitment ------------------------------------------------------
 

@@ -172,6 +172,21 @@ def block_reason(
     return None
 
 
+def delivery_block(
+    study: StudyRecord, dest_id: str, config: Config, *, current_site: str | None,
+    link: Link | None, now: datetime, cellular_used_bytes: tuple[int, int] = (0, 0),
+) -> str | None:
+    """Why `study` may not move to destination `dest_id` now (the delivery gate); None when
+    it may. A destination of another site than the study's is refused whatever else holds:
+    a study goes only to its own site (PRODUCT.md)."""
+    if dest_id.split("/", 1)[0] != study.site:
+        return ANOTHER_SITE
+    if study.phase != "closed" and config.transmit.forward != "streaming":
+        return "receiving"
+    return block_reason(study, config, current_site=current_site, link=link, now=now,
+                        cellular_used_bytes=cellular_used_bytes)
+
+
 def _over_budget(policy, used: tuple[int, int]) -> bool:
     day_mb, month_mb = policy.cellular_mb_per_day, policy.cellular_mb_per_month
     return bool((day_mb and used[0] >= day_mb * 1_000_000)

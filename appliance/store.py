@@ -420,10 +420,23 @@ class Store:
                 txn.delete(position, db=self._db[db])
         old = replace(old, instances=max(0, old.instances - 1),
                       size_bytes=max(0, old.size_bytes - record.size_bytes))
+        if old.instances == 0:  # nothing left of it: it goes, not held or queued forever
+            self._drop_empty_study(txn, old, now)
+            return
         txn.put(old_key, self._seal_record(old), db=self._db["studies"])
         self._event(txn, now, "instance moved to another study", study=old.key[:12],
                     instance=record.key[:12])
         self._complete_if_done(txn, old.key, now)
+
+    def _drop_empty_study(self, txn, study: StudyRecord, now: float) -> None:
+        for dest in study.destinations:
+            txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
+            for db in ("pending", "acked", "failed"):
+                prefix = dest.encode() + b"\0" + study.seq_bytes
+                for position, _ in list(self._prefixed(txn, db, prefix)):
+                    txn.delete(position, db=self._db[db])
+        txn.delete(bytes.fromhex(study.key), db=self._db["studies"])
+        self._event(txn, now, "study emptied", study=study.key[:12])
 
     def _reset_commitments(self, txn, study: StudyRecord) -> None:
         """The study's content changed: every destination must be asked to commit again."""
@@ -520,22 +533,46 @@ class Store:
                     added += 1
             merged = tuple(dict.fromkeys(study.destinations + destinations))
             commits = tuple(dict.fromkeys(study.commit_destinations + commitment))
+            # A complete study with new positions (assigned to another site) is complete no
+            # more: purge must not take it before the new destinations have it.
+            completed_at = None if added else study.completed_at
             txn.put(key, self._seal_record(replace(study, destinations=merged,
-                                                   commit_destinations=commits)),
+                                                   commit_destinations=commits,
+                                                   completed_at=completed_at)),
                     db=self._db["studies"])
             if added:
                 self._event(txn, now, "study queued", study=study.key[:12], positions=added)
         return added
 
+    def assign_site(self, study_key: str, site: str, site_source: str,
+                    held_reason: str | None) -> StudyRecord | None:
+        """Give a study another site. In the same transaction it loses the old site's
+        positions and commitments, whatever its phase (a study still
+        receiving keeps none for the old site's workers to find). Returns the new record."""
+        key = bytes.fromhex(study_key)
+        with self.env.begin(write=True) as txn:
+            study = self._get(txn, "studies", key, StudyRecord)
+            if study is None:
+                return None
+            study = replace(study, site=site, site_source=site_source,
+                            held_reason=held_reason)
+            study = self._drop_other_sites(txn, study, list(self._prefixed(txn, "members", key)))
+            txn.put(key, self._seal_record(study), db=self._db["studies"])
+            return study
+
     def _drop_other_sites(self, txn, study: StudyRecord,
                           members: list[tuple[bytes, bytes]]) -> StudyRecord:
-        """The study without destinations (and their pending positions) of other sites."""
+        """The study without destinations of other sites, nor any of their positions (`retry`
+        would queue failed ones again; purge, which looks at the study's own destinations,
+        would leave them behind) and commitments."""
         own = [d for d in study.destinations if destination_site(d) == study.site]
         others = [d for d in study.destinations if destination_site(d) != study.site]
         for dest in others:
+            txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
             for member_key, _ in members:
                 position = dest.encode() + b"\0" + study.seq_bytes + member_key[16:]
-                txn.delete(position, db=self._db["pending"])
+                for db in ("pending", "acked", "failed"):  # purge looks only at its own
+                    txn.delete(position, db=self._db[db])
         if not others:
             return study
         commits = tuple(d for d in study.commit_destinations if destination_site(d) == study.site)
@@ -636,6 +673,8 @@ class Store:
         study = self._get(txn, "studies", key, StudyRecord)
         if study is None or study.phase != "closed" or study.completed_at is not None:
             return False
+        if not study.destinations or study.held_reason:
+            return False  # held, or routed nowhere: delivered to no one, so never complete
         for dest in study.destinations:
             prefix = dest.encode() + b"\0" + study.seq_bytes
             for db in ("pending", "failed"):

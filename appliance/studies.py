@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from appliance.config import Config
 from appliance.logs import event
-from appliance.routing import route_study
+from appliance.routing import SITE_UNKNOWN, route_study
 from appliance.store import DeliveryCounts, Store, StudyRecord
 from appliance.validation import InstanceFacts, study_findings
 
@@ -59,6 +59,15 @@ def study_state(study: StudyRecord, counts: dict[str, DeliveryCounts],
     if block:
         return HELD
     return SENDING if any(c.delivered for c in counts.values()) else QUEUED
+
+
+def assign_refusal(store: Store, study: StudyRecord, site_id: str) -> str | None:
+    """Why a study may not be assigned to `site_id` by hand: part of it already went to
+    its own site's PACS and the rest has not (it would be split between two hospitals)."""
+    if study.site and study.site != site_id and study.completed_at is None and any(
+            store.counts(study, d).delivered for d in study.destinations):
+        return f"study already partly delivered to site {study.site!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,18 @@ class StudyCloser:
     def _expected_done(self, study: StudyRecord, now: float) -> bool:
         """All listed instances are here, or the wait is over."""
         return not self._missing(study, study.expected) or now >= (study.expect_until or 0)
+
+    def assign(self, study: StudyRecord, site_id: str, source: str,
+               now: float) -> StudyRecord | None:
+        """Give a study a site (`fluxbox assign`, the console, adoption) and, if it is
+        closed, route it again: the old site's positions go, the new site's come."""
+        held = study.held_reason == SITE_UNKNOWN
+        updated = self.store.assign_site(study.key, site_id, source,
+                                         None if held else study.held_reason)
+        event(log, "study assigned", study=study.key[:12], site=site_id, source=source)
+        if updated is not None and updated.phase == "closed":
+            self.reroute(updated, now)
+        return updated
 
     def reroute(self, study: StudyRecord, now: float) -> Closed | None:
         """Route a closed study again (after its site was assigned)."""
