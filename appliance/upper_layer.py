@@ -46,13 +46,14 @@ MAX_MAX_PDU = 4_194_304
 # "unlimited" (0): sending less than the peer's maximum is always allowed (PS3.8 D.1).
 SEND_MAX_PDU = DEFAULT_MAX_PDU
 # Association PDUs have no negotiated limit. 128 presentation contexts each proposing
-# every transfer syntax pynetdicom knows, plus user identity, stay under 200 KB.
-ASSOCIATION_PDU_MAX = 1_048_576
+# every transfer syntax pynetdicom knows, plus user identity, stay under 200 KB; decoding one
+# costs about 50 times its size, so the cap is what bounds that.
+ASSOCIATION_PDU_MAX = 262_144
 # DIMSE parts pynetdicom assembles in memory (C-STORE data sets go to a spool file):
 # command sets are a few hundred bytes; the largest data set the box receives otherwise
 # is a Storage Commitment list (about 130 bytes per instance).
 COMMAND_SET_MAX = 65_536
-MESSAGE_DATA_SET_MAX = 16_777_216
+MESSAGE_DATA_SET_MAX = 2_097_152  # about 16,000 commitment references
 
 P_DATA_TF = 0x04
 KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))

@@ -88,9 +88,11 @@ def test_association_request_claiming_4_gb_is_aborted_and_allocates_nothing(box)
 
 
 def test_valid_association_request_just_over_the_limit_is_aborted(box):
-    # Well-formed: 18 presentation contexts, each proposing 1,000 (unknown) transfer syntaxes.
+    # Well-formed: presentation contexts each proposing 1,000 (unknown) transfer syntaxes
+    # (about 64 KB a context), enough of them to pass the limit.
     syntaxes = [f"1.2.826.0.1.3680043.8.498.{n:031d}" for n in range(1000)]
-    request = rawpdu.associate_rq(contexts=[(rawpdu.VERIFICATION, syntaxes)] * 18)
+    count = ASSOCIATION_PDU_MAX // 64_000 + 1
+    request = rawpdu.associate_rq(contexts=[(rawpdu.VERIFICATION, syntaxes)] * count)
     assert ASSOCIATION_PDU_MAX < len(request) - 6 < ASSOCIATION_PDU_MAX + 131072
     with rawpdu.connect(box.port) as sock:
         sock.sendall(request)

@@ -59,7 +59,9 @@ def test_dimse_messages_held_in_memory_are_capped():
 
 
 def test_the_default_fits_the_bounds_the_config_allows():
-    assert upper_layer.MIN_MAX_PDU <= DEFAULT_MAX_PDU <= MAX_MAX_PDU < ASSOCIATION_PDU_MAX * 8
+    assert upper_layer.MIN_MAX_PDU <= DEFAULT_MAX_PDU <= MAX_MAX_PDU
+    # room for 128 presentation contexts of every known syntax (under 200 KB), little more
+    assert 200_000 < ASSOCIATION_PDU_MAX <= 262_144
 
 
 # The limits replace pynetdicom internals; these fail loudly when pynetdicom changes them.
