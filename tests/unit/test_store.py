@@ -326,3 +326,16 @@ def test_acknowledgments_keep_no_plain_content_digest(store):
     with store.env.begin() as txn:
         values = [v for _, v in txn.cursor(db=store._db["acked"])]
     assert values and all(item.instance.digest.encode() not in v for v in values)
+
+
+def test_a_refusal_of_a_replaced_version_does_not_fail_the_new_one(store, tmp_path):
+    _put(store, CT, now=1.0)
+    study = store.studies()[0]
+    store.update_study(study.key, phase="closed")
+    store.enqueue(study.key, ("a/pacs",), 2.0)
+    (old,) = store.next_batch("a/pacs", max_count=10, max_bytes=1 << 30, whole_study=True,
+                              allowed=lambda s: True)
+    _put(store, _variant(CT, tmp_path / "v2.dcm", StudyDescription="V2"), now=3.0)
+    store.record_failed("a/pacs", old, "refused", 4.0)  # the PACS refused the old version
+    counts = store.counts(store.study(study.key), "a/pacs")
+    assert (counts.pending, counts.failed) == (1, 0), "the new version must still be sent"
