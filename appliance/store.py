@@ -428,13 +428,18 @@ class Store:
                     instance=record.key[:12])
         self._complete_if_done(txn, old.key, now)
 
+    def _forget_destination(self, txn, dest: str, study: StudyRecord) -> None:
+        """Every position (pending, acknowledged, failed) and the commitment of `study` at
+        `dest`."""
+        txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
+        prefix = dest.encode() + b"\0" + study.seq_bytes
+        for db in ("pending", "acked", "failed"):
+            for position, _ in list(self._prefixed(txn, db, prefix)):
+                txn.delete(position, db=self._db[db])
+
     def _drop_empty_study(self, txn, study: StudyRecord, now: float) -> None:
         for dest in study.destinations:
-            txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
-            for db in ("pending", "acked", "failed"):
-                prefix = dest.encode() + b"\0" + study.seq_bytes
-                for position, _ in list(self._prefixed(txn, db, prefix)):
-                    txn.delete(position, db=self._db[db])
+            self._forget_destination(txn, dest, study)
         txn.delete(bytes.fromhex(study.key), db=self._db["studies"])
         self._event(txn, now, "study emptied", study=study.key[:12])
 
@@ -512,7 +517,7 @@ class Store:
 
         `commitment` names the destinations that must also confirm Storage
         Commitment before the study is complete. Destinations of another site than the
-        study's (it was assigned elsewhere) lose their pending positions and are no longer
+        study's (it was assigned elsewhere) lose their positions and commitments and are no longer
         the study's. Safe to repeat; returns how many positions were added.
         """
         key = bytes.fromhex(study_key)
@@ -522,7 +527,7 @@ class Store:
             if study is None:
                 return 0
             members = list(self._prefixed(txn, "members", key))
-            study = self._drop_other_sites(txn, study, members)
+            study = self._drop_other_sites(txn, study)
             for dest in destinations:
                 for member_key, inst_key in members:
                     position = dest.encode() + b"\0" + study.seq_bytes + member_key[16:]
@@ -556,23 +561,18 @@ class Store:
                 return None
             study = replace(study, site=site, site_source=site_source,
                             held_reason=held_reason)
-            study = self._drop_other_sites(txn, study, list(self._prefixed(txn, "members", key)))
+            study = self._drop_other_sites(txn, study)
             txn.put(key, self._seal_record(study), db=self._db["studies"])
             return study
 
-    def _drop_other_sites(self, txn, study: StudyRecord,
-                          members: list[tuple[bytes, bytes]]) -> StudyRecord:
+    def _drop_other_sites(self, txn, study: StudyRecord) -> StudyRecord:
         """The study without destinations of other sites, nor any of their positions (`retry`
         would queue failed ones again; purge, which looks at the study's own destinations,
         would leave them behind) and commitments."""
         own = [d for d in study.destinations if destination_site(d) == study.site]
         others = [d for d in study.destinations if destination_site(d) != study.site]
         for dest in others:
-            txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
-            for member_key, _ in members:
-                position = dest.encode() + b"\0" + study.seq_bytes + member_key[16:]
-                for db in ("pending", "acked", "failed"):  # purge looks only at its own
-                    txn.delete(position, db=self._db[db])
+            self._forget_destination(txn, dest, study)
         if not others:
             return study
         commits = tuple(d for d in study.commit_destinations if destination_site(d) == study.site)
@@ -1133,11 +1133,7 @@ class Store:
                 txn.delete(inst_key, db=self._db["instances"])
                 txn.delete(member_key, db=self._db["members"])
             for dest in study.destinations:
-                txn.delete(self._commit_key(dest, study), db=self._db["commitments"])
-                prefix = dest.encode() + b"\0" + study.seq_bytes
-                for db in ("acked", "pending", "failed"):
-                    for position, _ in list(self._prefixed(txn, db, prefix)):
-                        txn.delete(position, db=self._db[db])
+                self._forget_destination(txn, dest, study)
             txn.delete(key, db=self._db["studies"])
             self._event(txn, now, "study purged", study=study.key[:12])
         for blob in blobs:
