@@ -759,3 +759,13 @@ def test_complete_tls_settings_are_accepted() -> None:
         'port = 1\ntls_ca = "/ca.pem"\n',
         "fluxbox.toml",
     )
+
+
+def test_a_half_tls_setting_that_reaches_run_time_raises_instead_of_clear_text() -> None:
+    from appliance.config import DestinationConfig
+    from appliance.delivery import tls_context
+
+    half = DestinationConfig("p", "P", "h", 1, tls_cert=Path("/c.pem"), tls_key=Path("/k.pem"))
+    with pytest.raises(ValueError, match="sent in clear"):
+        tls_context(half)
+    assert tls_context(DestinationConfig("p", "P", "h", 1)) is None
