@@ -399,6 +399,9 @@ class Box:
 
     def start(self) -> None:
         event(log, "starting", data_dir=self.config.box.data_dir, repaired=str(self.repair))
+        if not self.config.box.listen and not self.config.box.refuses_unknown:
+            event(log, "open to any caller on every address", logging.WARNING,
+                  settings="box.listen,box.unknown_callers")
         self._show_led(BOOTING)
         self.supervisor.start()  # a first snapshot before the first study arrives
         self.receiver.start(())

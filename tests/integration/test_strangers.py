@@ -282,3 +282,14 @@ def test_refusing_unknown_callers_with_none_named_admits_nobody(make_box):
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", box.port, ae_title="FLUXBOX")
     assert assoc.is_rejected
+    assert "open to any caller" not in box.log()
+
+
+def test_an_open_box_says_so_once_at_start(make_box):
+    """The embedded default (PRODUCT.md: an empty list lets any modality in, every address)
+    stays open, and the log tells an installer so, naming the settings that close it."""
+    box = make_box([{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
+                     "port": 9}]).start()
+    warnings = [line for line in box.log().splitlines() if "open to any caller" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0], warnings
+    assert "box.listen,box.unknown_callers" in warnings[0]
