@@ -209,11 +209,7 @@ if [ -n "$INPUTS" ]; then
 else
     if compgen -G "$CACHE/debs/*.deb" > /dev/null; then
         # the cache's debs/ is indexed as repo/ (Filename: debs/...)
-        (cd "$CACHE" && dpkg-scanpackages --multiversion debs /dev/null 2>/dev/null) > "$CACHE/repo/Packages"
-        printf 'Origin: fluxbox-cache\nLabel: fluxbox-cache\nSuite: %s\nCodename: %s\nSHA256:\n %s %s Packages\n' \
-            "$SUITE" "$SUITE" \
-            "$(sha256sum < "$CACHE/repo/Packages" | cut -d' ' -f1)" "$(stat -c %s "$CACHE/repo/Packages")" \
-            > "$CACHE/repo/Release"
+        "$HERE/apt-index.sh" "$CACHE" debs "$CACHE/repo" fluxbox-cache "$SUITE"
         SOURCES+=("deb [trusted=yes] file://$LOCAL_REPO repo/")
     fi
     SOURCES+=("${NET_SOURCES[@]}")

@@ -22,10 +22,7 @@ rm -rf "$NEW"
 mkdir -p "$NEW/debian" "$NEW/python" "$NEW/locks"
 python3 "$HERE/imagetool.py" select-debs "$DEBS" "$TSV" "$NEW/debian"
 cp "$TSV" "$NEW/debian/installed.tsv"
-(cd "$NEW" && dpkg-scanpackages --multiversion debian /dev/null 2>/dev/null) > "$NEW/debian/Packages"
-printf 'Origin: fluxbox-inputs\nLabel: fluxbox-inputs\nSuite: %s\nCodename: %s\nSHA256:\n %s %s Packages\n' \
-    "$SUITE" "$SUITE" "$(sha256sum < "$NEW/debian/Packages" | cut -d' ' -f1)" \
-    "$(stat -c %s "$NEW/debian/Packages")" > "$NEW/debian/Release"
+"$HERE/apt-index.sh" "$NEW" debian "$NEW/debian" fluxbox-inputs "$SUITE"
 python3 "$HERE/imagetool.py" select-dists "$DIST" "$NEW/python" \
     "$HERE/build-requirements.txt" "$HERE/requirements.txt"
 cp "$HERE/packages.lock" "$HERE/requirements.txt" "$HERE/build-requirements.txt" "$NEW/locks/"
