@@ -255,12 +255,16 @@ else
 fi
 scratch="${OUT}/post-build-target"
 rm -rf "${scratch}"
-mkdir -p "${scratch}/usr/bin" "${scratch}/etc"
+mkdir -p "${scratch}/usr/bin" "${scratch}/usr/sbin" "${scratch}/etc"
 printf '#!/usr/bin/python3\n' >"${scratch}/usr/bin/fluxbox"
-chmod 0755 "${scratch}/usr/bin/fluxbox"
+printf '#!/bin/sh\n' >"${scratch}/usr/sbin/nft"
+chmod 0755 "${scratch}/usr/bin/fluxbox" "${scratch}/usr/sbin/nft"
 if BR2_EXTERNAL_FLUXBOX_PATH="${EXT}" "${EXT}/board/fluxbox/post-build.sh" "${scratch}" >"${OUT}/post-build.log" 2>&1 &&
 	[ -s "${scratch}/usr/share/fluxbox/fluxbox.toml" ] &&
 	[ -f "${scratch}/usr/lib/systemd/system/fluxbox.service" ] &&
+	[ -f "${scratch}/usr/lib/systemd/system/nftables.service" ] &&
+	[ -f "${scratch}/usr/lib/systemd/system/fluxbox-firewall.service" ] &&
+	[ -f "${scratch}/etc/nftables.conf" ] &&
 	[ -L "${scratch}/opt/fluxbox/bin/fluxbox" ]; then
 	pass "post-build.sh installs the shared files into a scratch target"
 else

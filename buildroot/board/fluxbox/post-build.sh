@@ -103,4 +103,13 @@ done
 ln -sfn /run/NetworkManager/resolv.conf "${TARGET}/etc/resolv.conf"
 : >"${TARGET}/etc/machine-id"
 
+# 7. The firewall: fluxbox-firewall.service needs nftables.service to load
+#    /etc/nftables.conf first. Debian ships that unit; Buildroot's nftables
+#    package does not, so the board gives one.
+[ -x "${TARGET}/usr/sbin/nft" ] || die "/usr/sbin/nft is missing: is BR2_PACKAGE_NFTABLES enabled?"
+if [ ! -e "${TARGET}/usr/lib/systemd/system/nftables.service" ]; then
+	install -m 0644 "${EXT}/board/fluxbox/nftables.service" \
+		"${TARGET}/usr/lib/systemd/system/nftables.service"
+fi
+
 note "installed the appliance's system files from ${IMAGE}"
