@@ -74,7 +74,7 @@ from appliance.sites import (
 from appliance.store import Store, StudyRecord, destination_site
 from appliance.studies import StudyCloser, assign_refusal
 from appliance.supervisor import Supervisor, Watcher
-from appliance.worklist import Worklist
+from appliance.worklist.cache import Worklist
 
 log = logging.getLogger("fluxbox.app")
 

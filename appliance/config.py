@@ -51,8 +51,8 @@ from appliance.config_values import (
     unknown_key,
     window,
 )
-from appliance.config_worklist import WORKLIST, CodeMapping, CorrectionsConfig, WorklistConfig
 from appliance.upper_layer import DEFAULT_MAX_PDU, MAX_MAX_PDU, MIN_MAX_PDU
+from appliance.worklist.config import WORKLIST, CodeMapping, CorrectionsConfig, WorklistConfig
 
 __all__ = [
     "DEFAULT_SOURCE",

@@ -140,7 +140,7 @@ class Receiver:
             ae.add_supported_context(cx.abstract_syntax, ACCEPTED_SYNTAXES)
         ae.add_supported_context(Verification, ACCEPTED_SYNTAXES)
         # Modality Worklist C-FIND: the EVT_C_FIND handler comes in `extra_handlers`
-        # (worklist.Worklist.on_c_find); without one pynetdicom answers a failure.
+        # (worklist.cache.Worklist.on_c_find); without one pynetdicom answers a failure.
         ae.add_supported_context(ModalityWorklistInformationFind, ACCEPTED_SYNTAXES)
         # MPPS N-CREATE / N-SET: the handlers come in `extra_handlers` too.
         ae.add_supported_context(ModalityPerformedProcedureStep, ACCEPTED_SYNTAXES)

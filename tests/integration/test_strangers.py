@@ -37,7 +37,7 @@ from pynetdicom.sop_class import (
 from appliance.config import load_config
 from appliance.keystore import FileKeystore
 from appliance.store import Store
-from appliance.worklist import encode_entry
+from appliance.worklist.entries import encode_entry
 from tests.boxproc import BoxProcess, box_toml, site_toml
 from tests.contract.conftest import in_netns, unavailable
 

@@ -24,21 +24,13 @@ from appliance.config import (
     parse_config,
 )
 from appliance.keystore import FileKeystore
-from appliance.mwl_charset import answer_terms, render, to_utf8
-from appliance.mwl_corrections import correct
-from appliance.mwl_matching import answer
 from appliance.store import Store
-from appliance.worklist import (
-    CANCEL,
-    PENDING,
-    Fetched,
-    Worklist,
-    _collect,
-    decode_entry,
-    encode_entry,
-    entry_json,
-    sync_query,
-)
+from appliance.worklist.cache import Worklist
+from appliance.worklist.charset import answer_terms, render, to_utf8
+from appliance.worklist.corrections import correct
+from appliance.worklist.entries import decode_entry, encode_entry, entry_json
+from appliance.worklist.matching import answer
+from appliance.worklist.sync import CANCEL, PENDING, Fetched, _collect, sync_query
 
 
 def ds(**values) -> Dataset:

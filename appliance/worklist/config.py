@@ -42,7 +42,7 @@ class CodeMapping:
 
 @dataclass(frozen=True)
 class CorrectionsConfig:
-    """Rules applied to every worklist entry at sync (see appliance/mwl_corrections.py)."""
+    """Rules applied to every worklist entry at sync (see appliance/worklist/corrections.py)."""
 
     clean_characters: bool = True  # remove control and disallowed characters
     person_names: str = "keep"  # "keep" | "normalize" | "upper"

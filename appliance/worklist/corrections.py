@@ -9,7 +9,7 @@ An attribute is named by keyword. A keyword that belongs in a Scheduled Procedur
 Step (PS3.4 Table K.6-1, such as Modality) means that attribute in every item of
 ScheduledProcedureStepSequence; 'Sequence.Keyword' names any other place.
 
-Pure: the entry is a decoded dataset in UTF-8 (see mwl_charset.to_utf8) and is
+Pure: the entry is a decoded dataset in UTF-8 (see charset.to_utf8) and is
 changed in place. Applying the rules again to a corrected entry changes nothing.
 """
 

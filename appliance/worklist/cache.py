@@ -10,236 +10,38 @@ good list and records why. Orders gone from the server are gone after the next g
 sync.
 
 Entries are kept as encoded datasets in UTF-8, corrected by the site's rules
-(mwl_corrections); the notes of what was corrected ride in the entry as one private
+(worklist.corrections); the notes of what was corrected ride in the entry as one private
 element that is never answered.
 
 Answers: the Modality Worklist C-FIND SCP answers from the cache of the current site
-only (no site known: no matches), by mwl_matching, in the character set of
-mwl_charset.answer_terms. Patient values are never logged.
+only (no site known: no matches), by worklist.matching, in the character set of
+worklist.charset.answer_terms. Patient values are never logged.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import date, timedelta
-from io import BytesIO
+from datetime import date
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence
-from pynetdicom import AE
-from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from appliance import dimse, mwl_matching
-from appliance.config import Config, SiteConfig, WorklistConfig
+from appliance import dimse
+from appliance.config import Config, SiteConfig
 from appliance.logs import event
-from appliance.mwl_charset import answer_terms, render, to_utf8
-from appliance.mwl_corrections import correct
 from appliance.store import Store
+from appliance.worklist import matching
+from appliance.worklist.charset import answer_terms, render, to_utf8
+from appliance.worklist.corrections import correct
+from appliance.worklist.entries import decode_entry, encode_entry, entry_json, prune
+from appliance.worklist.sync import CANCEL, OK, PENDING, Fetcher, fetch, sync_query
 
 log = logging.getLogger("fluxbox.worklist")
 
-# C-FIND statuses, PS3.4 C.4.1.1.4.
-PENDING = 0xFF00
-PENDING_WARNING = 0xFF01
-CANCEL = 0xFE00
 TICK_S = 1.0
-OK = "ok"
-
-# The notes of an entry's corrections: one private element, never part of an answer.
-_NOTES_GROUP = 0x0099
-_NOTES_CREATOR = "FLUXBOX WORKLIST"
-_NOTES_ELEMENT = 0x10
-
-# Return keys of the sync query: what PS3.4 Table K.6-1 lists, so every order comes
-# with everything a modality may ask for.
-_CODE_KEYS = ("CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning")
-_SPS_KEYS = (
-    "ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
-    "ScheduledProcedureStepStartTime", "ScheduledProcedureStepEndDate",
-    "ScheduledProcedureStepEndTime", "Modality", "ScheduledPerformingPhysicianName",
-    "ScheduledProcedureStepDescription", "ScheduledStationName",
-    "ScheduledProcedureStepLocation", "PreMedication", "ScheduledProcedureStepID",
-    "RequestedContrastAgent", "ScheduledProcedureStepStatus",
-    "CommentsOnTheScheduledProcedureStep",
-)
-_TOP_KEYS = (
-    "AccessionNumber", "InstitutionName", "ReferringPhysicianName", "PatientName", "PatientID",
-    "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "OtherPatientIDs",
-    "OtherPatientNames", "PatientAge", "PatientSize", "PatientWeight", "MedicalAlerts",
-    "Allergies", "EthnicGroup", "AdditionalPatientHistory",
-    "PregnancyStatus", "LastMenstrualDate", "SpecialNeeds", "PatientState",
-    "PatientComments", "StudyInstanceUID", "RequestingPhysician", "RequestingService",
-    "RequestedProcedureDescription", "RequestedProcedureID", "ReasonForTheRequestedProcedure",
-    "RequestedProcedurePriority", "PatientTransportArrangements", "RequestedProcedureLocation",
-    "RequestedProcedureComments", "ConfidentialityCode", "ReportingPriority",
-    "NamesOfIntendedRecipientsOfResults", "AdmissionID", "IssuerOfAdmissionID",
-    "CurrentPatientLocation", "ReasonForTheImagingServiceRequest",
-    "ImagingServiceRequestComments", "PlacerOrderNumberImagingServiceRequest",
-    "FillerOrderNumberImagingServiceRequest", "AdmittingDiagnosesDescription",
-    "ConfidentialityConstraintOnPatientDataDescription",
-)
-_SEQUENCE_KEYS = ("ReferencedStudySequence", "ReferencedPatientSequence")
-
-
-# -- entries -------------------------------------------------------------------------
-
-
-def encode_entry(entry: Dataset, notes: list[str]) -> bytes:
-    """An entry as the store keeps it: explicit VR little endian, its notes inside."""
-    stored = Dataset()
-    stored.update(entry)
-    block = stored.private_block(_NOTES_GROUP, _NOTES_CREATOR, create=True)
-    block.add_new(_NOTES_ELEMENT, "LT", json.dumps(notes))
-    return encode(stored, False, True)
-
-
-def decode_entry(raw: bytes) -> tuple[Dataset, list[str]]:
-    """The entry and its correction notes (the notes' element removed)."""
-    entry = decode(BytesIO(raw), False, True)
-    notes: list[str] = []
-    try:
-        block = entry.private_block(_NOTES_GROUP, _NOTES_CREATOR)
-        notes = json.loads(block[_NOTES_ELEMENT].value)
-    except (KeyError, ValueError):
-        pass
-    for tag in [e.tag for e in entry if e.tag.group == _NOTES_GROUP]:
-        del entry[tag]
-    return entry, notes
-
-
-def prune(ds: Dataset) -> None:
-    """Drop empty elements and sequences: the server's echo of keys it has no value for.
-    An answer still carries every key asked for, empty where unknown."""
-    for elem in list(ds):
-        if elem.VR == "SQ":
-            for item in elem.value or []:
-                prune(item)
-            if not any(len(item) for item in elem.value or []):
-                del ds[elem.tag]
-        elif elem.is_empty:
-            del ds[elem.tag]
-
-
-def entry_json(entry: Dataset, notes: list[str] | None = None) -> dict:
-    """An entry keyed by DICOM keywords (sequences as lists of objects), with its
-    correction notes as "_corrections" when given."""
-    out: dict = {}
-    for elem in entry:
-        if elem.tag.group in (0x0000, 0x0002) or elem.tag.is_private or (
-                elem.keyword == "SpecificCharacterSet"):
-            continue
-        out[elem.keyword or str(elem.tag)] = _json_value(elem)
-    if notes is not None:
-        out["_corrections"] = notes
-    return out
-
-
-def _json_value(elem):
-    value = elem.value
-    if elem.VR == "SQ":
-        return [entry_json(item) for item in value or []]
-    if value is None or isinstance(value, bytes):
-        return "" if value is None else value.hex()
-    if isinstance(value, MultiValue | list | tuple):
-        return [v if isinstance(v, int | float) and elem.VR not in ("DS", "IS") else str(v)
-                for v in value]
-    return value if isinstance(value, int | float) and elem.VR not in ("DS", "IS") else str(value)
-
-
-# -- sync ----------------------------------------------------------------------------
-
-
-def sync_query(cfg: WorklistConfig, today: date) -> Dataset:
-    """The one broad query of a sync: orders from yesterday to today + days_ahead."""
-    first, last = today - timedelta(days=1), today + timedelta(days=cfg.days_ahead)
-    step = Dataset()
-    for keyword in _SPS_KEYS:
-        setattr(step, keyword, "")
-    step.ScheduledProcedureStepStartDate = f"{first:%Y%m%d}-{last:%Y%m%d}"
-    step.Modality = cfg.modality
-    step.ScheduledStationAETitle = cfg.station_ae_title
-    step.ScheduledProtocolCodeSequence = Sequence([_code_item()])
-    query = Dataset()
-    query.SpecificCharacterSet = "ISO_IR 192"
-    for keyword in _TOP_KEYS:
-        setattr(query, keyword, "")
-    for keyword in _SEQUENCE_KEYS:
-        setattr(query, keyword, Sequence())
-    query.RequestedProcedureCodeSequence = Sequence([_code_item()])
-    query.ScheduledProcedureStepSequence = Sequence([step])
-    return query
-
-
-def _code_item() -> Dataset:
-    item = Dataset()
-    for keyword in _CODE_KEYS:
-        setattr(item, keyword, "")
-    return item
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """What a worklist server answered: every identifier, and OK or why the list is
-    not complete."""
-
-    identifiers: list[Dataset]
-    result: str
-    unreadable: int = 0
-
-    @property
-    def complete(self) -> bool:
-        return self.result == OK
-
-
-Fetcher = Callable[[WorklistConfig, Dataset], Fetched]
-
-
-def fetch(cfg: WorklistConfig, query: Dataset, *, calling_ae: str, connect_timeout_s: float,
-          dimse_timeout_s: float) -> Fetched:
-    """One C-FIND to the worklist server; never raises for network trouble."""
-    ae = AE(ae_title=calling_ae)
-    ae.add_requested_context(ModalityWorklistInformationFind)
-    ae.connection_timeout = ae.acse_timeout = connect_timeout_s
-    ae.dimse_timeout = ae.network_timeout = dimse_timeout_s
-    assoc = ae.associate(cfg.host, cfg.port, ae_title=cfg.ae_title)
-    if not assoc.is_established:  # pynetdicom marks a refused connection as aborted too
-        return Fetched([], "rejected" if assoc.is_rejected else "unreachable")
-    try:
-        return _collect(assoc.send_c_find(query, ModalityWorklistInformationFind))
-    finally:
-        if assoc.is_established:
-            assoc.release()
-
-
-def _collect(responses: Iterator[tuple[Dataset, Dataset | None]]) -> Fetched:
-    found: list[Dataset] = []
-    unreadable = 0
-    for status, identifier in responses:
-        code = status.get("Status") if status else None
-        if code is None:
-            return Fetched([], f"partial: connection lost after {len(found)} answers")
-        if code in (PENDING, PENDING_WARNING):
-            if identifier is None:
-                unreadable += 1
-            else:
-                found.append(identifier)
-        elif code == dimse.SUCCESS:
-            return Fetched(found, OK, unreadable)
-        elif code == CANCEL:
-            return Fetched([], f"partial: cancelled after {len(found)} answers")
-        else:
-            return Fetched([], f"failed: status 0x{code:04X}")
-    return Fetched([], "partial: no final status")
-
-
-# -- the cache -------------------------------------------------------------------------
 
 
 class Worklist:
@@ -355,7 +157,7 @@ class Worklist:
         responses = []
         for raw in self.store.worklist(site.id):
             entry, _ = decode_entry(raw)
-            response = mwl_matching.answer(query, render(entry, terms, rule),
+            response = matching.answer(query, render(entry, terms, rule),
                                            names_ignore_case=ignore_case)
             if response is not None:
                 response.SpecificCharacterSet = charset
