@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from appliance.control import ControlError, call
+from tests.support.waiting import wait_for
 
 
 def site_toml(site_id: str, dests: list[dict], *, policy: str = "") -> str:
@@ -113,14 +113,8 @@ class BoxProcess:
 
     def wait_for(self, predicate: Callable[[], object], timeout_s: float, what: str,
                  poll_s: float = 0.1):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            result = predicate()
-            if result:
-                return result
-            time.sleep(poll_s)
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n"
-                             f"box log tail:\n{self.log()[-3000:]}")
+        return wait_for(predicate, timeout_s, what, poll_s,
+                        detail=lambda: f"box log tail:\n{self.log()[-3000:]}")
 
     def wait_states(self, expected: dict[str, str] | str, timeout_s: float = 60) -> list[dict]:
         """Wait until every study is in `expected` state (one state for all, or per UID)."""

@@ -12,19 +12,20 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
 import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+
+from tests.support.ports import LOOPBACK, free_port, port_open
+from tests.support.processes import die_with_parent
 
 GPSFAKE = shutil.which("gpsfake")
 GPSD = shutil.which("gpsd") or ("/usr/sbin/gpsd" if os.path.exists("/usr/sbin/gpsd") else None)
@@ -33,7 +34,6 @@ MISSING = (
     else "gpsfake/gpsd not installed (Debian: apt-get install gpsd gpsd-clients)"
 )
 
-LOOPBACK = "127.0.0.1"
 HOSPITAL_A = (51.5171, -0.1742)
 HOSPITAL_B = (51.4988, -0.1749)
 SENTENCES_PER_EPOCH = 3  # RMC, GGA, GSA
@@ -182,34 +182,6 @@ def nmea(epochs: list[Epoch], t0: float) -> str:
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int, timeout_s: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-_PR_SET_PDEATHSIG = 1
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # pragma: no cover - not Linux
-    _prctl = None
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    # SIGTERM, not SIGKILL: gpsfake then kills its gpsd on the way out
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class GpsFake:
     """gpsfake replaying `epochs` once, `period_s` per epoch, its gpsd on `port`.
 
@@ -236,7 +208,7 @@ class GpsFake:
     def start(self) -> None:
         if MISSING:
             raise RuntimeError(MISSING)
-        if port_open(self.port):
+        if port_open(LOOPBACK, self.port, 0.2):
             raise RuntimeError(f"port {self.port} is already in use: a stale gpsd?")
         self.workdir = Path(tempfile.mkdtemp(prefix="gpsfake-"))
         # Fix times count from when the replay starts: about 1 s from now.
@@ -249,12 +221,14 @@ class GpsFake:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=self.workdir, start_new_session=True, preexec_fn=_die_with_parent)
+                # SIGTERM, not SIGKILL: gpsfake then kills its gpsd on the way out
+                cwd=self.workdir, start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM))
         self._wait_listening()
 
     def _wait_listening(self) -> None:
         deadline = time.monotonic() + self.start_timeout_s
-        while not port_open(self.port):
+        while not port_open(LOOPBACK, self.port, 0.2):
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gpsfake exited with {self.proc.returncode}: "
@@ -285,7 +259,7 @@ class GpsFake:
             with contextlib.suppress(OSError):
                 os.unlink(f"/tmp/gpsfake-{proc.pid}.sock")
             deadline = time.monotonic() + 5.0  # a killed gpsd may hold the port a moment
-            while port_open(self.port) and time.monotonic() < deadline:
+            while port_open(LOOPBACK, self.port, 0.2) and time.monotonic() < deadline:
                 time.sleep(0.05)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
@@ -48,48 +47,15 @@ from pynetdicom import (
     evt,
 )
 
+from tests.support.ports import (
+    LOOPBACK,
+    free_port,  # noqa: F401 - tests import it from here too
+    port_open,
+    wait_port,
+)
+from tests.support.processes import die_with_parent
+
 ORTHANC_BIN = "/usr/sbin/Orthanc"
-LOOPBACK = "127.0.0.1"
-
-_PR_SET_PDEATHSIG = 1
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved now, not in the forked child
-except (OSError, AttributeError):  # pragma: no cover - not Linux
-    _prctl = None
-
-
-# --------------------------------------------------------------------------- ports
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    """Whether something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def wait_port(host: str, port: int, timeout_s: float = 10.0,
-              proc: subprocess.Popen[Any] | None = None) -> None:
-    """Wait until host:port accepts connections; TimeoutError if it does not in time,
-    RuntimeError if ``proc`` exits meanwhile."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if port_open(host, port):
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{host}:{port} did not open within {timeout_s} s")
-        time.sleep(0.05)
 
 
 def _check_free(port: int) -> None:
@@ -105,17 +71,12 @@ def peer_env() -> dict[str, str]:
     return {**os.environ, "TCP_NODELAY": "1"}
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the child
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _spawn(args: Sequence[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a peer in its own process group; stdout and stderr go to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
             list(args), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env=peer_env(), cwd=cwd, start_new_session=True, preexec_fn=_child_setup,
+            env=peer_env(), cwd=cwd, start_new_session=True, preexec_fn=die_with_parent(),
         )
 
 

@@ -45,6 +45,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tests.support.processes import die_with_parent
+
 REPO = Path(__file__).resolve().parents[2]
 NS_PREFIX = "fbxlink-"
 DEV = "fbxlink0"
@@ -58,7 +60,6 @@ _TUNSETIFF = 0x400454CA
 _IFF_TUN = 0x0001
 _IFF_NO_PI = 0x1000
 _CLONE_NEWNET = 0x40000000
-_PR_SET_PDEATHSIG = 1
 
 _counter = itertools.count(1)
 
@@ -270,11 +271,6 @@ def _forward_main(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- set-up helpers
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     cp = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=CMD_TIMEOUT_S,
                         check=False, stdin=subprocess.DEVNULL)
@@ -418,7 +414,7 @@ class Link:
                 "--loss-pct", str(self.loss_pct), "--seed", str(self.seed)]
         self._forwarder = subprocess.Popen(
             args, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            bufsize=1, start_new_session=True, preexec_fn=_child_setup)
+            bufsize=1, start_new_session=True, preexec_fn=die_with_parent())
         line = self._readline(FORWARDER_START_S)
         if line.strip() != "ready":
             raise LinkError(f"the forwarder did not start: {line!r}")
@@ -465,7 +461,7 @@ class Link:
         """Start ``args`` in ``ns`` in its own process group; killed on exit at the latest."""
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         proc = subprocess.Popen(["ip", "netns", "exec", ns, *args], start_new_session=True,
-                                preexec_fn=_child_setup, **kwargs)
+                                preexec_fn=die_with_parent(), **kwargs)
         self._procs.append(proc)
         return proc
 

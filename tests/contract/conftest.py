@@ -22,13 +22,14 @@ import itertools
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from tests.support import waiting
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -65,14 +66,7 @@ PIP_NAMES = {"NetworkManager": "python-networkmanager", "dbus": "dbus-python",
 def poll(condition: Callable[[], T], deadline_s: float = DEADLINE_S, every_s: float = 0.02,
          what: str = "condition") -> T:
     """The first truthy value of `condition()`, polled until `deadline_s`; fails after."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {deadline_s} s (last: {value!r})")
-        time.sleep(every_s)
+    return waiting.wait_for(condition, deadline_s, what, every_s)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from hw import gps as hw_gps
 from hw.gps import FixedPosition, GpsdPosition
 from tests import gpsfake
 from tests.gpsfake import HOSPITAL_A, HOSPITAL_B, UERE_M, Epoch, GpsFake
+from tests.support.ports import free_port, wait_port
 
 MAX_AGE_S = 10.0
 MAX_ERROR_M = 100.0
@@ -163,7 +164,7 @@ class GpsdWorld:
     poll_s = 0.05
 
     def __init__(self) -> None:
-        self.port = gpsfake.free_port()
+        self.port = free_port()
         self._fake: GpsFake | None = None
         self._sources: list[GpsdPosition] = []
 
@@ -459,16 +460,13 @@ def test_gpsd_without_a_receiver_gives_none(tmp_path: Any) -> None:
     """Real gpsd, no device: 'GPS not active'."""
     import subprocess
 
-    port = gpsfake.free_port()
+    port = free_port()
     proc = subprocess.Popen([gpsfake.GPSD or "gpsd", "-N", "-n", "-S", str(port),
                              "-F", str(tmp_path / "ctl.sock")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 10
-        while not gpsfake.port_open(port):
-            assert proc.poll() is None and time.monotonic() < deadline, "gpsd did not start"
-            time.sleep(0.05)
+        wait_port("127.0.0.1", port, 10, proc)
         with GpsdPosition(port=port) as source:
             samples = [sample(source) for _ in range(5)]
         assert all(s.position is None for s in samples)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-import time
 import urllib.request
 
 from appliance.app import Box, Hardware
@@ -14,15 +13,7 @@ from hw.modem import NoModem
 from hw.network import StaticLinks
 from tests.contract.test_status_led import _fake_led
 from tests.peers import free_port
-
-
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.support.waiting import wait_for
 
 
 def test_led_shows_booting_then_ok_and_metrics_are_served(tmp_path):
@@ -51,7 +42,7 @@ port = 9
     try:
         box.start()
         assert led.state()["trigger"] in ("heartbeat", "none")
-        _wait(lambda: led.state() == {**led.state(), "trigger": "none", "brightness": "255"},
+        wait_for(lambda: led.state() == {**led.state(), "trigger": "none", "brightness": "255"},
               10, "the LED steady on (ok)")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
             text = r.read().decode()

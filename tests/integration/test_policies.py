@@ -18,6 +18,7 @@ from hw.modem import StaticModem
 from hw.network import StaticLinks
 from tests.gpsfake import HOSPITAL_A
 from tests.peers import CountingSCP, free_port, storescu
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -62,14 +63,6 @@ port = {pacs_port}
 """
 
 
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _one_study(box: Box) -> dict:
@@ -87,7 +80,7 @@ def test_cellular_waits_for_wifi_and_the_modem_shows_in_status(running, tmp_path
                          'links = ["wired", "wifi"]')
         box = running(config, Hardware(FixedPosition(), links, modem))
         storescu("127.0.0.1", box.config.box.port, ct_study, called_aet="FLUXBOX")
-        row = _wait(lambda: _one_study(box).get("state") == "held" and _one_study(box),
+        row = wait_for(lambda: _one_study(box).get("state") == "held" and _one_study(box),
                     20, "held for the link policy")
         assert row["held_reason"] == "policy:link"
         status = box.status_view()
@@ -98,7 +91,7 @@ def test_cellular_waits_for_wifi_and_the_modem_shows_in_status(running, tmp_path
 
         links.set(Link("radio0", "wifi", ("10.64.0.2/24",), ssid="DEPOT"))
         box.supervisor.poke("test: docked")
-        _wait(lambda: _one_study(box).get("state") == "complete", 30, "delivery over Wi-Fi")
+        wait_for(lambda: _one_study(box).get("state") == "complete", 30, "delivery over Wi-Fi")
         assert len(scp.uids()) == len(ct_study)
 
 
@@ -111,8 +104,8 @@ def test_held_study_adopts_the_site_confirmed_soon_after_at_the_same_place(
                       Hardware(parked_at_a, StaticLinks(), StaticModem()))
         assert box.current_site().id is None, "the new site must first hold"
         storescu("127.0.0.1", box.config.box.port, ct_study, called_aet="FLUXBOX")
-        _wait(lambda: _one_study(box).get("held_reason") == "site-unknown", 20, "held")
-        _wait(lambda: _one_study(box).get("state") == "complete", 30, "adopted and delivered")
+        wait_for(lambda: _one_study(box).get("held_reason") == "site-unknown", 20, "held")
+        wait_for(lambda: _one_study(box).get("state") == "complete", 30, "adopted and delivered")
         row = _one_study(box)
         assert row["site"] == "a"
         assert scp.uids() == {pydicom.dcmread(p).SOPInstanceUID for p in ct_study}
@@ -124,7 +117,7 @@ def test_without_adoption_a_held_study_waits_for_a_person(running, tmp_path, ct_
         box = running(_config(tmp_path, scp.port, detect),
                       Hardware(FixedPosition.at(*HOSPITAL_A), StaticLinks(), StaticModem()))
         storescu("127.0.0.1", box.config.box.port, ct_study, called_aet="FLUXBOX")
-        _wait(lambda: box.current_site().id == "a", 20, "site a confirmed")
+        wait_for(lambda: box.current_site().id == "a", 20, "site a confirmed")
         time.sleep(1.0)  # some delivery rounds
         assert _one_study(box)["held_reason"] == "site-unknown"
         assert scp.uids() == set()

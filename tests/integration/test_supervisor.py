@@ -4,15 +4,7 @@ import threading
 import time
 
 from appliance.supervisor import Supervisor, Watcher
-
-
-def _wait(predicate, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
+from tests.support.waiting import wait_for
 
 
 def test_a_failing_source_is_retried_with_back_off_and_recovers():
@@ -28,7 +20,7 @@ def test_a_failing_source_is_retried_with_back_off_and_recovers():
     sup = Supervisor([watcher], on_snapshot=lambda snap: None)
     sup.start(first_reading_s=0)
     try:
-        assert _wait(lambda: watcher.value == "fix")
+        wait_for(lambda: watcher.value == "fix", 5.0, "the fix")
         assert watcher.failures == 0 and len(calls) >= 3
         assert sup.snapshot().position == "fix"
     finally:
@@ -49,11 +41,11 @@ def test_a_hung_source_is_abandoned_and_a_fresh_thread_started():
     sup = Supervisor([watcher], on_snapshot=lambda snap: None, clock=time.time)
     sup.check_watchers(time.time())
     try:
-        assert _wait(lambda: watcher._started_poll_at is not None)
+        wait_for(lambda: watcher._started_poll_at is not None, 5.0, "a poll started")
         time.sleep(0.1)
         sup.check_watchers(time.time())
         assert watcher.restarts == 1
-        assert _wait(lambda: sup.snapshot().routes == {"10.0.0.1": "eth0"})
+        wait_for(lambda: sup.snapshot().routes == {"10.0.0.1": "eth0"}, 5.0, "the route")
     finally:
         release.set()
         sup.stop()
@@ -66,9 +58,9 @@ def test_poke_polls_links_at_once():
     sup = Supervisor([watcher], on_snapshot=lambda snap: None)
     sup.start(first_reading_s=1)
     try:
-        assert _wait(lambda: len(polls) == 1)
+        wait_for(lambda: len(polls) == 1, 5.0, "one poll")
         sup.poke("add net wwan0")
-        assert _wait(lambda: len(polls) == 2)
+        wait_for(lambda: len(polls) == 2, 5.0, "two polls")
         assert sup.alive()
     finally:
         sup.stop()
