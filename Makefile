@@ -10,7 +10,7 @@ APT_PACKAGES := $(BUILD_PACKAGES) dcmtk orthanc gpsd gpsd-clients dbus iproute2 
 	nftables libgdcm-tools dicom3tools
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit soak bench bench-air bench-pdu fuzz lint deps apt build-deps python-venv clean
+.PHONY: run test unit quick soak bench bench-air bench-pdu fuzz lint deps apt build-deps python-venv clean
 
 run: python-venv build-deps $(STAMP)
 	$(VENV)/bin/fluxbox run
@@ -20,6 +20,10 @@ test: python-venv apt $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+# The quick loop: every test but the slow ones and the interoperability matrix (make test runs all).
+quick: python-venv apt $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not interop" tests
 
 # The stateful model of the store and delivery, long: at least 10,000 random steps.
 soak: $(STAMP)
