@@ -26,7 +26,7 @@ from pynetdicom.sop_class import Verification
 
 from appliance import commitment, dimse, encoding, mpps
 from appliance.config import DestinationConfig, TransmitConfig
-from appliance.config_tls import tls_client_problems
+from appliance.config.tls import tls_client_problems
 from appliance.crypto import BlobCorrupt
 from appliance.encoding import UNCOMPRESSED
 from appliance.logs import event

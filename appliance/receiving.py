@@ -26,7 +26,7 @@ from appliance import dimse
 from appliance.callers import NOBODY, Callers
 from appliance.commitment import handle_report
 from appliance.config import BoxConfig
-from appliance.config_tls import tls_server_problems
+from appliance.config.tls import tls_server_problems
 from appliance.logs import event
 from appliance.sites import SiteDecision
 from appliance.store import Outcome, Store, StoreFault, StoreFull

@@ -8,7 +8,7 @@ from typing import Any
 from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR, keyword_dict, tag_for_keyword
 
-from appliance.config_values import (
+from appliance.config.values import (
     PORT,
     SECONDS,
     Bad,

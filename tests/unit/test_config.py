@@ -21,6 +21,8 @@ from appliance.config import (
     parse_config,
     resolve_config,
 )
+from appliance.config import loading as config_loading
+from appliance.config.scanner import LineScanner
 
 # The example config block of PRODUCT.md, "Configuration", verbatim.
 PRODUCT_EXAMPLE = """\
@@ -162,7 +164,7 @@ def test_default_config_matches_the_dataclass_defaults() -> None:
 
 
 def test_default_toml_comments_every_key() -> None:
-    text = (Path(config_module.__file__).parent / "default.toml").read_text()
+    text = (Path(config_module.__file__).parents[1] / "default.toml").read_text()
     for line in text.splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             assert "#" in line, f"key without a comment: {line!r}"
@@ -563,7 +565,7 @@ def test_scanner_maps_inline_table_keys() -> None:
         links = [{ a = 1 }, "wired"]
         """
     )
-    lines = config_module._LineScanner().scan(text)
+    lines = LineScanner().scan(text)
     assert lines == {
         "site": 1,
         "site[0]": 1,
@@ -671,7 +673,7 @@ def config_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, P
         files[name] = tmp_path / f"{name}.toml"
         if name != "system":
             files[name].write_text(f"[box]\nport = {port}\n")
-    monkeypatch.setattr(config_module, "SYSTEM_CONFIG", files["system"])
+    monkeypatch.setattr(config_loading, "SYSTEM_CONFIG", files["system"])
     monkeypatch.delenv("FLUXBOX_CONFIG", raising=False)
     return files
 

@@ -16,7 +16,7 @@ from typing import Any
 import pydicom.uid
 from pydicom.datadict import keyword_dict, tag_for_keyword
 
-LINK_CLASSES = ("wired", "wifi", "cellular")
+from appliance.signals import LINK_CLASSES
 
 Convert = Callable[[Any], Any]
 Spec = dict[str, tuple[Convert, str | None]]  # key -> (converter, example if required)
