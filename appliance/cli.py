@@ -228,7 +228,7 @@ def cmd_firewall(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from appliance.demo import run_demo
+    from appliance.demo.run import run_demo
 
     return run_demo(instances=args.instances, cuts=args.cuts)
 

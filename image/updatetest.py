@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "image"))
 from qemu import OVMF_VARS, Vm, VmError, overlay  # noqa: E402
 from vmtest import Check, status_json, wait_box_active  # noqa: E402
 
-from appliance.synthetic import write_ct_study  # noqa: E402
+from appliance.demo.synthetic import write_ct_study  # noqa: E402
 from tests.peers import free_port, peer_env, storescu_profile  # noqa: E402
 
 BOOTLOADER = "/usr/lib/fluxbox/rauc-bootloader"

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "image"))
 from pydicom import dcmread  # noqa: E402
 from qemu import Vm, VmError, overlay  # noqa: E402
 
-from appliance.synthetic import write_ct_study  # noqa: E402
+from appliance.demo.synthetic import write_ct_study  # noqa: E402
 from tests.peers import (  # noqa: E402
     Orthanc,
     free_port,

@@ -19,8 +19,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
 
-from appliance.relay import FlakyRelay
-from appliance.synthetic import (
+from appliance.demo.relay import FlakyRelay
+from appliance.demo.synthetic import (
     CT_IMAGE_STORAGE,
     ENHANCED_CT_IMAGE_STORAGE,
     MG_FOR_PRESENTATION_STORAGE,

@@ -35,7 +35,7 @@ from typing import Any
 from pydicom import dcmread
 
 from appliance.control import ControlError
-from appliance.synthetic import write_ct_study, write_mg_study
+from appliance.demo.synthetic import write_ct_study, write_mg_study
 from tests.bench import data, linkemu
 from tests.bench.data import Study
 from tests.bench.linkemu import REPO, Link

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.synthetic import write_ct_study, write_mg_study
+from appliance.demo.synthetic import write_ct_study, write_mg_study
 
 # Fixed UIDs and date: the cache holds the same files whatever day it was made.
 _STUDY_DATE = "20240101"

@@ -20,7 +20,7 @@ from pathlib import Path
 from pynetdicom import AE
 
 from appliance import dimse  # noqa: F401  (the box's pynetdicom settings, as in the box)
-from appliance.synthetic import write_multiframe
+from appliance.demo.synthetic import write_multiframe
 from tests.bench.measure import peak_rss_mb
 from tests.boxproc import BoxProcess, box_toml, site_toml
 from tests.peers import free_port

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from appliance.synthetic import write_ct_study
+from appliance.demo.synthetic import write_ct_study
 from tests.boxproc import BoxProcess, box_toml, site_toml
 from tests.fuzz.campaign import RSS_LIMIT, Campaign
 from tests.peers import CountingSCP, free_port, store_responses, storescu

@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from appliance.synthetic import write_ct_study
+from appliance.demo.synthetic import write_ct_study
 from tests.boxproc import BoxProcess, box_toml, site_toml
 from tests.peers import free_port
 

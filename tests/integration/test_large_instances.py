@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.synthetic import write_multiframe
+from appliance.demo.synthetic import write_multiframe
 from tests.integration.conftest import dest
 from tests.peers import StoreSCP, dataset_sha256, peer_env, store_responses, storescu
 

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from appliance.synthetic import write_ct_study
+from appliance.demo.synthetic import write_ct_study
 from tests.integration.conftest import dest
 from tests.integration.test_console import tmux, wait_screen
 from tests.peers import CountingSCP, free_port, storescu

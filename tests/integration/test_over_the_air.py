@@ -10,8 +10,8 @@ from pathlib import Path
 import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-from appliance.relay import FlakyRelay
-from appliance.synthetic import write_ct_study, write_multiframe
+from appliance.demo.relay import FlakyRelay
+from appliance.demo.synthetic import write_ct_study, write_multiframe
 from tests.integration.conftest import dest
 from tests.peers import CountingSCP, free_port, storescu
 

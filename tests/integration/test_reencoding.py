@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from appliance.synthetic import write_multiframe
+from appliance.demo.synthetic import write_multiframe
 from tests.integration.conftest import dest
 from tests.peers import StoreSCP, store_responses, storescu
 

@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from appliance.synthetic import write_ct_study, write_multiframe
+from appliance.demo.synthetic import write_ct_study, write_multiframe
 from tests.integration.conftest import dest
 from tests.peers import CountingSCP, peer_env, store_responses, storescu
 

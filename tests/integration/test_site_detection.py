@@ -8,7 +8,7 @@ import time
 import pydicom
 import pytest
 
-from appliance.synthetic import write_ct_study
+from appliance.demo.synthetic import write_ct_study
 from tests.boxproc import BoxProcess, box_toml
 from tests.gpsfake import HOSPITAL_A, HOSPITAL_B, MISSING, GpsFake, drive
 from tests.peers import CountingSCP, free_port, storescu

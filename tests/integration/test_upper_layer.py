@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pynetdicom import AE, evt
 from pynetdicom.pdu import P_DATA_TF
 
-from appliance.synthetic import write_multiframe
+from appliance.demo.synthetic import write_multiframe
 from appliance.upper_layer import (
     ASSOCIATION_PDU_MAX,
     COMMAND_SET_MAX,

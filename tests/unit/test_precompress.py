@@ -7,10 +7,10 @@ import pytest
 from pydicom.uid import JPEGLSLossless
 
 from appliance.config import Config, DestinationConfig, SiteConfig
+from appliance.demo.synthetic import write_ct_study
 from appliance.keystore import FileKeystore
 from appliance.precompress import Precompressor
 from appliance.store import Store
-from appliance.synthetic import write_ct_study
 from appliance.validation import read_header
 
 

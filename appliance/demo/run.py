@@ -22,8 +22,8 @@ from pynetdicom.sop_class import CTImageStorage
 
 from appliance import dimse
 from appliance.config import parse_config
-from appliance.relay import FlakyRelay
-from appliance.synthetic import write_ct_study
+from appliance.demo.relay import FlakyRelay
+from appliance.demo.synthetic import write_ct_study
 
 DEMO_TIMEOUT_S = 120.0
 
