@@ -3,9 +3,10 @@
 Owns ``events`` and the ``setting:`` and ``traffic:`` keys of ``meta``. Parts add an event
 inside their own transaction (`event`), so the event is committed with what it tells.
 
-Invariant kept: *no patient data in logs*. Events carry hash prefixes of studies and
-instances, never a UID or a value, and are sealed at rest. Proved by
-`test_no_patient_data.py` and `test_store.py`: `test_nothing_in_clear_at_rest`.
+Invariants kept: *no patient data in logs* and *encrypted at rest*: events name studies and
+instances by a hash prefix, never a UID or a value, and are sealed. Proved by
+`test_no_patient_data.py`: `test_no_patient_value_in_logs_views_console_or_clear_on_disk`
+(after a study went through, the data partition is searched too).
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 Owns ``worklist`` (site + NUL + index -> sealed encoded entry) and the ``worklist:`` keys
 of ``meta`` (JSON: synced_at, result, entries, attempted_at).
 
-Invariant kept: *encrypted at rest* (entries hold patient data: sealed), and a failed sync
-never empties the cache (`note_worklist_sync` keeps the last good list). Proved by
-`test_worklist.py` (`tests/unit` and `tests/integration`).
+Invariants kept: *encrypted at rest* (entries hold patient data, so they are sealed; no test
+reads the worklist database raw yet), and a failed or partial sync never empties the cache
+(`note_worklist_sync` keeps the last good list). Proved by `test_worklist.py`:
+`test_a_good_sync_replaces_the_cache_and_orders_gone_leave_it`,
+`test_a_failed_or_partial_sync_keeps_the_last_good_list`.
 """
 
 from __future__ import annotations
