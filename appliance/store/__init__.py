@@ -82,10 +82,13 @@ class Store:
         self.env = self._index.env
         self._db = self._index.db
         self._get = self._index.get
-        self.reserve_bytes = reserve_bytes
         self.blob_dir = self._blobs.blob_dir
         self.temp_dir = self._blobs.temp_dir
         self.spool_dir = self._blobs.spool_dir
+
+    @property
+    def reserve_bytes(self) -> int:
+        return self._blobs.reserve_bytes
 
     def close(self) -> None:
         self._index.close()
@@ -134,6 +137,7 @@ class Store:
             now=now, position=position, commit=self._commit_instance)
 
     def _commit_instance(self, *args) -> tuple[Outcome, str | None]:
+        """put_instance's one LMDB transaction, looked up here so a test can make it fail."""
         return self._studies.commit_instance(*args)
 
     def studies(self) -> list[StudyRecord]:
