@@ -43,7 +43,7 @@ from appliance.pacing import Pacing, Throttle
 from appliance.precompress import Precompressor
 from appliance.receiving import Receiver
 from appliance.release import versions
-from appliance.report import study_view
+from appliance.report import mpps_failures, study_view
 from appliance.routing import (
     ANOTHER_SITE,
     POLICY_WINDOW,
@@ -553,7 +553,7 @@ class Box:
         if free < self.store.reserve_bytes:
             errors.append("disk below reserve: new studies are refused")
         unbound = [problem for lst in self.listening for problem in lst.problems()]
-        errors += unbound
+        errors += unbound + mpps_failures(self.store)
         facts = HealthFacts(
             disk_below_reserve=free < self.store.reserve_bytes,
             receiver_running=self.receiver.running,
