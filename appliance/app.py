@@ -33,6 +33,7 @@ from appliance.config import Config, DestinationConfig
 from appliance.control import CommandError, ControlServer
 from appliance.delivery import DestinationWorker
 from appliance.health import BOOTING, LED_PATTERNS, HealthFacts, StatusLed, health_state
+from appliance.inflight import InFlight, StudyBusy
 from appliance.keystore import FileKeystore
 from appliance.listening import RETRY_S, InterfaceAddresses, Listening, NoInterfaces
 from appliance.logs import event
@@ -42,7 +43,7 @@ from appliance.pacing import Pacing, Throttle
 from appliance.precompress import Precompressor
 from appliance.receiving import Receiver
 from appliance.release import versions
-from appliance.report import study_view
+from appliance.report import mpps_failures, study_view
 from appliance.routing import (
     ANOTHER_SITE,
     POLICY_WINDOW,
@@ -208,7 +209,10 @@ class Box:
         if box.metrics_listen:
             target = box.metrics_listen.rsplit(":", 1)[0]
             self.listening.append(Listening("metrics", (target,), addresses, self._bind_metrics))
-        self.closer = StudyCloser(self.store, config, self.receiver.associations.studies)
+        # Sends in flight by study: assign waits for them (never the old site's PACS after).
+        self.in_flight = InFlight()
+        self.closer = StudyCloser(self.store, config, self.receiver.associations.studies,
+                                  self.in_flight)
         saved = self.store.get_setting(PACING_SETTING)
         self.pacing = Pacing(config.transmit, json.loads(saved) if saved else None)
         self.throttle = Throttle(config.transmit)  # one for all destinations: caps are global
@@ -356,7 +360,7 @@ class Box:
                     calling_ae=self.config.box.ae_title,
                     gate=lambda study, now, d=dest_id: self.gate(study, d, now),
                     link_class=lambda d=dest_id: self._link_class(d),
-                    pacing=self.pacing, throttle=self.throttle,
+                    pacing=self.pacing, throttle=self.throttle, in_flight=self.in_flight,
                 )
                 workers[dest_id] = (worker, threading.Event())
         return workers
@@ -552,7 +556,7 @@ class Box:
         if free < self.store.reserve_bytes:
             errors.append("disk below reserve: new studies are refused")
         unbound = [problem for lst in self.listening for problem in lst.problems()]
-        errors += unbound
+        errors += unbound + mpps_failures(self.store)
         facts = HealthFacts(
             disk_below_reserve=free < self.store.reserve_bytes,
             receiver_running=self.receiver.running,
@@ -648,7 +652,10 @@ class Box:
         refusal = assign_refusal(self.store, study, site_id)
         if refusal:
             raise CommandError(refusal)
-        self._assign(study, site_id, "manual", time.time())
+        try:
+            self._assign(study, site_id, "manual", time.time())
+        except StudyBusy as exc:
+            raise CommandError(str(exc)) from exc
         return {"study_uid": study.study_uid, "site": site_id}
 
     def _cmd_retry(self, args: dict) -> dict:

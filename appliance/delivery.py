@@ -17,7 +17,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     UID,
 )
@@ -29,6 +31,7 @@ from appliance.config import DestinationConfig, TransmitConfig
 from appliance.config.tls import tls_client_problems
 from appliance.crypto import BlobCorrupt
 from appliance.encoding import UNCOMPRESSED
+from appliance.inflight import InFlight
 from appliance.logs import event
 from appliance.pacing import Pacing, Throttle
 from appliance.store import Queued, Store, StudyRecord
@@ -86,6 +89,35 @@ class Backoff:
         return now >= self.next_at
 
 
+class Unsendable(Exception):
+    """This instance cannot go to this destination (its reason says why); the rest can."""
+
+
+@dataclass
+class Answer:
+    """A destination's response to one send: its status (empty when none came)."""
+
+    status: Dataset
+    elapsed_s: float = 0.0
+
+
+class Sender(Protocol):
+    """One association to the destination, as the send steps see it. Raises Unsendable
+    for this instance alone, LinkDown (or TransientRefusal, dimse.Stalled) for the rest."""
+
+    def send(self, item: Queued) -> Answer: ...
+
+
+class CommitmentAsker(Protocol):
+    """One association to the destination, for Storage Commitment requests."""
+
+    def supports_commitment(self) -> bool:
+        """Whether the PACS accepted the Storage Commitment context; LinkDown if lost."""
+
+    def ask(self, request: Dataset) -> Dataset:
+        """Send the N-ACTION; the response's status (empty when none came)."""
+
+
 @dataclass
 class BatchResult:
     sent: int = 0
@@ -111,6 +143,7 @@ class DestinationWorker:
         on_progress: Callable[[], None] = lambda: None,
         link_class: Callable[[], str | None] = lambda: None,
         pacing: Pacing | None = None, throttle: Throttle | None = None,
+        in_flight: InFlight | None = None, clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.dest_id = dest_id
@@ -122,6 +155,8 @@ class DestinationWorker:
         self.link_class = link_class
         self.pacing = pacing or Pacing(transmit)
         self.throttle = throttle or Throttle(transmit)
+        self.in_flight = in_flight or InFlight()  # shared with `assign` (app.Box wires it)
+        self.clock = clock  # what the gate is asked at, just before each send
         self.backoff = Backoff(transmit.retry_initial_s, transmit.retry_max_s)
         self.last_error: str | None = None
         # kept in the store (at most every LAST_SUCCESS_SAVE_S): a restart does not make the
@@ -243,9 +278,8 @@ class DestinationWorker:
         dimse.pace(assoc, throttle=self.throttle.for_class(link_class),
                    stall_s=self.transmit.stall_s)
         try:
-            while (item := _take(work)) is not None:
-                if self.may_send(item, time.time()):
-                    self._send_one(assoc, item, outcome, link_class)
+            self.send_each(work, AssociationSender(self, assoc, link_class), outcome,
+                           link_class)
         except (LinkDown, TransientRefusal, dimse.Stalled) as exc:
             outcome.error = str(exc)
             _hard_abort(assoc)
@@ -254,6 +288,26 @@ class DestinationWorker:
             _hard_abort(assoc)
             raise
         assoc.release()
+
+    def send_each(self, work: Iterator[Queued], sender: Sender, outcome: BatchResult,
+                  link_class: str | None = None) -> None:
+        """Send each instance of `work` that may still go, and record its answer.
+
+        The gate is asked again of each instance just before its send, and the study's
+        `in_flight` guard is held from that check to the answer, so `assign` never slips
+        between the two. LinkDown, TransientRefusal and dimse.Stalled end the batch (the
+        caller aborts the association); what was not answered stays pending."""
+        while (item := _take(work)) is not None:
+            with self.in_flight.sending(item.study.key):
+                if not self.may_send(item, self.clock()):
+                    continue
+                try:
+                    answer = sender.send(item)
+                except Unsendable as exc:
+                    self._fail(item, outcome, str(exc))
+                    continue
+                self._record_status(item, outcome, answer.status, link_class,
+                                    answer.elapsed_s)
 
     def may_send(self, item: Queued, now: float) -> bool:
         """Whether `item` may still go, asked of its study as it is now, just before the send:
@@ -264,10 +318,27 @@ class DestinationWorker:
 
     # -- storage commitment ------------------------------------------------------
 
+    def commitments_due(self, now: float) -> list[StudyRecord]:
+        """Fully acknowledged studies whose commitment is to be asked for and that the gate
+        lets go now (none: no association is opened)."""
+        return [s for s in self.store.awaiting_commitment(self.dest_id, now, COMMIT_ASK_AGAIN_S)
+                if self.gate(s, now) is None]
+
+    def ask_commitments(self, due: list[StudyRecord], asker: CommitmentAsker,
+                        outcome: BatchResult) -> None:
+        """Ask the PACS to commit each study of `due` (PS3.4 J.3), each asked of the gate
+        again, under its `in_flight` guard, just before its request. Raises LinkDown."""
+        for study in due:
+            with self.in_flight.sending(study.key):
+                current = self.store.study(study.key)
+                if current is None or self.gate(current, self.clock()) is not None:
+                    continue
+                self._request_commitment(asker, current)
+                outcome.sent += 1
+
     def _request_commitments(self, now: float) -> BatchResult:
-        """Ask the PACS to commit every fully acknowledged study (PS3.4 J.3)."""
-        due = [s for s in self.store.awaiting_commitment(self.dest_id, now, COMMIT_ASK_AGAIN_S)
-               if self.gate(s, now) is None]
+        """Ask the PACS to commit every fully acknowledged study the gate lets go."""
+        due = self.commitments_due(now)
         if not due:
             return BatchResult()
         outcome = BatchResult()
@@ -283,9 +354,7 @@ class DestinationWorker:
             outcome.error = str(exc)
             return self._settle([outcome], time.time())
         try:
-            for study in due:
-                self._request_commitment(assoc, study)
-                outcome.sent += 1
+            self.ask_commitments(due, AssociationAsker(assoc), outcome)
         except LinkDown as exc:
             outcome.error = str(exc)
             assoc.abort()
@@ -293,20 +362,15 @@ class DestinationWorker:
         assoc.release()
         return self._settle([outcome], time.time())
 
-    def _request_commitment(self, assoc, study: StudyRecord) -> None:
-        if not assoc.is_established:
-            raise LinkDown("association lost")
-        if not any(cx.abstract_syntax == commitment.StorageCommitmentPushModel
-                   for cx in assoc.accepted_contexts):
+    def _request_commitment(self, asker: CommitmentAsker, study: StudyRecord) -> None:
+        if not asker.supports_commitment():
             self.store.commitment_refused(self.dest_id, study,
                                           "PACS does not support Storage Commitment", time.time())
             return
         request = commitment.request_dataset(self.store.study_instances(study.key))
         # Recorded first: the report may arrive on another association at once.
         self.store.commitment_requested(self.dest_id, study, request.TransactionUID, time.time())
-        status, _ = assoc.send_n_action(
-            request, commitment.ACTION_REQUEST_COMMIT, commitment.StorageCommitmentPushModel,
-            commitment.PUSH_MODEL_INSTANCE)
+        status = asker.ask(request)
         if "Status" not in status:
             raise LinkDown("no response to the commitment request")
         if not dimse.is_success_or_warning(int(status.Status)):
@@ -336,66 +400,6 @@ class DestinationWorker:
             raise NoContextAccepted(f"{self.dest.ae_title} accepts none of the contexts")
         problem = tls_problem(self.dest, tls, t.connect_timeout_s) if tls else None
         raise LinkDown(problem or f"cannot reach {self.dest.host}:{self.dest.port}")
-
-    def _send_one(self, assoc, item: Queued, outcome: BatchResult,
-                  link_class: str | None = None) -> None:
-        record = item.instance
-        if record.sop_class_uid == mpps.MPPS_CLASS:
-            self._send_message(assoc, item, outcome, link_class)
-            return
-        accepted = {cx.transfer_syntax[0] for cx in assoc.accepted_contexts
-                    if cx.abstract_syntax == record.sop_class_uid}
-        if not accepted:
-            self._fail(item, outcome, f"PACS does not accept SOP class {_sop_name(record)}")
-            return
-        candidates = [ts for ts in encoding.wire_syntaxes(
-            record.transfer_syntax, encoding.configured(self.dest.transfer_syntaxes),
-            record.size_bytes) if ts in accepted]
-        if not candidates:
-            self._fail(item, outcome, "PACS does not accept transfer syntax "
-                       f"{UID(record.transfer_syntax).name} for {_sop_name(record)}")
-            return
-        if not assoc.is_established:
-            raise LinkDown("association lost")
-        assoc.dimse_timeout = self.pacing.dimse_timeout_s(self.dest_id, link_class,
-                                                          record.size_bytes)
-        variant = next((v for ts in candidates if ts != record.transfer_syntax
-                        and (v := self.store.variant(record, ts)) is not None), None)
-        try:
-            with self.store.plaintext(variant or record) as path:
-                if not variant:
-                    encoding.pad_deflated(path, record.transfer_syntax)
-                dataset = path if variant else _prepared(path, record.transfer_syntax,
-                                                         candidates)
-                started = time.monotonic()
-                status = assoc.send_c_store(dataset)
-                elapsed = time.monotonic() - started
-        except BlobCorrupt as exc:
-            self._fail(item, outcome, f"the box's stored copy cannot be sent: {exc}")
-            return
-        except encoding.CannotEncode as exc:
-            self._fail(item, outcome, str(exc))
-            return
-        except ValueError as exc:  # pynetdicom cannot encode or send it: trying again won't help
-            self._fail(item, outcome, f"the box cannot send this instance: {exc}")
-            return
-        self._record_status(item, outcome, status, link_class, elapsed)
-
-    def _send_message(self, assoc, item: Queued, outcome: BatchResult,
-                      link_class: str | None) -> None:
-        """An MPPS N-CREATE or N-SET, relayed as the modality sent it."""
-        record = item.instance
-        if not assoc.is_established:
-            raise LinkDown("association lost")
-        if not any(cx.abstract_syntax == mpps.MPPS_CLASS for cx in assoc.accepted_contexts):
-            self._fail(item, outcome, "RIS does not accept MPPS")
-            return
-        dataset = mpps.decode(self.store.message_payload(record))
-        if record.facts.get("kind") == "create":
-            status, _ = assoc.send_n_create(dataset, mpps.MPPS_CLASS, record.sop_instance_uid)
-        else:
-            status, _ = assoc.send_n_set(dataset, mpps.MPPS_CLASS, record.sop_instance_uid)
-        self._record_status(item, outcome, status, link_class, 0.0)
 
     def _record_status(self, item: Queued, outcome: BatchResult, status, link_class,
                        elapsed: float) -> None:
@@ -441,6 +445,129 @@ class DestinationWorker:
                 wait_s = max(0.05, min(idle_s, self.backoff.next_at - time.time()))
             wake.wait(wait_s)
             wake.clear()
+
+
+class AssociationSender:
+    """`Sender` over a pynetdicom association: C-STORE for instances, N-CREATE and N-SET
+    for MPPS messages."""
+
+    def __init__(self, worker: DestinationWorker, assoc, link_class: str | None) -> None:
+        self.worker = worker
+        self.store = worker.store
+        self.assoc = assoc
+        self.link_class = link_class
+
+    def send(self, item: Queued) -> Answer:
+        record = item.instance
+        if record.sop_class_uid == mpps.MPPS_CLASS:
+            return self._send_message(item)
+        candidates = self._candidates(record)
+        if not self.assoc.is_established:
+            raise LinkDown("association lost")
+        worker = self.worker
+        self.assoc.dimse_timeout = worker.pacing.dimse_timeout_s(
+            worker.dest_id, self.link_class, record.size_bytes)
+        variant = next((v for ts in candidates if ts != record.transfer_syntax
+                        and (v := self.store.variant(record, ts)) is not None), None)
+        try:
+            with self.store.plaintext(variant or record) as path:
+                if not variant:
+                    encoding.pad_deflated(path, record.transfer_syntax)
+                dataset = path if variant else _prepared(path, record.transfer_syntax,
+                                                         candidates)
+                started = time.monotonic()
+                status = self.assoc.send_c_store(dataset)
+                return Answer(status, time.monotonic() - started)
+        except BlobCorrupt as exc:
+            raise Unsendable(f"the box's stored copy cannot be sent: {exc}") from exc
+        except encoding.CannotEncode as exc:
+            raise Unsendable(str(exc)) from exc
+        except ValueError as exc:  # pynetdicom cannot encode or send it: trying again won't help
+            raise Unsendable(f"the box cannot send this instance: {exc}") from exc
+
+    def _candidates(self, record) -> list[str]:
+        """The syntaxes this instance may travel in on this association, best first."""
+        accepted = {cx.transfer_syntax[0] for cx in self.assoc.accepted_contexts
+                    if cx.abstract_syntax == record.sop_class_uid}
+        if not accepted:
+            raise Unsendable(f"PACS does not accept SOP class {_sop_name(record)}")
+        candidates = [ts for ts in encoding.wire_syntaxes(
+            record.transfer_syntax, encoding.configured(self.worker.dest.transfer_syntaxes),
+            record.size_bytes) if ts in accepted]
+        if not candidates:
+            raise Unsendable("PACS does not accept transfer syntax "
+                             f"{UID(record.transfer_syntax).name} for {_sop_name(record)}")
+        return candidates
+
+    def _send_message(self, item: Queued) -> Answer:
+        """An MPPS N-CREATE or N-SET, relayed as the modality sent it."""
+        record = item.instance
+        if not self.assoc.is_established:
+            raise LinkDown("association lost")
+        if not any(cx.abstract_syntax == mpps.MPPS_CLASS
+                   for cx in self.assoc.accepted_contexts):
+            raise Unsendable("RIS does not accept MPPS")
+        dataset = mpps.decode(self.store.message_payload(record))
+        if record.facts.get("kind") == "create":
+            return Answer(self._n_create(record.sop_instance_uid, dataset))
+        status = self._n_set(record.sop_instance_uid, dataset)
+        if status.get("Status") == mpps.NO_SUCH_INSTANCE:
+            status = self._create_again_then_set(item, dataset)
+        return Answer(status)
+
+    def _create_again_then_set(self, item: Queued, dataset: Dataset) -> Dataset:
+        """The RIS does not know the step of an N-SET (0x0112: its N-CREATE was lost, or
+        went to another RIS): the step's N-CREATE is sent again, then the N-SET, once.
+        Raises Unsendable, with a reason for service staff, when that does not help."""
+        step_uid = item.instance.sop_instance_uid
+        create = next((r for r in self.store.study_instances(item.study.key)
+                       if r.facts.get("kind") == "create"), None)
+        if create is None:
+            raise Unsendable("RIS does not know this procedure step (0x0112) and the box "
+                             "holds no N-CREATE for it")
+        status = self._n_create(step_uid, mpps.decode(self.store.message_payload(create)))
+        if "Status" not in status:
+            return status  # the association is gone: the N-SET stays pending
+        code = int(status.Status)
+        if code != mpps.DUPLICATE_INSTANCE and not dimse.is_success_or_warning(code):
+            raise Unsendable("RIS does not know this procedure step (0x0112) and refused its "
+                             f"N-CREATE sent again: status 0x{code:04X}")
+        status = self._n_set(step_uid, dataset)
+        if status.get("Status") == mpps.NO_SUCH_INSTANCE:
+            raise Unsendable("RIS does not know this procedure step (0x0112), even after its "
+                             "N-CREATE was sent again")
+        return status
+
+    def _n_create(self, step_uid: str, dataset: Dataset) -> Dataset:
+        if not self.assoc.is_established:
+            raise LinkDown("association lost")
+        status, _ = self.assoc.send_n_create(dataset, mpps.MPPS_CLASS, step_uid)
+        return status
+
+    def _n_set(self, step_uid: str, dataset: Dataset) -> Dataset:
+        if not self.assoc.is_established:
+            raise LinkDown("association lost")
+        status, _ = self.assoc.send_n_set(dataset, mpps.MPPS_CLASS, step_uid)
+        return status
+
+
+class AssociationAsker:
+    """`CommitmentAsker` over a pynetdicom association."""
+
+    def __init__(self, assoc) -> None:
+        self.assoc = assoc
+
+    def supports_commitment(self) -> bool:
+        if not self.assoc.is_established:
+            raise LinkDown("association lost")
+        return any(cx.abstract_syntax == commitment.StorageCommitmentPushModel
+                   for cx in self.assoc.accepted_contexts)
+
+    def ask(self, request: Dataset) -> Dataset:
+        status, _ = self.assoc.send_n_action(
+            request, commitment.ACTION_REQUEST_COMMIT, commitment.StorageCommitmentPushModel,
+            commitment.PUSH_MODEL_INSTANCE)
+        return status
 
 
 _TAKE_LOCK = threading.Lock()

@@ -12,6 +12,19 @@ from appliance.store import Store, StudyRecord
 from appliance.studies import destination_state, study_state
 
 
+def mpps_failures(store: Store) -> list[str]:
+    """MPPS messages the RIS refused for good, one line per destination and reason (for
+    `status` errors: a message that failed does not hold back the ones after it)."""
+    lines: dict[str, None] = {}
+    for step in store.studies():
+        if step.kind != "mpps":
+            continue
+        for dest_id in step.destinations:
+            for reason in store.counts(step, dest_id).reasons:
+                lines[f"MPPS to {dest_id} failed: {reason}"] = None
+    return list(lines)
+
+
 def study_view(store: Store, study: StudyRecord, block: str | None) -> dict:
     destinations = []
     counts = {}

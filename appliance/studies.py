@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.config import Config
+from appliance.inflight import InFlight
 from appliance.logs import event
 from appliance.routing import SITE_UNKNOWN, route_study
 from appliance.store import DeliveryCounts, Store, StudyRecord
@@ -81,10 +82,12 @@ class StudyCloser:
     """Closes studies that went quiet and routes them. `close_once` is the one step."""
 
     def __init__(self, store: Store, config: Config,
-                 open_studies: Callable[[], set[str]]) -> None:
+                 open_studies: Callable[[], set[str]],
+                 in_flight: InFlight | None = None) -> None:
         self.store = store
         self.config = config
         self.open_studies = open_studies
+        self.in_flight = in_flight or InFlight()  # shared with the delivery workers
 
     def close_once(self, now: float) -> list[Closed]:
         quiet_s = self.config.transmit.study_quiet_s
@@ -131,14 +134,19 @@ class StudyCloser:
     def assign(self, study: StudyRecord, site_id: str, source: str,
                now: float) -> StudyRecord | None:
         """Give a study a site (`fluxbox assign`, the console, adoption) and, if it is
-        closed, route it again: the old site's positions go, the new site's come."""
-        held = study.held_reason == SITE_UNKNOWN
-        updated = self.store.assign_site(study.key, site_id, source,
-                                         None if held else study.held_reason)
-        event(log, "study assigned", study=study.key[:12], site=site_id, source=source)
-        if updated is not None and updated.phase == "closed":
-            self.reroute(updated, now)
-        return updated
+        closed, route it again: the old site's positions go, the new site's come.
+
+        Sends of the study in flight are answered first and new ones wait (`in_flight`), so
+        none reaches the old site's PACS afterwards; raises StudyBusy, changing nothing,
+        when they take longer than the guard's wait."""
+        with self.in_flight.moving(study.key):
+            held = study.held_reason == SITE_UNKNOWN
+            updated = self.store.assign_site(study.key, site_id, source,
+                                             None if held else study.held_reason)
+            event(log, "study assigned", study=study.key[:12], site=site_id, source=source)
+            if updated is not None and updated.phase == "closed":
+                self.reroute(updated, now)
+            return updated
 
     def reroute(self, study: StudyRecord, now: float) -> Closed | None:
         """Route a closed study again (after its site was assigned)."""

@@ -26,6 +26,7 @@ class RecordingRis:
         self.create_s = create_s
         self.messages: list[tuple[str, str]] = []
         self.steps: set[str] = set()
+        self.refuse_creates: set[str] = set()  # steps whose N-CREATE it refuses (0x0110)
         self._lock = threading.Lock()
         self.server = None
 
@@ -39,6 +40,9 @@ class RecordingRis:
         ds = event.attribute_list
         time.sleep(self.create_s)
         with self._lock:
+            if str(event.request.AffectedSOPInstanceUID) in self.refuse_creates:
+                self.messages.append(("refused create", "0x0110"))
+                return 0x0110, None
             self.messages.append(("create", str(ds.PerformedProcedureStepStatus)))
             self.steps.add(str(event.request.AffectedSOPInstanceUID))
         return 0x0000, ds
@@ -51,6 +55,11 @@ class RecordingRis:
                 return 0x0112, None
             self.messages.append(("set", str(ds.get("PerformedProcedureStepStatus", ""))))
         return 0x0000, ds
+
+    def forget(self) -> None:
+        """Lose every step it knew (a RIS restored from backup, or another RIS)."""
+        with self._lock:
+            self.steps.clear()
 
     def stop(self) -> None:
         if self.server is not None:
@@ -155,5 +164,72 @@ def test_an_instance_listed_by_mpps_but_missing_holds_the_study_then_is_a_findin
                 (row,) = box.wait_states("complete", timeout_s=30)
                 assert any("1 of 12 instances" in f for f in row["findings"]), row["findings"]
                 assert len(pacs.uids()) == len(ct_study) - 1
+    finally:
+        ris.stop()
+
+
+def _set_completed() -> Dataset:
+    ds = Dataset()
+    ds.PerformedProcedureStepStatus = "COMPLETED"
+    return ds
+
+
+def _step_created_then_forgotten(box: BoxProcess, ris: RecordingRis, assoc) -> str:
+    """An N-CREATE relayed to the RIS, which then loses it."""
+    step_uid = generate_uid()
+    status, _ = assoc.send_n_create(_create_request(generate_uid()),
+                                    ModalityPerformedProcedureStep, step_uid)
+    assert status.Status == 0
+    box.wait_for(lambda: ris.messages == [("create", "IN PROGRESS")], 30, "the N-CREATE")
+    ris.forget()
+    return step_uid
+
+
+def test_an_n_set_of_a_step_the_ris_lost_goes_again_after_its_n_create(tmp_path):
+    """Issue 8: the RIS answers an N-SET with 0x0112 (No such SOP Instance: it lost the
+    step, or the N-CREATE went to another RIS). The box sends the step's N-CREATE again,
+    then the N-SET, and the step reaches the RIS whole."""
+    ris = RecordingRis(free_port())
+    ris.start()
+    try:
+        with CountingSCP(ae_title="PACS") as pacs, BoxProcess(
+                _config(tmp_path, pacs.port, ris.port, "study_quiet_s = 600"), tmp_path) as box:
+            assoc = _modality(box.port)
+            step_uid = _step_created_then_forgotten(box, ris, assoc)
+            status, _ = assoc.send_n_set(_set_completed(), ModalityPerformedProcedureStep,
+                                         step_uid)
+            assert status.Status == 0
+            assoc.release()
+            box.wait_for(lambda: len(ris.messages) >= 4, 30, "the step sent again")
+            assert ris.messages == [("create", "IN PROGRESS"), ("refused set", "0x0112"),
+                                    ("create", "IN PROGRESS"), ("set", "COMPLETED")]
+            assert not [e for e in box.status()["errors"] if e.startswith("MPPS")]
+    finally:
+        ris.stop()
+
+
+def test_an_n_set_the_ris_still_does_not_know_fails_with_a_reason_and_later_steps_go_on(
+        tmp_path):
+    """Issue 8: when the RIS refuses the N-CREATE sent again too, the N-SET fails once, with
+    a reason `fluxbox status` shows, and the next procedure step still reaches the RIS."""
+    ris = RecordingRis(free_port())
+    ris.start()
+    try:
+        with CountingSCP(ae_title="PACS") as pacs, BoxProcess(
+                _config(tmp_path, pacs.port, ris.port, "study_quiet_s = 600"), tmp_path) as box:
+            assoc = _modality(box.port)
+            step_uid = _step_created_then_forgotten(box, ris, assoc)
+            ris.refuse_creates.add(step_uid)
+            assoc.send_n_set(_set_completed(), ModalityPerformedProcedureStep, step_uid)
+            reason = ("MPPS to a/ris failed: RIS does not know this procedure step (0x0112) "
+                      "and refused its N-CREATE sent again: status 0x0110")
+            box.wait_for(lambda: reason in box.status()["errors"], 30, "the reason shown")
+            status, _ = assoc.send_n_create(_create_request(generate_uid()),
+                                            ModalityPerformedProcedureStep, generate_uid())
+            assert status.Status == 0
+            assoc.release()
+            box.wait_for(lambda: len(ris.messages) >= 4, 30, "the next step at the RIS")
+            assert ris.messages == [("create", "IN PROGRESS"), ("refused set", "0x0112"),
+                                    ("refused create", "0x0110"), ("create", "IN PROGRESS")]
     finally:
         ris.stop()

@@ -5,8 +5,11 @@ corrected, moved to another study, late; sites assigned, pinned and detected; po
 changed; batches taken, acknowledged, refused or aborted; Storage Commitment asked and
 reported, old reports included; purge; restart; a crash; blobs lost or damaged) are
 played against the real `Store` on a real directory, the real `StudyCloser` and routing,
-and the delivery worker's own steps (`_next_batch` with the gate, `_record_status`,
-`_fail`). A PACS is modelled by what it holds: the answers the worker records.
+and the delivery worker's own steps: `_next_batch` with the gate, `send_each` (the gate
+asked again before each send, the answer recorded), `commitments_due` and `ask_commitments`.
+A PACS is a fake behind the worker's own `Sender` and `CommitmentAsker` interfaces: it
+checks that what reaches it may (against the model's own record of each study's site, and
+policy), and holds what it acknowledges.
 
 After every step the promises of PRODUCT.md are checked (see `check_*`). The machine's
 rules are plain methods, so a shrunk failure replays as a plain test.
@@ -18,6 +21,8 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -33,7 +38,6 @@ from hypothesis.stateful import (
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from appliance import commitment
 from appliance.app import PIN_SETTING
 from appliance.config import (
     Config,
@@ -44,7 +48,14 @@ from appliance.config import (
     TransmitConfig,
 )
 from appliance.crypto import BlobCorrupt
-from appliance.delivery import COMMIT_ASK_AGAIN_S, BatchResult, DestinationWorker
+from appliance.delivery import (
+    Answer,
+    BatchResult,
+    DestinationWorker,
+    TransientRefusal,
+    Unsendable,
+)
+from appliance.inflight import InFlight
 from appliance.report import study_view
 from appliance.routing import delivery_block, destination_id
 from appliance.sites import decide_site
@@ -94,6 +105,10 @@ def study_uid(j: int) -> str:
     return f"{ROOT}.2.{j}"
 
 
+def study_index(uid: str) -> int:
+    return int(uid.rsplit(".", 1)[1])
+
+
 class Contents:
     """The Part 10 files a modality may send, made once per (instance, study, version)."""
 
@@ -135,21 +150,22 @@ def contents() -> Contents:
 class Stats:
     """What a run covered: printed by the test, so a search that never delivers shows."""
 
-    steps = 0
+    runs = 0
+    steps = 0  # rules run (each followed by a check of every promise)
     checks = 0
     acknowledged = 0  # by a PACS, recorded
-    completed = 0  # studies seen complete by a check
+    completed = 0  # studies that became complete (seen by a check)
     purged = 0
-    confirmed = 0  # commitment reports that confirmed a study
+    confirmed = 0  # commitment reports the store took as confirming a study
 
     @classmethod
     def reset(cls) -> None:
-        cls.steps = cls.checks = cls.acknowledged = cls.completed = cls.purged = 0
+        cls.runs = cls.steps = cls.checks = cls.acknowledged = cls.completed = cls.purged = 0
         cls.confirmed = 0
 
     @classmethod
     def line(cls) -> str:
-        return (f"{cls.steps} steps run, invariants checked {cls.checks} times; "
+        return (f"{cls.steps} steps in {cls.runs} runs, invariants checked {cls.checks} times; "
                 f"{cls.acknowledged} instances acknowledged by a PACS, {cls.completed} "
                 f"complete studies seen, {cls.purged} purged, {cls.confirmed} commitments "
                 "confirmed")
@@ -172,29 +188,57 @@ class StoreModel(RuleBasedStateMachine):
             d: {} for d in DESTINATIONS}
         self.transactions: list[tuple[str, str, list[int]]] = []
         self.in_flight: dict[str, list[Queued]] = {d: [] for d in DESTINATIONS}
-        self.study_site: dict[int, str | None] = {}
+        self.asking: dict[str, list[StudyRecord]] = {d: [] for d in DESTINATIONS}
+        # The model's own record, never read from the store: the pin, and each study's site
+        # (stamped at its first instance, changed by assign).
+        self.pinned: str | None = None
+        self.expected_site: dict[int, str | None] = {}
+        self.released: set[int] = set()  # purged once delivered everywhere
+        self.seen_complete: set[tuple[str, float]] = set()
+        self.guard = InFlight(wait_s=0.0)  # one thread: a send in flight would be a bug
         self._open()
+        Stats.runs += 1
 
     # -- wiring, as app.Box does it ----------------------------------------------------
 
     def _open(self) -> None:
         self.store = Store(self.dir / "data", KEY)
         self.store.repair()
-        self.closer = StudyCloser(self.store, self.config, lambda: set())
+        self.closer = StudyCloser(self.store, self.config, lambda: set(), self.guard)
         self.workers = {
             d: DestinationWorker(self.store, d, self._destination(d), self.config.transmit,
                                  calling_ae="FLUXBOX",
-                                 gate=lambda study, now, d=d: self.gate(study, d, now))
+                                 gate=lambda study, now, d=d: self.gate(study, d, now),
+                                 in_flight=self.guard, clock=lambda: self.now)
             for d in DESTINATIONS}
         self.in_flight = {d: [] for d in DESTINATIONS}
+        self.asking = {d: [] for d in DESTINATIONS}
 
     def _destination(self, dest_id: str) -> DestinationConfig:
         site_id, name = dest_id.split("/", 1)
         return next(d for d in self.config.site(site_id).destinations if d.name == name)
 
     def current_site(self) -> str | None:
+        """The box's view (app.Box.current_site): the pin as the store keeps it."""
         pinned = self.store.get_setting(PIN_SETTING)
         return decide_site(self.config, pinned).id if pinned else self.detected
+
+    def model_site(self) -> str | None:
+        """The site the vehicle is at by the model's own record of pin and detection."""
+        return self.pinned or self.detected
+
+    def may_reach(self, dest: str, j: int) -> str | None:
+        """Why nothing of study `j` may reach `dest` now, by the model's record of the
+        study's site (and policy); None when it may."""
+        site = self.expected_site.get(j)
+        if destination_site(dest) != site:
+            return f"{dest} is not a destination of the study's site ({site})"
+        study = self.store.study_by_uid(study_uid(j))
+        if study is None:
+            return "the study is no longer on the box"
+        return delivery_block(replace(study, site=site), dest, self.config,
+                              current_site=self.model_site(), link=None,
+                              now=datetime.fromtimestamp(self.now))
 
     def gate(self, study: StudyRecord, dest_id: str, now: float) -> str | None:
         """Box.gate with no route known (the link is not judged)."""
@@ -206,18 +250,23 @@ class StoreModel(RuleBasedStateMachine):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _tick(self, seconds: float = 1.0) -> float:
-        Stats.steps += 1
         self.now += seconds
         return self.now
 
     # -- the modality --------------------------------------------------------------------
 
-    @initialize(count=st.integers(1, INSTANCES), studies=st.integers(1, STUDIES))
-    def studies_arrive(self, count: int, studies: int) -> None:
-        """Every run starts with closed studies of site a, so that delivery has work."""
+    @initialize(count=st.integers(1, INSTANCES), studies=st.integers(1, STUDIES),
+                delivered=st.booleans())
+    def studies_arrive(self, count: int, studies: int, delivered: bool) -> None:
+        """Every run starts with closed studies of site a, so that delivery has work; about
+        half of them delivered, confirmed and purged already (so that even a short run
+        meets complete studies, commitments and purges)."""
         for i in range(count):
             self.receive(i, i % studies, 0)
         self.quiet_time_passes()
+        if delivered:
+            self.docked_delivery()
+            self.purge(0.0)
 
     @rule(i=st.integers(0, INSTANCES - 1), j=st.integers(0, STUDIES - 1),
           v=st.integers(0, VERSIONS - 1))
@@ -227,10 +276,14 @@ class StoreModel(RuleBasedStateMachine):
         now = self._tick()
         path, header = self.files.get(i, j, v)
         site = self.current_site()
+        new_study = self.store.study_by_uid(study_uid(j)) is None
         outcome = self.store.put_instance(path, header, calling_aet="MOD", site=site,
                                           site_source="manual" if site else None, now=now)
+        if new_study:  # stamped with where the vehicle is
+            self.expected_site[j] = self.model_site()
         if outcome is not Outcome.DUPLICATE:
             self.damaged.discard(i)
+        self.released.discard(i)
         self.latest[i] = (i, j, v)
 
     @rule()
@@ -251,13 +304,15 @@ class StoreModel(RuleBasedStateMachine):
         study = self.store.study_by_uid(study_uid(j))
         if study is None or assign_refusal(self.store, study, site):
             return
-        self.closer.assign(study, site, "manual", now)
+        if self.closer.assign(study, site, "manual", now) is not None:
+            self.expected_site[j] = site
 
     @rule(site=st.sampled_from((None, *SITES)))
     def pin(self, site: str | None) -> None:
         """`fluxbox site set SITE` or `fluxbox site auto`."""
         self._tick()
         self.store.set_setting(PIN_SETTING, site)
+        self.pinned = site
 
     @rule(site=st.sampled_from((None, *SITES)))
     def site_detected(self, site: str | None) -> None:
@@ -285,72 +340,83 @@ class StoreModel(RuleBasedStateMachine):
     @rule(pick=st.integers(0, len(DESTINATIONS) - 1),
           answer=st.sampled_from((SUCCESS, SUCCESS, SUCCESS, REFUSED, OUT_OF_RESOURCES)))
     def send_one(self, pick: int, answer: int) -> None:
-        """The next instance of a batch in flight goes out; the PACS answers."""
+        """The next instance of a batch in flight goes out (the worker's `send_each`); the
+        PACS answers."""
         self._tick()
         busy = [d for d in DESTINATIONS if self.in_flight[d]]
         if busy:
-            self._send(busy[pick % len(busy)], answer)
+            dest = busy[pick % len(busy)]
+            self._send(dest, [self.in_flight[dest].pop(0)], lambda: answer)
 
     @rule(dest=st.sampled_from(DESTINATIONS))
     def deliver_all(self, dest: str) -> None:
-        """A good link and a willing PACS: the worker sends batches until none is left, then
-        asks for commitment (as `deliver_once` does when it finds no batch)."""
+        """A good link and a willing PACS: the worker sends batches until none is left (its
+        next step asks for commitment: `commitments_due`)."""
         now = self._tick()
         for _ in range(10):
-            if not self.in_flight[dest]:
-                self.in_flight[dest] = self.workers[dest]._next_batch(now)
-            if not self.in_flight[dest]:
+            batch = self.in_flight[dest] or self.workers[dest]._next_batch(now)
+            if not batch:
                 break
-            while self.in_flight[dest]:
-                self._send(dest, SUCCESS)
-        self.request_commitment(dest)
-
-    def _send(self, dest: str, answer: int) -> None:
-        item = self.in_flight[dest].pop(0)
-        if not self.workers[dest].may_send(item, self.now):
-            return
-        current = self.store.study(item.study.key)
-        assert current is None or destination_site(dest) == current.site, (
-            f"sent to {dest}, a destination of another site than the study's "
-            f"({current.site})")
-        worker = self.workers[dest]
-        try:
-            with self.store.plaintext(item.instance) as path:
-                sent = self.files.which(path.read_bytes())
-        except BlobCorrupt as exc:
-            worker._fail(item, BatchResult(), f"the box's stored copy cannot be sent: {exc}")
-            return
-        if answer == OUT_OF_RESOURCES:  # the worker aborts the batch and backs off
             self.in_flight[dest] = []
-            return
-        if answer == SUCCESS:
-            self.pacs[dest][sent[0]] = sent
-            Stats.acknowledged += 1
-        worker._record_status(item, BatchResult(), _status(answer), None, 0.0)
+            self._send(dest, batch, lambda: SUCCESS)
+
+    @rule()
+    def docked_delivery(self) -> None:
+        """A good link to every destination: each delivers all it may and its PACS reports
+        every commitment asked (so that runs reach complete studies and purges)."""
+        for dest in DESTINATIONS:
+            self.deliver_all(dest)
+            self.request_commitment(dest)
+        while self.transactions:
+            self.commitment_report(0, False)
+
+    def _send(self, dest: str, batch: list[Queued], answers: Callable[[], int]) -> None:
+        """`batch` through the worker's send step to the model's PACS; an out-of-resources
+        answer ends the batch (the worker aborts and backs off; the rest stays pending)."""
+        try:
+            self.workers[dest].send_each(iter(batch), ModelPacs(self, dest, answers),
+                                         BatchResult())
+        except TransientRefusal:
+            self.in_flight[dest] = []
 
     @rule(dest=st.sampled_from(DESTINATIONS))
     def link_drops(self, dest: str) -> None:
         """The association breaks mid-batch: what was not answered stays pending."""
         self._tick()
         self.in_flight[dest] = []
+        self.asking[dest] = []
 
     @rule(dest=st.sampled_from(DESTINATIONS))
-    def request_commitment(self, dest: str) -> None:
-        """With nothing left to send, the worker asks the PACS to commit what it acknowledged
-        (as DestinationWorker._request_commitments)."""
+    def commitments_due(self, dest: str) -> None:
+        """With nothing left to send, the worker finds the studies to ask commitment for (an
+        association opens only if there are any)."""
         now = self._tick()
         worker = self.workers[dest]
         if not worker.dest.commitment or self.in_flight[dest] or worker._next_batch(now):
             return
-        for study in self.store.awaiting_commitment(dest, now, COMMIT_ASK_AGAIN_S):
-            if self.gate(study, dest, now) is not None:
-                continue
-            assert destination_site(dest) == study.site, "commitment asked of another site"
-            records = self.store.study_instances(study.key)
-            request = commitment.request_dataset(records)
-            self.store.commitment_requested(dest, study, request.TransactionUID, now)
-            uids = [int(r.sop_instance_uid.rsplit(".", 1)[1]) for r in records]
-            self.transactions.append((request.TransactionUID, dest, uids))
+        due = worker.commitments_due(now)
+        for study in due:
+            why = self.may_reach(dest, study_index(study.study_uid))
+            assert why is None, f"an association opened to {dest} to ask commitment: {why}"
+        self.asking[dest] = due
+
+    @precondition(lambda self: any(self.asking.values()))
+    @rule(pick=st.integers(0, len(DESTINATIONS) - 1))
+    def ask_commitments(self, pick: int) -> None:
+        """The worker asks, on that association, for each study found due."""
+        self._tick()
+        busy = [d for d in DESTINATIONS if self.asking[d]]
+        if busy:
+            self._ask(busy[pick % len(busy)])
+
+    def request_commitment(self, dest: str) -> None:
+        """Both at once (as DestinationWorker._request_commitments)."""
+        self.commitments_due(dest)
+        self._ask(dest)
+
+    def _ask(self, dest: str) -> None:
+        due, self.asking[dest] = self.asking[dest], []
+        self.workers[dest].ask_commitments(due, ModelCommitments(self, dest), BatchResult())
 
     @precondition(lambda self: self.transactions)
     @rule(pick=st.integers(0, 10), fail_one=st.booleans())
@@ -365,8 +431,8 @@ class StoreModel(RuleBasedStateMachine):
         if not failed:
             for i in asked:
                 self.committed[dest][i] = held[i]
-        self.store.commitment_result(uid, failed, now)
-        Stats.confirmed += not failed
+        taken = self.store.commitment_result(uid, failed, now)
+        Stats.confirmed += taken and not failed
 
     @rule(j=st.one_of(st.none(), st.integers(0, STUDIES - 1)))
     def retry(self, j: int | None) -> None:
@@ -381,7 +447,10 @@ class StoreModel(RuleBasedStateMachine):
 
     @rule(retention_s=st.sampled_from((0.0, 3600.0)))
     def purge(self, retention_s: float) -> None:
+        done = {i for i in self.latest if self._delivered_everywhere(i)}
+        self._note_completions()
         Stats.purged += self.store.purge(self._tick(), retention_s)
+        self.released |= {i for i in done if self._record(i) is None}
 
     @rule()
     def restart(self) -> None:
@@ -398,7 +467,7 @@ class StoreModel(RuleBasedStateMachine):
         self._tick()
         if sent_unrecorded:
             for dest, batch in self.in_flight.items():
-                if batch:
+                if batch and self.workers[dest].may_send(batch[0], self.now):
                     with_blob = self._readable(batch[0].instance)
                     if with_blob is not None:
                         self.pacs[dest][with_blob[0]] = with_blob
@@ -441,15 +510,24 @@ class StoreModel(RuleBasedStateMachine):
         with self.store.env.begin() as txn:
             return list(txn.cursor(db=self.store._db[db]))
 
+    # -- weights: the rules whose order matters most run more often -----------------------
+    # (a batch or a commitment request taken, the gate changing, then the send; purge after
+    # completion). Hypothesis picks among rules evenly, so an alias doubles a rule's share.
+
+    take_another_batch = take_batch
+    send_another = send_one
+    send_yet_another = send_one
+    find_commitments_due = commitments_due
+    ask_more_commitments = ask_commitments
+    vehicle_moves = site_detected
+    purge_again = purge
+
     # -- the promises ---------------------------------------------------------------------------
 
     @invariant()
     def promises_hold(self) -> None:
         Stats.checks += 1
-        for j in range(STUDIES):
-            study = self.store.study_by_uid(study_uid(j))
-            if study is not None:
-                self.study_site[j] = study.site
+        Stats.steps = Stats.checks - Stats.runs  # hypothesis checks once before the first step
         self.check_acknowledged_stays_until_delivered()
         self.check_only_own_site()
         self.check_live_blobs_exist()
@@ -460,7 +538,7 @@ class StoreModel(RuleBasedStateMachine):
         """Every destination of the study's own site holds the latest version, committed
         where it asks for commitment."""
         latest = self.latest[i]
-        site = self.config.site(self.study_site.get(latest[1]) or "")
+        site = self.config.site(self.expected_site.get(latest[1]) or "")
         if site is None:
             return False
         for dest in site.destinations:
@@ -473,7 +551,7 @@ class StoreModel(RuleBasedStateMachine):
 
     def check_acknowledged_stays_until_delivered(self) -> None:
         for i, latest in self.latest.items():
-            if i in self.damaged or self._delivered_everywhere(i):
+            if i in self.damaged or i in self.released or self._delivered_everywhere(i):
                 continue
             record = self._record(i)
             assert record is not None, (
@@ -484,7 +562,11 @@ class StoreModel(RuleBasedStateMachine):
                 f"{latest}, before every destination has it")
 
     def check_only_own_site(self) -> None:
+        """No position, commitment or route of a study outside the site the model recorded
+        for it (at its first instance, or its last assign)."""
         studies = {s.key: s for s in self.store.studies()}
+        expected = {s.key: self.expected_site[study_index(s.study_uid)]
+                    for s in studies.values() if s.kind == "study"}
         seqs = {s.seq_bytes for s in studies.values()}
         for db in ("pending", "acked", "failed"):
             for position, _ in self._rows(db):
@@ -492,21 +574,23 @@ class StoreModel(RuleBasedStateMachine):
                 assert rest[:8] in seqs, f"an {db} position at {dest.decode()} outlived its study"
         for db in ("pending", "failed"):
             for position, value in self._rows(db):
-                study = studies.get(value[16:32].hex())
+                key = value[16:32].hex()
                 dest = position.split(b"\0", 1)[0].decode()
-                if study is not None:
-                    assert destination_site(dest) == study.site, (
-                        f"a {db} position for {dest}, of a study of site {study.site}")
+                if key in expected:
+                    assert destination_site(dest) == expected[key], (
+                        f"a {db} position for {dest}, of a study of site {expected[key]}")
         for key, raw in self._rows("commitments"):
-            study = studies.get(json.loads(raw)["study_key"])
+            study_key = json.loads(raw)["study_key"]
             dest = key.split(b"\0", 1)[0].decode()
-            if study is not None:
-                assert destination_site(dest) == study.site, (
-                    f"a commitment of {dest}, for a study of site {study.site}")
+            if study_key in expected:
+                assert destination_site(dest) == expected[study_key], (
+                    f"a commitment of {dest}, for a study of site {expected[study_key]}")
         for study in studies.values():
+            assert study.site == expected[study.key], (
+                f"study of site {expected[study.key]} stored as of site {study.site}")
             for dest in study.destinations + study.commit_destinations:
-                assert destination_site(dest) == study.site, (
-                    f"study of site {study.site} routed to {dest}")
+                assert destination_site(dest) == expected[study.key], (
+                    f"study of site {expected[study.key]} routed to {dest}")
 
     def check_live_blobs_exist(self) -> None:
         for i in range(INSTANCES):
@@ -516,7 +600,17 @@ class StoreModel(RuleBasedStateMachine):
             assert self.store._blob_path(record.blob).exists(), (
                 f"instance {i}'s record names a blob that is gone")
 
+    def _note_completions(self) -> None:
+        """Count the studies that became complete since the last look (purge may take them
+        before a check sees them)."""
+        for study in self.store.studies():
+            if study.completed_at is not None and (
+                    (study.key, study.completed_at) not in self.seen_complete):
+                self.seen_complete.add((study.key, study.completed_at))
+                Stats.completed += 1
+
     def check_counts(self) -> None:
+        self._note_completions()
         records = [r for i in range(INSTANCES) if (r := self._record(i)) is not None]
         for study in self.store.studies():
             mine = [r for r in records if r.study_key == study.key]
@@ -534,7 +628,6 @@ class StoreModel(RuleBasedStateMachine):
                     f"study {study.study_uid[-3:]} at {dest['name']}: {total} positions for "
                     f"{study.instances} instances")
             if study.completed_at is not None:
-                Stats.completed += 1
                 assert row["state"] == "complete"
                 for dest in row["destinations"]:
                     assert dest["pending"] == 0 and dest["failed"] == 0, (
@@ -568,6 +661,52 @@ class StoreModel(RuleBasedStateMachine):
             if record is not None and record.study_key == study.key:
                 found.append(position)
         return found
+
+
+class ModelPacs:
+    """A PACS behind the worker's `Sender` interface: whatever reaches it must be allowed
+    by the model's own record (the study's site, policy); it holds what it acknowledges."""
+
+    def __init__(self, model: StoreModel, dest: str, answers: Callable[[], int]) -> None:
+        self.model = model
+        self.dest = dest
+        self.answers = answers
+
+    def send(self, item: Queued) -> Answer:
+        model = self.model
+        why = model.may_reach(self.dest, study_index(item.study.study_uid))
+        assert why is None, f"an instance was sent to {self.dest}: {why}"
+        try:
+            with model.store.plaintext(item.instance) as path:
+                sent = model.files.which(path.read_bytes())
+        except BlobCorrupt as exc:
+            raise Unsendable(f"the box's stored copy cannot be sent: {exc}") from exc
+        answer = self.answers()
+        if answer == SUCCESS:
+            model.pacs[self.dest][sent[0]] = sent
+            Stats.acknowledged += 1
+        return Answer(_status(answer))
+
+
+class ModelCommitments:
+    """A PACS behind the worker's `CommitmentAsker` interface: a request must be allowed by
+    the model's own record; its report comes later (`commitment_report`)."""
+
+    def __init__(self, model: StoreModel, dest: str) -> None:
+        self.model = model
+        self.dest = dest
+
+    def supports_commitment(self) -> bool:
+        return True
+
+    def ask(self, request: Dataset) -> Dataset:
+        asked = [int(r.ReferencedSOPInstanceUID.rsplit(".", 1)[1])
+                 for r in request.ReferencedSOPSequence]
+        for j in {self.model.latest[i][1] for i in asked}:
+            why = self.model.may_reach(self.dest, j)
+            assert why is None, f"commitment asked of {self.dest}: {why}"
+        self.model.transactions.append((str(request.TransactionUID), self.dest, asked))
+        return _status(SUCCESS)
 
 
 def _status(code: int) -> Dataset:

@@ -4,6 +4,7 @@
 search found is kept below as a plain replay."""
 
 import os
+import time
 
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
@@ -13,13 +14,25 @@ from tests.unit.store_model import REFUSED, SUCCESS, Stats, StoreModel, run_repl
 SOAK = os.environ.get("FLUXBOX_SOAK") == "1"
 
 
+# What a soak must have covered, at least (a search that never delivers proves nothing).
+SOAK_MIN_STEPS = 10_000
+SOAK_MIN_EVENTS = 100  # each of: studies completed, purged, commitments confirmed
+
+
 def test_no_sequence_of_events_breaks_the_store_promises():
     Stats.reset()
-    examples, steps = (250, 60) if SOAK else (15, 30)
+    started = time.monotonic()
+    examples, steps = (300, 60) if SOAK else (20, 40)
     run_state_machine_as_test(StoreModel, settings=settings(
         max_examples=examples, stateful_step_count=steps, deadline=None,
         suppress_health_check=list(HealthCheck)))
-    print(f"\nstore model: {Stats.line()}")
+    print(f"\nstore model: {Stats.line()}; {time.monotonic() - started:.0f} s")
+    # even the short run meets each of them (the initial docked delivery, the weights)
+    floor = SOAK_MIN_EVENTS if SOAK else 1
+    assert Stats.completed >= floor and Stats.purged >= floor and Stats.confirmed >= floor, (
+        Stats.line())
+    if SOAK:
+        assert Stats.steps >= SOAK_MIN_STEPS, Stats.line()
 
 
 # -- failures the search found, replayed (issue 12) -------------------------------------------
@@ -111,4 +124,29 @@ def test_a_study_left_empty_by_a_moved_instance_goes():
         ("quiet_time_passes", {}),
         ("pin", {"site": "a"}),
         ("receive", {"i": 0, "j": 1, "v": 0}),
+    ])
+
+
+def test_no_commitment_association_while_policy_holds_the_study():
+    """Issue 8: the worker opens an association to ask for commitment only for studies the
+    gate lets go now (here the vehicle has left site a: isolated)."""
+    run_replay([
+        ("receive", {"i": 0, "j": 0, "v": 0}),
+        ("quiet_time_passes", {}),
+        ("deliver_all", {"dest": "a/pacs"}),
+        ("site_detected", {"site": None}),
+        ("commitments_due", {"dest": "a/pacs"}),
+    ])
+
+
+def test_a_commitment_found_due_is_not_asked_once_the_gate_closes():
+    """Issue 8: between finding a study due and asking for its commitment the vehicle left
+    the site; the worker asks the gate again, just before each request."""
+    run_replay([
+        ("receive", {"i": 0, "j": 0, "v": 0}),
+        ("quiet_time_passes", {}),
+        ("deliver_all", {"dest": "a/pacs"}),
+        ("commitments_due", {"dest": "a/pacs"}),
+        ("site_detected", {"site": None}),
+        ("ask_commitments", {"pick": 0}),
     ])

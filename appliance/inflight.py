@@ -1,0 +1,77 @@
+"""Sends in flight, by study: what `assign` waits for before a study changes site.
+
+A delivery worker holds `sending(study_key)` from the moment it asks the gate whether an
+instance (or a commitment request) may go until the destination has answered it. `assign`
+holds `moving(study_key)`: new sends of that study wait, and the ones in flight finish
+first, so no instance reaches the old site's PACS once the study belongs to another
+(PRODUCT.md: never to the wrong hospital). Other studies are never held up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+ASSIGN_WAIT_S = 20.0  # under the control client's 30 s: `fluxbox assign` answers in time
+
+
+class StudyBusy(Exception):
+    """Sends of the study were still in flight when the wait ran out; nothing changed."""
+
+
+class InFlight:
+    """Per study: many senders at once, or one mover (who waits for the senders)."""
+
+    def __init__(self, wait_s: float = ASSIGN_WAIT_S) -> None:
+        self.wait_s = wait_s
+        self._cond = threading.Condition()
+        self._sending: Counter[str] = Counter()
+        self._moving: set[str] = set()
+
+    @contextmanager
+    def sending(self, study_key: str) -> Iterator[None]:
+        """Held around one gate check and the send it allows; waits while the study moves
+        (a move lasts one store transaction once the sends before it are done)."""
+        with self._cond:
+            self._cond.wait_for(lambda: study_key not in self._moving)
+            self._sending[study_key] += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._sending[study_key] -= 1
+                if not self._sending[study_key]:
+                    del self._sending[study_key]
+                self._cond.notify_all()
+
+    @contextmanager
+    def moving(self, study_key: str) -> Iterator[None]:
+        """Held while a study changes site: new sends of it wait, and it is entered only once
+        the sends in flight are answered. Raises StudyBusy after `wait_s`."""
+        deadline = time.monotonic() + self.wait_s
+        with self._cond:
+            if not self._cond.wait_for(lambda: study_key not in self._moving,
+                                       max(0.0, deadline - time.monotonic())):
+                raise StudyBusy("the study is being assigned already")
+            self._moving.add(study_key)
+            idle = self._cond.wait_for(lambda: not self._sending[study_key],
+                                       max(0.0, deadline - time.monotonic()))
+            if not idle:
+                self._moving.discard(study_key)
+                self._cond.notify_all()
+                raise StudyBusy(f"a send of the study was still in flight after "
+                                f"{self.wait_s:.0f} s; try again")
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._moving.discard(study_key)
+                self._cond.notify_all()
+
+    def is_moving(self, study_key: str) -> bool:
+        """Whether an assign holds or waits for the study (for status and tests)."""
+        with self._cond:
+            return study_key in self._moving
