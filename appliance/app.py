@@ -1,41 +1,43 @@
-"""Wiring: builds everything from the config, picks the hardware adapters, starts and
-stops the workers.
+"""The composition root: builds every part from the config and the hardware, wires them
+together, starts and stops their threads. Nothing else: decisions live in the parts.
 
-Threads: the DICOM listener (pynetdicom's), the supervisor and its watchers, one
-closer loop, one delivery worker per destination, housekeeping and the control
-server. Workers wake on signals (events), not on calls back upstream. This is
-the only module that chooses `hw` adapters.
+Data flows one way: receiving -> store -> studies (closing, routing) -> delivery. The
+delivery workers ask `routing.Policy` (the current site, the snapshot, the traffic) and
+never call back into the box. Threads: the DICOM listener (pynetdicom's), the supervisor
+and its watchers, the closer, one delivery worker per destination, housekeeping, the
+worklist sync, the precompressor, modality commitment reports, listening, the LED and
+the control server. Workers wake on events, not on calls back upstream.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import os
 import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
 
 from pynetdicom import evt
 
 from appliance import (
     dimse,  # noqa: F401  (applies pynetdicom settings)
     metrics,
+    status,
     systemd,
 )
 from appliance.callers import Callers
+from appliance.commands import PIN_SETTING, Actions, Commands
 from appliance.commitment_scp import ModalityCommitment
-from appliance.config import Config, DestinationConfig
-from appliance.control import CommandError, ControlServer
+from appliance.config import Config
+from appliance.control import ControlError, ControlServer
 from appliance.delivery import DestinationWorker
-from appliance.health import BOOTING, LED_PATTERNS, HealthFacts, StatusLed, health_state
-from appliance.inflight import InFlight, StudyBusy
+from appliance.hardware import Hardware, choose_hardware
+from appliance.health import BOOTING, LED_PATTERNS
+from appliance.inflight import InFlight
 from appliance.keystore import FileKeystore
-from appliance.listening import RETRY_S, InterfaceAddresses, Listening, NoInterfaces
+from appliance.led_follower import LedFollower
+from appliance.listening import RETRY_S, Listening, NoInterfaces
 from appliance.logs import event
 from appliance.mpps import MppsService
 from appliance.nodes import ECHO_TIMEOUT_S, NodeProber
@@ -43,131 +45,30 @@ from appliance.pacing import Pacing, Throttle
 from appliance.precompress import Precompressor
 from appliance.receiving import Receiver
 from appliance.release import versions
-from appliance.report import mpps_failures, study_view
-from appliance.routing import (
-    ANOTHER_SITE,
-    POLICY_WINDOW,
-    SITE_UNKNOWN,
-    delivery_block,
-    destination_id,
-    link_for,
-    next_window_start,
-)
-from appliance.signals import (
-    CELLULAR,
-    LINK_CLASSES,
-    OFFLINE,
-    HotplugSource,
-    LinkSource,
-    ModemSource,
-    PositionSource,
-    Snapshot,
-)
+from appliance.report import mpps_failures
+from appliance.routing import Policy, destination_config, destination_id
+from appliance.signals import CELLULAR, Snapshot
 from appliance.sites import (
     SiteChange,
     SiteDecision,
     SiteTracker,
+    adoptable,
     candidate_site,
     decide_site,
-    distance_m,
     gather_evidence,
 )
-from appliance.store import Store, StudyRecord, destination_site
-from appliance.studies import StudyCloser, assign_refusal
+from appliance.store import Store, StudyRecord
+from appliance.studies import StudyCloser
 from appliance.supervisor import Supervisor, Watcher
 from appliance.worklist.cache import Worklist
 
+__all__ = ["Box", "Hardware", "choose_hardware"]
+
 log = logging.getLogger("fluxbox.app")
 
-PIN_SETTING = "site_pin"
 PACING_SETTING = "pacing"
 HOUSEKEEPING_S = 60.0
 FRONT_PANEL_S = 2.0
-STATUS_LED_ENV = "FLUXBOX_STATUS_LED"  # "external": another process drives the LED
-
-
-@dataclass(frozen=True)
-class Hardware:
-    position: PositionSource
-    links: LinkSource
-    modem: ModemSource
-    hotplug: HotplugSource | None = None
-    led: StatusLed | None = None
-    addresses: InterfaceAddresses | None = None  # None: no interface has an address
-
-
-def _drives_led(config: Config) -> bool:
-    """The appliance drives the status LED itself unless another process does
-    (FLUXBOX_STATUS_LED=external: `fluxbox led` as root on the firmware image)."""
-    return bool(config.box.status_led) and os.environ.get(STATUS_LED_ENV) != "external"
-
-
-# The hardware libraries each adapter needs: (import name, package, adapters that need it).
-# gpsd-py3 and pyudev are core dependencies; dbus-python and python-networkmanager come
-# with the `hw` extra (dbus-python compiles against libdbus). Whichever is missing, the
-# box runs: that adapter gives no vote, and one log line says so.
-HW_LIBRARIES = (
-    ("gpsd", "gpsd-py3", "gps"),
-    ("pyudev", "pyudev", "hotplug"),
-    ("dbus", "dbus-python", "network, modem"),
-    ("NetworkManager", "python-networkmanager", "network"),
-)
-
-
-def missing_hw_libraries() -> set[str]:
-    """The import names of HW_LIBRARIES that are not installed, each logged once."""
-    missing = set()
-    for module, package, adapters in HW_LIBRARIES:
-        if importlib.util.find_spec(module) is None:
-            missing.add(module)
-            event(log, "hardware library missing", logging.WARNING, library=package,
-                  adapters=adapters)
-    return missing
-
-
-def choose_hardware(config: Config) -> Hardware:
-    """The real adapters where the machine has the service and the library, a do-nothing
-    one elsewhere (never a crash for a missing library)."""
-    from hw.gps import FixedPosition, GpsdPosition
-    from hw.led import SysfsLed
-    from hw.modem import ModemManagerModem, NoModem
-    from hw.network import KernelAddresses, KernelLinks, best_link_source
-
-    missing = missing_hw_libraries()
-    hotplug: HotplugSource | None = None
-    if "pyudev" not in missing:
-        try:
-            from hw.udev import UdevHotplug
-
-            hotplug = UdevHotplug()
-        except Exception:  # no netlink access: hotplug falls back to polling
-            hotplug = None
-    classes = dict(config.links.classes)
-    if "gpsd" in missing:
-        position: PositionSource = FixedPosition()
-    else:
-        gpsd_host, gpsd_port = config.detect.gpsd.split(":")
-        position = GpsdPosition(gpsd_host, int(gpsd_port), max_age_s=config.detect.gps_max_age_s,
-                                max_error_m=config.detect.gps_max_error_m)
-    return Hardware(
-        position=position,
-        links=KernelLinks(classes) if {"dbus", "NetworkManager"} & missing
-        else best_link_source(classes),
-        modem=NoModem() if "dbus" in missing else ModemManagerModem(),
-        hotplug=hotplug,
-        led=SysfsLed(config.box.status_led) if _drives_led(config) else None,
-        addresses=KernelAddresses(),
-    )
-
-
-def _median_latency(rows: list[dict], recent: int = 50) -> float | None:
-    """Median seconds from arrival to complete over the most recent complete studies."""
-    done = sorted((r["completed_at"], r["completed_at"] - r["received_at"]) for r in rows
-                  if r["completed_at"])[-recent:]
-    if not done:
-        return None
-    spans = sorted(span for _, span in done)
-    return spans[len(spans) // 2]
 
 
 class Box:
@@ -188,6 +89,9 @@ class Box:
         self.tracker = SiteTracker(config.detect.hold_s)
         self.snapshot = Snapshot(taken_at=0.0)
         self.evidence: dict[str, list[str]] = {}
+        self.policy = Policy(config, current_site=lambda: self.current_site().id,
+                             snapshot=lambda: self.snapshot,
+                             cellular_used=lambda now: self.store.traffic(CELLULAR, now))
         self.nodes = NodeProber(config)
         self.supervisor = Supervisor(self._watchers(), on_snapshot=self.on_snapshot)
         self.worklist = Worklist(self.store, config, lambda: self.current_site().id,
@@ -291,60 +195,17 @@ class Box:
 
     def adopt_held(self, decision: SiteDecision, now: float) -> int:
         """Held studies acquired shortly before a site was confirmed, at the same place,
-        take that site, if `adopt_within_s` allows it. Never by guess: both time and
-        position must agree."""
-        window_s, radius_m = self.config.detect.adopt_within_s, self.config.detect.adopt_radius_m
-        here = self.current_position()
-        if not window_s or here is None:
-            return 0
-        adopted = 0
-        for study in self.store.studies():
-            if study.site is not None or study.position is None:
-                continue
-            if now - study.first_at > window_s or distance_m(*study.position, *here) > radius_m:
-                continue
+        take that site (`sites.adoptable`)."""
+        detect = self.config.detect
+        studies = adoptable(self.store.studies(), self.current_position(), now,
+                            within_s=detect.adopt_within_s, radius_m=detect.adopt_radius_m)
+        for study in studies:
             self._assign(study, decision.id, decision.source or "gps", now)
-            adopted += 1
-        return adopted
+        return len(studies)
 
     def _assign(self, study: StudyRecord, site_id: str, source: str, now: float) -> None:
         self.closer.assign(study, site_id, source, now)
         self.wake_delivery()
-
-    # -- policy ------------------------------------------------------------------------
-
-    def _destination(self, dest_id: str) -> DestinationConfig:
-        """A site's destination by id; "SITE/ris" is its MPPS relay to the RIS."""
-        site_id, name = dest_id.split("/", 1)
-        site = self.config.site(site_id)
-        if name == "ris" and site.mpps is not None:
-            return DestinationConfig("ris", site.mpps.ae_title, site.mpps.host, site.mpps.port)
-        return next(d for d in site.destinations if d.name == name)
-
-    def link_to(self, dest_id: str):
-        return link_for(self._destination(dest_id).host, self.snapshot,
-                        self.config.links.classes)
-
-    def gate(self, study: StudyRecord, dest_id: str, now: float) -> str | None:
-        """Why a study may not move to `dest_id` now; None when it may."""
-        if destination_site(dest_id) != study.site:
-            return ANOTHER_SITE  # before any look-up: a destination of no configured site
-        return delivery_block(
-            study, dest_id, self.config, current_site=self.current_site().id,
-            link=self.link_to(dest_id), now=datetime.fromtimestamp(now),
-            cellular_used_bytes=self.store.traffic(CELLULAR, now),
-        )
-
-    def _link_class(self, dest_id: str) -> str | None:
-        link = self.link_to(dest_id)
-        return link.link_class if link is not None else None
-
-    def _study_block(self, study: StudyRecord, now: float) -> str | None:
-        """A study's block for display: the first of its destinations' blocks, if all block."""
-        if not study.destinations:
-            return study.held_reason or (None if study.site else SITE_UNKNOWN)
-        blocks = [self.gate(study, d, now) for d in study.destinations]
-        return blocks[0] if all(blocks) else None
 
     # -- workers ---------------------------------------------------------------
 
@@ -354,12 +215,12 @@ class Box:
             ids = [destination_id(site, d) for d in site.destinations]
             ids += [f"{site.id}/ris"] if site.mpps is not None else []
             for dest_id in ids:
-                dest = self._destination(dest_id)
+                dest = destination_config(self.config, dest_id)
                 worker = DestinationWorker(
                     self.store, dest_id, dest, self.config.transmit,
                     calling_ae=self.config.box.ae_title,
-                    gate=lambda study, now, d=dest_id: self.gate(study, d, now),
-                    link_class=lambda d=dest_id: self._link_class(d),
+                    gate=lambda study, now, d=dest_id: self.policy.gate(study, d, now),
+                    link_class=lambda d=dest_id: self.policy.link_class(d),
                     pacing=self.pacing, throttle=self.throttle, in_flight=self.in_flight,
                 )
                 workers[dest_id] = (worker, threading.Event())
@@ -419,7 +280,9 @@ class Box:
         self._spawn("closer", self._closer_loop)
         self._spawn("housekeeping", self._housekeeping_loop)
         self._spawn("worklist", self.worklist.run, self.stop_event)
-        self._spawn("front-panel", self._front_panel_loop)
+        if self.hardware.led is not None:
+            self._spawn("front-panel", self._front_panel_loop,
+                        LedFollower(self._health, self.hardware.led))
         self._spawn("precompress", self.precompressor.run, self.stop_event)
         self._spawn("commitment", self.commitment.run, self.stop_event)
         self._spawn("listen", self._listen_loop)
@@ -455,13 +318,20 @@ class Box:
         if self.hardware.led is not None:
             self.hardware.led.show(LED_PATTERNS[state])
 
-    def _front_panel_loop(self) -> None:
-        """The LED follows the health state (the console reads status itself)."""
-        while not self.stop_event.wait(FRONT_PANEL_S):
-            try:
-                self._show_led(self.status_view()["health"])
-            except Exception:
-                log.exception("front panel error")
+    def _front_panel_loop(self, led: LedFollower) -> None:
+        """The LED follows the health state (the console reads status itself), from
+        FRONT_PANEL_S after start: booting until then."""
+        if not self.stop_event.wait(FRONT_PANEL_S):
+            led.run(self.stop_event, FRONT_PANEL_S)
+
+    def _health(self) -> str:
+        """For the LED: the health state, or no answer (ControlError) when it cannot be
+        worked out; the LED then shows booting, and fault after a while."""
+        try:
+            return self.status_view()["health"]
+        except Exception as exc:
+            log.exception("front panel error")
+            raise ControlError("no health") from exc
 
     def _spawn(self, name: str, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -512,162 +382,61 @@ class Box:
     # -- views and commands ------------------------------------------------------
 
     def studies_view(self) -> list[dict]:
-        """Every study; `overdue` marks one waiting past `transmit.ttl_h`. Nothing is ever
-        deleted for being old and undelivered: it keeps trying, and health asks for a look."""
-        now = time.time()
-        ttl_s = self.config.transmit.ttl_h * 3600
-        rows = []
-        for study in self.store.studies():
-            if study.kind != "study":
-                continue
-            row = study_view(self.store, study, self._study_block(study, now))
-            row["overdue"] = row["state"] != "complete" and now - study.first_at > ttl_s
-            rows.append(row)
-        return rows
-
-    def link_view(self) -> dict:
-        site = self.config.site(self.current_site().id or "") or (
-            self.config.sites[0] if self.config.sites else None)
-        link = (self.link_to(destination_id(site, site.destinations[0]))
-                if site and site.destinations else None)
-        modem = self.snapshot.modem
-        return {
-            "class": link.link_class if link else OFFLINE,
-            "interface": link.interface if link else None,
-            "ssid": link.ssid if link else None, "vpn": bool(link and link.vpn),
-            "metered": bool(link and link.metered),
-            "rate_kbps": link.expected_kbps if link else None,
-            "modem": None if modem is None else {
-                "signal_percent": modem.signal_percent, "technology": modem.technology,
-                "registration": modem.registration, "operator": modem.operator},
-        }
+        return status.studies_view(self.store, self.store.studies(), self.policy.study_block,
+                                   ttl_h=self.config.transmit.ttl_h, now=time.time())
 
     def status_view(self) -> dict:
         now = time.time()
-        rows = self.studies_view()
-        waiting = [r for r in rows if r["state"] != "complete"]
-        pending = sum(d["pending"] for r in rows for d in r["destinations"])
-        free = self.store.free_bytes()
+        return status.status_view(self.store, self.config, self.studies_view(),
+                                  self._status_parts(), now)
+
+    def _status_parts(self) -> status.Parts:
         errors = [e for e in (w.last_error for w, _ in self.workers.values()) if e]
-        if self.receiver.last_error:
-            errors.append(self.receiver.last_error)
-        if self.commitment.last_error:
-            errors.append(self.commitment.last_error)
-        if free < self.store.reserve_bytes:
-            errors.append("disk below reserve: new studies are refused")
-        unbound = [problem for lst in self.listening for problem in lst.problems()]
-        errors += unbound + mpps_failures(self.store)
-        facts = HealthFacts(
-            disk_below_reserve=free < self.store.reserve_bytes,
+        errors += [e for e in (self.receiver.last_error, self.commitment.last_error) if e]
+        errors += [problem for lst in self.listening for problem in lst.problems()]
+        errors += mpps_failures(self.store)
+        return status.Parts(
+            site=self.current_site().as_json(),
+            detect={"mode": self.config.detect.mode, "evidence": self.evidence,
+                    "confirmed_at": self.tracker.confirmed_at},
+            link=status.link_view(self._shown_link(), self.snapshot.modem),
+            errors=errors,
             receiver_running=self.receiver.running,
-            failed_studies=sum(r["state"] == "failed" for r in rows),
-            held_studies=sum(r["state"] == "held" for r in rows),
-            pending_instances=pending,
-            overdue_studies=sum(r["overdue"] for r in rows),
-            listen_waiting=len(unbound),
-        )
-        if facts.overdue_studies:
-            errors.append(f"{facts.overdue_studies} studies waiting longer than "
-                          f"{self.config.transmit.ttl_h:g} h")
-        return {
-            "site": self.current_site().as_json(),
-            "detect": {"mode": self.config.detect.mode, "evidence": self.evidence,
-                       "confirmed_at": self.tracker.confirmed_at},
-            "link": self.link_view(),
-            "queue": {
-                "studies": len(waiting), "instances": pending,
-                "bytes": sum(r["bytes"] for r in waiting),
-            },
-            "disk": {"free_bytes": free, "reserve_bytes": self.store.reserve_bytes},
-            "health": health_state(facts),
-            "errors": errors,
-            "held": self._held_view(rows, now),
-            "receiving": {"associations": self.receiver.associations.count(),
-                          **self.receiver.counters},
-            "listening": {lst.service: lst.view() for lst in self.listening},
-            "destinations": [
+            receiving={"associations": self.receiver.associations.count(),
+                       **self.receiver.counters},
+            listening={lst.service: lst.view() for lst in self.listening},
+            destinations=[
                 {"id": dest_id, "last_success_at": w.last_success_at, "last_error": w.last_error,
                  "retry_at": w.backoff.next_at or None}
                 for dest_id, (w, _) in self.workers.items()
             ],
-            "signals": self.supervisor.health(),
-            "cellular_bytes": dict(zip(("today", "month"), self.store.traffic(CELLULAR, now),
-                                       strict=True)),
-            "worklist": self.worklist.status(now),
-            "commitment": self.commitment.status(),
-            "sent_bytes_month": {c: self.store.traffic(c, now)[1] for c in LINK_CLASSES},
-            "delivery_latency_s": _median_latency(rows),
-            "version": self.versions,
-        }
+            signals=self.supervisor.health(),
+            worklist=self.worklist.status(time.time()),
+            commitment=self.commitment.status(),
+            versions=self.versions,
+        )
 
-    def _held_view(self, rows: list[dict], now: float) -> dict:
-        """Held studies by reason, and when a window-held study may next move."""
-        reasons: dict[str, int] = {}
-        for row in rows:
-            if row["state"] == "held":
-                reasons[row["held_reason"]] = reasons.get(row["held_reason"], 0) + 1
-        next_at = None
-        if POLICY_WINDOW in reasons:
-            starts = [next_window_start(s.policy.windows, datetime.fromtimestamp(now))
-                      for s in self.config.sites if s.policy.windows]
-            starts = [s for s in starts if s is not None]
-            next_at = min(starts).isoformat() if starts else None
-        return {"reasons": reasons, "next_window": next_at}
+    def _shown_link(self):
+        """The link to the current site's first destination (else the first site's)."""
+        site = self.config.site(self.current_site().id or "") or (
+            self.config.sites[0] if self.config.sites else None)
+        if site is None or not site.destinations:
+            return None
+        return self.policy.link_to(destination_id(site, site.destinations[0]))
 
     def _commands(self) -> dict:
-        return {
-            "status": lambda args: self.status_view(),
-            "studies": lambda args: self.studies_view(),
-            "site": self._cmd_site,
-            "retry": self._cmd_retry,
-            "assign": self._cmd_assign,
-            "worklist": lambda args: self.worklist.entries_view(),
-        }
+        actions = Actions(assign=self._assign, retry_now=self._retry_now,
+                          site_changed=self._site_changed, current_site=self.current_site)
+        views = {"status": lambda args: self.status_view(),
+                 "studies": lambda args: self.studies_view(),
+                 "worklist": lambda args: self.worklist.entries_view()}
+        return Commands(self.store, self.config, actions, views).table()
 
-    def _cmd_site(self, args: dict) -> dict:
-        action = args.get("action", "show")
-        if action == "set":
-            site_id = args.get("id", "")
-            self._known_site(site_id)
-            self.store.set_setting(PIN_SETTING, site_id)
-            event(log, "site pinned", site=site_id)
-        elif action == "auto":
-            self.store.set_setting(PIN_SETTING, None)
-            event(log, "site released to detection")
-        self.wake_delivery()
-        self.worklist.poke()
-        return self.current_site().as_json()
-
-    def _known_site(self, site_id: str) -> None:
-        if self.config.site(site_id) is None:
-            known = ", ".join(s.id for s in self.config.sites) or "none"
-            raise CommandError(f"unknown site {site_id!r}; configured sites: {known}")
-
-    def _cmd_assign(self, args: dict) -> dict:
-        study = self.store.study_by_uid(args.get("study_uid") or "")
-        if study is None:
-            raise CommandError("no such study on this box")
-        site_id = args.get("site_id") or ""
-        self._known_site(site_id)
-        refusal = assign_refusal(self.store, study, site_id)
-        if refusal:
-            raise CommandError(refusal)
-        try:
-            self._assign(study, site_id, "manual", time.time())
-        except StudyBusy as exc:
-            raise CommandError(str(exc)) from exc
-        return {"study_uid": study.study_uid, "site": site_id}
-
-    def _cmd_retry(self, args: dict) -> dict:
-        study_uid = args.get("study_uid")
-        study_key = None
-        if study_uid:
-            study = self.store.study_by_uid(study_uid)
-            if study is None:
-                raise CommandError("no such study on this box")
-            study_key = study.key
-        moved = self.store.retry_failed(study_key, time.time())
+    def _retry_now(self) -> None:
         for worker, _ in self.workers.values():
             worker.backoff.clear()
         self.wake_delivery()
-        return {"requeued": moved}
+
+    def _site_changed(self) -> None:
+        self.wake_delivery()
+        self.worklist.poke()

@@ -71,6 +71,11 @@ class InFlight:
                 self._moving.discard(study_key)
                 self._cond.notify_all()
 
+    def is_sending(self, study_key: str) -> bool:
+        """Whether a send of the study holds the guard (for status and tests)."""
+        with self._cond:
+            return bool(self._sending[study_key])
+
     def is_moving(self, study_key: str) -> bool:
         """Whether an assign holds or waits for the study (for status and tests)."""
         with self._cond:

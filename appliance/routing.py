@@ -8,6 +8,7 @@ site's destinations).
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -191,3 +192,54 @@ def _over_budget(policy, used: tuple[int, int]) -> bool:
     day_mb, month_mb = policy.cellular_mb_per_day, policy.cellular_mb_per_month
     return bool((day_mb and used[0] >= day_mb * 1_000_000)
                 or (month_mb and used[1] >= month_mb * 1_000_000))
+
+
+def destination_config(config: Config, dest_id: str) -> DestinationConfig:
+    """A site's destination by id; "SITE/ris" is its MPPS relay to the RIS."""
+    site_id, name = dest_id.split("/", 1)
+    site = config.site(site_id)
+    if site is None:
+        raise KeyError(dest_id)
+    if name == "ris" and site.mpps is not None:
+        return DestinationConfig("ris", site.mpps.ae_title, site.mpps.host, site.mpps.port)
+    return next(d for d in site.destinations if d.name == name)
+
+
+class Policy:
+    """The delivery gate over what the box knows now: the current site, the latest
+    snapshot of links and routes, and the cellular traffic so far. Delivery asks it;
+    it never reaches back into the box."""
+
+    def __init__(self, config: Config, *, current_site: Callable[[], str | None],
+                 snapshot: Callable[[], Snapshot],
+                 cellular_used: Callable[[float], tuple[int, int]]) -> None:
+        self.config = config
+        self.current_site = current_site
+        self.snapshot = snapshot
+        self.cellular_used = cellular_used
+
+    def link_to(self, dest_id: str) -> Link | None:
+        host = destination_config(self.config, dest_id).host
+        return link_for(host, self.snapshot(), self.config.links.classes)
+
+    def link_class(self, dest_id: str) -> str | None:
+        link = self.link_to(dest_id)
+        return link.link_class if link is not None else None
+
+    def gate(self, study: StudyRecord, dest_id: str, now: float) -> str | None:
+        """Why a study may not move to `dest_id` now; None when it may."""
+        if dest_id.split("/", 1)[0] != study.site:
+            return ANOTHER_SITE  # before any look-up: a destination of no configured site
+        return delivery_block(
+            study, dest_id, self.config, current_site=self.current_site(),
+            link=self.link_to(dest_id), now=datetime.fromtimestamp(now),
+            cellular_used_bytes=self.cellular_used(now),
+        )
+
+    def study_block(self, study: StudyRecord, now: float) -> str | None:
+        """A study's block for display: the first of its destinations' blocks, if all
+        block."""
+        if not study.destinations:
+            return study.held_reason or (None if study.site else SITE_UNKNOWN)
+        blocks = [self.gate(study, d, now) for d in study.destinations]
+        return blocks[0] if all(blocks) else None

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from appliance.config import Config, SiteConfig
 from appliance.signals import Link, Snapshot
+from appliance.store.records import StudyRecord
 
 SOURCE_ORDER = ("network", "gps", "node")  # the name a decision gives its strongest evidence
 
@@ -48,6 +50,17 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * r * math.asin(min(1.0, math.sqrt(a)))
+
+
+def adoptable(studies: Iterable[StudyRecord], here: tuple[float, float] | None, now: float, *,
+              within_s: float, radius_m: float) -> list[StudyRecord]:
+    """Held studies that take a site just confirmed (`detect.adopt_within_s`): acquired
+    at most `within_s` before, within `radius_m` of where the vehicle is. Never by guess:
+    both time and position must agree, so no position or no window adopts nothing."""
+    if not within_s or here is None:
+        return []
+    return [s for s in studies if s.site is None and s.position is not None
+            and now - s.first_at <= within_s and distance_m(*s.position, *here) <= radius_m]
 
 
 def _gps_evidence(site: SiteConfig, snap: Snapshot, config: Config) -> str | None:

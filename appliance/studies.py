@@ -62,6 +62,10 @@ def study_state(study: StudyRecord, counts: dict[str, DeliveryCounts],
     return SENDING if any(c.delivered for c in counts.values()) else QUEUED
 
 
+class AssignRefused(Exception):
+    """A study that may not change site (the reason is the message); nothing changed."""
+
+
 def assign_refusal(store: Store, study: StudyRecord, site_id: str) -> str | None:
     """Why a study may not be assigned to `site_id` by hand: part of it already went to
     its own site's PACS and the rest has not (it would be split between two hospitals)."""
@@ -138,8 +142,13 @@ class StudyCloser:
 
         Sends of the study in flight are answered first and new ones wait (`in_flight`), so
         none reaches the old site's PACS afterwards; raises StudyBusy, changing nothing,
-        when they take longer than the guard's wait."""
+        when they take longer than the guard's wait, and AssignRefused when the study was
+        partly delivered to its own site by then (see `assign_refusal`)."""
         with self.in_flight.moving(study.key):
+            study = self.store.study(study.key) or study  # as it is once nothing is in flight
+            refusal = assign_refusal(self.store, study, site_id)
+            if refusal:
+                raise AssignRefused(refusal)
             held = study.held_reason == SITE_UNKNOWN
             updated = self.store.assign_site(study.key, site_id, source,
                                              None if held else study.held_reason)

@@ -27,7 +27,7 @@ from appliance.delivery import DestinationWorker
 from appliance.inflight import InFlight, StudyBusy
 from appliance.routing import delivery_block
 from appliance.store import Store, StudyRecord
-from appliance.studies import StudyCloser
+from appliance.studies import AssignRefused, StudyCloser
 from appliance.validation import read_header
 from tests.peers import CountingSCP
 
@@ -104,9 +104,10 @@ def _thread(target: Callable[[], object], errors: list[BaseException]) -> thread
 
 def test_an_instance_let_go_by_the_gate_never_reaches_the_old_site_after_assign(
         tmp_path, ct_study):
-    """Issue 8: the gate let the second instance go, then `fluxbox assign` moved the study
-    to site b before its C-STORE. The old site's PACS must receive nothing once the study
-    is b's: assign waits for the send it let go, and sends after it see site b."""
+    """Issue 8: the gate let the first instance go, then `fluxbox assign` moved the study to
+    site b before its C-STORE. The old site's PACS must receive nothing once the study is
+    b's: assign waits for the send it let go, and then, the study being partly delivered
+    to site a, refuses (a study is never split between two hospitals)."""
     arrivals: list[tuple[str, str | None]] = []  # (SOP Instance UID, study's site then)
     box: Box | None = None
 
@@ -118,17 +119,18 @@ def test_an_instance_let_go_by_the_gate_never_reaches_the_old_site_after_assign(
         try:
             checked, go = threading.Event(), threading.Event()
 
-            def pause_once_one_arrived() -> None:
-                if arrivals and not checked.is_set():
-                    checked.set()  # the verdict on the second instance is taken
+            def pause_after_the_first_verdict() -> None:
+                if not checked.is_set() and box.in_flight.is_sending(box.study.key):
+                    checked.set()  # the verdict just before the first C-STORE is taken
                     assert go.wait(DEADLINE_S), "the test never let the worker go on"
 
-            box.pause = pause_once_one_arrived
+            box.pause = pause_after_the_first_verdict
             errors: list[BaseException] = []
             worker = _thread(box.worker.deliver_once, errors)
-            assert checked.wait(DEADLINE_S), "the worker never asked about a second instance"
+            assert checked.wait(DEADLINE_S), "the worker never asked about an instance"
+            refused: list[BaseException] = []
             assign = _thread(lambda: box.closer.assign(box.study, "b", "manual", time.time()),
-                             errors)
+                             refused)
             # the assign is either done (nothing held it) or waits for the send let go
             _wait(lambda: not assign.is_alive() or box.in_flight.is_moving(box.study.key),
                   "the assign to start")
@@ -136,10 +138,11 @@ def test_an_instance_let_go_by_the_gate_never_reaches_the_old_site_after_assign(
             worker.join(DEADLINE_S)
             assign.join(DEADLINE_S)
             assert not worker.is_alive() and not assign.is_alive() and not errors, errors
-            assert box.site() == "b"
             late = sum(1 for _, site in arrivals if site != "a")
             assert late == 0, f"{late} instance(s) reached site a's PACS once the study was b's"
-            assert len(arrivals) == 2, "the instance let go before the assign was delivered"
+            assert arrivals, "the instance let go before the assign was delivered"
+            assert [type(e) for e in refused] == [AssignRefused], refused
+            assert box.site() == "a"
         finally:
             box.close()
 

@@ -38,7 +38,7 @@ from hypothesis.stateful import (
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from appliance.app import PIN_SETTING
+from appliance.commands import PIN_SETTING
 from appliance.config import (
     Config,
     DestinationConfig,
