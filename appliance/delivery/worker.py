@@ -8,28 +8,35 @@ flight at the drop can reach the PACS twice).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import random
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Protocol
 
-from pydicom.dataset import Dataset
-from pydicom.uid import (
-    UID,
-)
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from appliance import commitment, dimse, encoding, mpps
 from appliance.config import DestinationConfig, TransmitConfig
-from appliance.config.tls import tls_client_problems
-from appliance.crypto import BlobCorrupt
+from appliance.delivery.association import (
+    AssociationAsker,
+    AssociationSender,
+    hard_abort,
+    sop_name,
+    tls_context,
+    tls_problem,
+)
+from appliance.delivery.outcomes import (
+    Backoff,
+    BatchResult,
+    CommitmentAsker,
+    LinkDown,
+    NoContextAccepted,
+    PeerRejected,
+    Sender,
+    TransientRefusal,
+    Unsendable,
+)
 from appliance.encoding import UNCOMPRESSED
 from appliance.inflight import InFlight
 from appliance.logs import event
@@ -41,89 +48,6 @@ log = logging.getLogger("fluxbox.delivery")
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1-255
 COMMIT_ASK_AGAIN_S = 600.0  # a commitment request with no report by then is asked again
 LAST_SUCCESS_SAVE_S = 30.0  # the last delivery time goes to the store at most this often
-
-
-class LinkDown(Exception):
-    """The destination could not be reached, or the association broke."""
-
-
-class PeerRejected(Exception):
-    """The destination rejected the association (wrong AE title, busy, ...)."""
-
-
-class NoContextAccepted(LinkDown):
-    """The destination accepted the association but none of its presentation contexts (a
-    SOP class or transfer syntax it does not take): pynetdicom then aborts at once. Where
-    the caller does not tell it apart, it is handled as a link problem."""
-
-
-class TransientRefusal(Exception):
-    """The destination answered with a status worth trying again (out of resources)."""
-
-
-@dataclass
-class Backoff:
-    """Exponential back-off with jitter, doubling up to a cap; `clear` resets it."""
-
-    initial_s: float
-    cap_s: float
-    failures: int = 0
-    next_at: float = 0.0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def failed(self, now: float) -> float:
-        self.failures += 1
-        delay = min(self.cap_s, self.initial_s * 2 ** (self.failures - 1))
-        delay *= 0.75 + self.rng.random() * 0.5
-        self.next_at = now + delay
-        return delay
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.next_at = 0.0
-
-    def clear(self) -> None:
-        self.succeeded()
-
-    def ready(self, now: float) -> bool:
-        return now >= self.next_at
-
-
-class Unsendable(Exception):
-    """This instance cannot go to this destination (its reason says why); the rest can."""
-
-
-@dataclass
-class Answer:
-    """A destination's response to one send: its status (empty when none came)."""
-
-    status: Dataset
-    elapsed_s: float = 0.0
-
-
-class Sender(Protocol):
-    """One association to the destination, as the send steps see it. Raises Unsendable
-    for this instance alone, LinkDown (or TransientRefusal, dimse.Stalled) for the rest."""
-
-    def send(self, item: Queued) -> Answer: ...
-
-
-class CommitmentAsker(Protocol):
-    """One association to the destination, for Storage Commitment requests."""
-
-    def supports_commitment(self) -> bool:
-        """Whether the PACS accepted the Storage Commitment context; LinkDown if lost."""
-
-    def ask(self, request: Dataset) -> Dataset:
-        """Send the N-ACTION; the response's status (empty when none came)."""
-
-
-@dataclass
-class BatchResult:
-    sent: int = 0
-    failed: int = 0
-    error: str | None = None
-    completed: list[str] = field(default_factory=list)
 
 
 def contexts_for(items: list[Queued], preferred: list[str] | None = None
@@ -270,7 +194,7 @@ class DestinationWorker:
             # one retired SOP class blocked every study behind it).
             while (item := _take(work)) is not None:
                 self._fail(item, outcome, "PACS accepts none of the presentation contexts for "
-                           f"{_sop_name(item.instance)}")
+                           f"{sop_name(item.instance)}")
             return
         except (LinkDown, PeerRejected) as exc:
             outcome.error = str(exc)
@@ -282,10 +206,10 @@ class DestinationWorker:
                            link_class)
         except (LinkDown, TransientRefusal, dimse.Stalled) as exc:
             outcome.error = str(exc)
-            _hard_abort(assoc)
+            hard_abort(assoc)
             return
         except Exception:
-            _hard_abort(assoc)
+            hard_abort(assoc)
             raise
         assoc.release()
 
@@ -447,129 +371,6 @@ class DestinationWorker:
             wake.clear()
 
 
-class AssociationSender:
-    """`Sender` over a pynetdicom association: C-STORE for instances, N-CREATE and N-SET
-    for MPPS messages."""
-
-    def __init__(self, worker: DestinationWorker, assoc, link_class: str | None) -> None:
-        self.worker = worker
-        self.store = worker.store
-        self.assoc = assoc
-        self.link_class = link_class
-
-    def send(self, item: Queued) -> Answer:
-        record = item.instance
-        if record.sop_class_uid == mpps.MPPS_CLASS:
-            return self._send_message(item)
-        candidates = self._candidates(record)
-        if not self.assoc.is_established:
-            raise LinkDown("association lost")
-        worker = self.worker
-        self.assoc.dimse_timeout = worker.pacing.dimse_timeout_s(
-            worker.dest_id, self.link_class, record.size_bytes)
-        variant = next((v for ts in candidates if ts != record.transfer_syntax
-                        and (v := self.store.variant(record, ts)) is not None), None)
-        try:
-            with self.store.plaintext(variant or record) as path:
-                if not variant:
-                    encoding.pad_deflated(path, record.transfer_syntax)
-                dataset = path if variant else _prepared(path, record.transfer_syntax,
-                                                         candidates)
-                started = time.monotonic()
-                status = self.assoc.send_c_store(dataset)
-                return Answer(status, time.monotonic() - started)
-        except BlobCorrupt as exc:
-            raise Unsendable(f"the box's stored copy cannot be sent: {exc}") from exc
-        except encoding.CannotEncode as exc:
-            raise Unsendable(str(exc)) from exc
-        except ValueError as exc:  # pynetdicom cannot encode or send it: trying again won't help
-            raise Unsendable(f"the box cannot send this instance: {exc}") from exc
-
-    def _candidates(self, record) -> list[str]:
-        """The syntaxes this instance may travel in on this association, best first."""
-        accepted = {cx.transfer_syntax[0] for cx in self.assoc.accepted_contexts
-                    if cx.abstract_syntax == record.sop_class_uid}
-        if not accepted:
-            raise Unsendable(f"PACS does not accept SOP class {_sop_name(record)}")
-        candidates = [ts for ts in encoding.wire_syntaxes(
-            record.transfer_syntax, encoding.configured(self.worker.dest.transfer_syntaxes),
-            record.size_bytes) if ts in accepted]
-        if not candidates:
-            raise Unsendable("PACS does not accept transfer syntax "
-                             f"{UID(record.transfer_syntax).name} for {_sop_name(record)}")
-        return candidates
-
-    def _send_message(self, item: Queued) -> Answer:
-        """An MPPS N-CREATE or N-SET, relayed as the modality sent it."""
-        record = item.instance
-        if not self.assoc.is_established:
-            raise LinkDown("association lost")
-        if not any(cx.abstract_syntax == mpps.MPPS_CLASS
-                   for cx in self.assoc.accepted_contexts):
-            raise Unsendable("RIS does not accept MPPS")
-        dataset = mpps.decode(self.store.message_payload(record))
-        if record.facts.get("kind") == "create":
-            return Answer(self._n_create(record.sop_instance_uid, dataset))
-        status = self._n_set(record.sop_instance_uid, dataset)
-        if status.get("Status") == mpps.NO_SUCH_INSTANCE:
-            status = self._create_again_then_set(item, dataset)
-        return Answer(status)
-
-    def _create_again_then_set(self, item: Queued, dataset: Dataset) -> Dataset:
-        """The RIS does not know the step of an N-SET (0x0112: its N-CREATE was lost, or
-        went to another RIS): the step's N-CREATE is sent again, then the N-SET, once.
-        Raises Unsendable, with a reason for service staff, when that does not help."""
-        step_uid = item.instance.sop_instance_uid
-        create = next((r for r in self.store.study_instances(item.study.key)
-                       if r.facts.get("kind") == "create"), None)
-        if create is None:
-            raise Unsendable("RIS does not know this procedure step (0x0112) and the box "
-                             "holds no N-CREATE for it")
-        status = self._n_create(step_uid, mpps.decode(self.store.message_payload(create)))
-        if "Status" not in status:
-            return status  # the association is gone: the N-SET stays pending
-        code = int(status.Status)
-        if code != mpps.DUPLICATE_INSTANCE and not dimse.is_success_or_warning(code):
-            raise Unsendable("RIS does not know this procedure step (0x0112) and refused its "
-                             f"N-CREATE sent again: status 0x{code:04X}")
-        status = self._n_set(step_uid, dataset)
-        if status.get("Status") == mpps.NO_SUCH_INSTANCE:
-            raise Unsendable("RIS does not know this procedure step (0x0112), even after its "
-                             "N-CREATE was sent again")
-        return status
-
-    def _n_create(self, step_uid: str, dataset: Dataset) -> Dataset:
-        if not self.assoc.is_established:
-            raise LinkDown("association lost")
-        status, _ = self.assoc.send_n_create(dataset, mpps.MPPS_CLASS, step_uid)
-        return status
-
-    def _n_set(self, step_uid: str, dataset: Dataset) -> Dataset:
-        if not self.assoc.is_established:
-            raise LinkDown("association lost")
-        status, _ = self.assoc.send_n_set(dataset, mpps.MPPS_CLASS, step_uid)
-        return status
-
-
-class AssociationAsker:
-    """`CommitmentAsker` over a pynetdicom association."""
-
-    def __init__(self, assoc) -> None:
-        self.assoc = assoc
-
-    def supports_commitment(self) -> bool:
-        if not self.assoc.is_established:
-            raise LinkDown("association lost")
-        return any(cx.abstract_syntax == commitment.StorageCommitmentPushModel
-                   for cx in self.assoc.accepted_contexts)
-
-    def ask(self, request: Dataset) -> Dataset:
-        status, _ = self.assoc.send_n_action(
-            request, commitment.ACTION_REQUEST_COMMIT, commitment.StorageCommitmentPushModel,
-            commitment.PUSH_MODEL_INSTANCE)
-        return status
-
-
 _TAKE_LOCK = threading.Lock()
 
 
@@ -577,55 +378,3 @@ def _take(work: Iterator[Queued]) -> Queued | None:
     """The next instance of a batch shared by several associations."""
     with _TAKE_LOCK:
         return next(work, None)
-
-
-def _hard_abort(assoc) -> None:
-    """Abort, first shutting the socket so a send blocked on a dead link returns."""
-    with contextlib.suppress(Exception):
-        assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(Exception):
-        assoc.abort()
-
-
-def tls_context(dest: DestinationConfig) -> ssl.SSLContext | None:
-    """DICOM TLS (PS3.15 B.1) towards `dest`, when its config names a CA. A half-configured
-    setting raises (check-config refuses it): it never means clear text."""
-    problems = tls_client_problems(dest.tls_cert, dest.tls_key, dest.tls_ca)
-    if problems:
-        raise ValueError(f"destination {dest.name}: " + "; ".join(f"{k} {m}" for k, m in problems))
-    if dest.tls_ca is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(dest.tls_ca))
-    if dest.tls_cert is not None:
-        context.load_cert_chain(str(dest.tls_cert), str(dest.tls_key) if dest.tls_key else None)
-    return context
-
-
-def tls_problem(dest: DestinationConfig, context: ssl.SSLContext, timeout_s: float) -> str | None:
-    """Why a TLS handshake with `dest` fails, in words a PACS administrator can act on."""
-    try:
-        with socket.create_connection((dest.host, dest.port), timeout=timeout_s) as raw, \
-                context.wrap_socket(raw, server_hostname=dest.host):
-            return None
-    except ssl.SSLCertVerificationError as exc:
-        return f"TLS: the certificate of {dest.host} does not verify ({exc.verify_message})"
-    except ssl.SSLError as exc:
-        return f"TLS handshake with {dest.host} failed ({exc.reason or exc})"
-    except OSError:
-        return None
-
-
-def _prepared(path, stored: str, candidates: list[str]):
-    """The first candidate syntax the instance can be put in (the stored one always can)."""
-    problems = []
-    for target in candidates:
-        try:
-            return encoding.prepare(path, stored, target)
-        except encoding.CannotEncode as exc:
-            problems.append(str(exc))
-    raise encoding.CannotEncode("cannot encode for this PACS: " + "; ".join(problems))
-
-
-def _sop_name(record) -> str:
-    name = UID(record.sop_class_uid).name
-    return name if name != record.sop_class_uid else record.sop_class_uid

@@ -1,0 +1,199 @@
+"""One association to a destination, in pynetdicom: C-STORE of an instance in the best
+syntax both sides take, MPPS N-CREATE and N-SET, Storage Commitment N-ACTION, DICOM TLS,
+and the abort that frees a send blocked on a dead link."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from appliance import commitment, dimse, encoding, mpps
+from appliance.config import DestinationConfig
+from appliance.config.tls import tls_client_problems
+from appliance.crypto import BlobCorrupt
+from appliance.delivery.outcomes import Answer, LinkDown, Unsendable
+from appliance.store import Queued
+
+if TYPE_CHECKING:
+    from appliance.delivery.worker import DestinationWorker
+
+
+class AssociationSender:
+    """`Sender` over a pynetdicom association: C-STORE for instances, N-CREATE and N-SET
+    for MPPS messages."""
+
+    def __init__(self, worker: DestinationWorker, assoc, link_class: str | None) -> None:
+        self.worker = worker
+        self.store = worker.store
+        self.assoc = assoc
+        self.link_class = link_class
+
+    def send(self, item: Queued) -> Answer:
+        record = item.instance
+        if record.sop_class_uid == mpps.MPPS_CLASS:
+            return self._send_message(item)
+        candidates = self._candidates(record)
+        if not self.assoc.is_established:
+            raise LinkDown("association lost")
+        worker = self.worker
+        self.assoc.dimse_timeout = worker.pacing.dimse_timeout_s(
+            worker.dest_id, self.link_class, record.size_bytes)
+        variant = next((v for ts in candidates if ts != record.transfer_syntax
+                        and (v := self.store.variant(record, ts)) is not None), None)
+        try:
+            with self.store.plaintext(variant or record) as path:
+                if not variant:
+                    encoding.pad_deflated(path, record.transfer_syntax)
+                dataset = path if variant else _prepared(path, record.transfer_syntax,
+                                                         candidates)
+                started = time.monotonic()
+                status = self.assoc.send_c_store(dataset)
+                return Answer(status, time.monotonic() - started)
+        except BlobCorrupt as exc:
+            raise Unsendable(f"the box's stored copy cannot be sent: {exc}") from exc
+        except encoding.CannotEncode as exc:
+            raise Unsendable(str(exc)) from exc
+        except ValueError as exc:  # pynetdicom cannot encode or send it: trying again won't help
+            raise Unsendable(f"the box cannot send this instance: {exc}") from exc
+
+    def _candidates(self, record) -> list[str]:
+        """The syntaxes this instance may travel in on this association, best first."""
+        accepted = {cx.transfer_syntax[0] for cx in self.assoc.accepted_contexts
+                    if cx.abstract_syntax == record.sop_class_uid}
+        if not accepted:
+            raise Unsendable(f"PACS does not accept SOP class {sop_name(record)}")
+        candidates = [ts for ts in encoding.wire_syntaxes(
+            record.transfer_syntax, encoding.configured(self.worker.dest.transfer_syntaxes),
+            record.size_bytes) if ts in accepted]
+        if not candidates:
+            raise Unsendable("PACS does not accept transfer syntax "
+                             f"{UID(record.transfer_syntax).name} for {sop_name(record)}")
+        return candidates
+
+    def _send_message(self, item: Queued) -> Answer:
+        """An MPPS N-CREATE or N-SET, relayed as the modality sent it."""
+        record = item.instance
+        if not self.assoc.is_established:
+            raise LinkDown("association lost")
+        if not any(cx.abstract_syntax == mpps.MPPS_CLASS
+                   for cx in self.assoc.accepted_contexts):
+            raise Unsendable("RIS does not accept MPPS")
+        dataset = mpps.decode(self.store.message_payload(record))
+        if record.facts.get("kind") == "create":
+            return Answer(self._n_create(record.sop_instance_uid, dataset))
+        status = self._n_set(record.sop_instance_uid, dataset)
+        if status.get("Status") == mpps.NO_SUCH_INSTANCE:
+            status = self._create_again_then_set(item, dataset)
+        return Answer(status)
+
+    def _create_again_then_set(self, item: Queued, dataset: Dataset) -> Dataset:
+        """The RIS does not know the step of an N-SET (0x0112: its N-CREATE was lost, or
+        went to another RIS): the step's N-CREATE is sent again, then the N-SET, once.
+        Raises Unsendable, with a reason for service staff, when that does not help."""
+        step_uid = item.instance.sop_instance_uid
+        create = next((r for r in self.store.study_instances(item.study.key)
+                       if r.facts.get("kind") == "create"), None)
+        if create is None:
+            raise Unsendable("RIS does not know this procedure step (0x0112) and the box "
+                             "holds no N-CREATE for it")
+        status = self._n_create(step_uid, mpps.decode(self.store.message_payload(create)))
+        if "Status" not in status:
+            return status  # the association is gone: the N-SET stays pending
+        code = int(status.Status)
+        if code != mpps.DUPLICATE_INSTANCE and not dimse.is_success_or_warning(code):
+            raise Unsendable("RIS does not know this procedure step (0x0112) and refused its "
+                             f"N-CREATE sent again: status 0x{code:04X}")
+        status = self._n_set(step_uid, dataset)
+        if status.get("Status") == mpps.NO_SUCH_INSTANCE:
+            raise Unsendable("RIS does not know this procedure step (0x0112), even after its "
+                             "N-CREATE was sent again")
+        return status
+
+    def _n_create(self, step_uid: str, dataset: Dataset) -> Dataset:
+        if not self.assoc.is_established:
+            raise LinkDown("association lost")
+        status, _ = self.assoc.send_n_create(dataset, mpps.MPPS_CLASS, step_uid)
+        return status
+
+    def _n_set(self, step_uid: str, dataset: Dataset) -> Dataset:
+        if not self.assoc.is_established:
+            raise LinkDown("association lost")
+        status, _ = self.assoc.send_n_set(dataset, mpps.MPPS_CLASS, step_uid)
+        return status
+
+
+class AssociationAsker:
+    """`CommitmentAsker` over a pynetdicom association."""
+
+    def __init__(self, assoc) -> None:
+        self.assoc = assoc
+
+    def supports_commitment(self) -> bool:
+        if not self.assoc.is_established:
+            raise LinkDown("association lost")
+        return any(cx.abstract_syntax == commitment.StorageCommitmentPushModel
+                   for cx in self.assoc.accepted_contexts)
+
+    def ask(self, request: Dataset) -> Dataset:
+        status, _ = self.assoc.send_n_action(
+            request, commitment.ACTION_REQUEST_COMMIT, commitment.StorageCommitmentPushModel,
+            commitment.PUSH_MODEL_INSTANCE)
+        return status
+
+
+def hard_abort(assoc) -> None:
+    """Abort, first shutting the socket so a send blocked on a dead link returns."""
+    with contextlib.suppress(Exception):
+        assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        assoc.abort()
+
+
+def tls_context(dest: DestinationConfig) -> ssl.SSLContext | None:
+    """DICOM TLS (PS3.15 B.1) towards `dest`, when its config names a CA. A half-configured
+    setting raises (check-config refuses it): it never means clear text."""
+    problems = tls_client_problems(dest.tls_cert, dest.tls_key, dest.tls_ca)
+    if problems:
+        raise ValueError(f"destination {dest.name}: " + "; ".join(f"{k} {m}" for k, m in problems))
+    if dest.tls_ca is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(dest.tls_ca))
+    if dest.tls_cert is not None:
+        context.load_cert_chain(str(dest.tls_cert), str(dest.tls_key) if dest.tls_key else None)
+    return context
+
+
+def tls_problem(dest: DestinationConfig, context: ssl.SSLContext, timeout_s: float) -> str | None:
+    """Why a TLS handshake with `dest` fails, in words a PACS administrator can act on."""
+    try:
+        with socket.create_connection((dest.host, dest.port), timeout=timeout_s) as raw, \
+                context.wrap_socket(raw, server_hostname=dest.host):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS: the certificate of {dest.host} does not verify ({exc.verify_message})"
+    except ssl.SSLError as exc:
+        return f"TLS handshake with {dest.host} failed ({exc.reason or exc})"
+    except OSError:
+        return None
+
+
+def _prepared(path, stored: str, candidates: list[str]):
+    """The first candidate syntax the instance can be put in (the stored one always can)."""
+    problems = []
+    for target in candidates:
+        try:
+            return encoding.prepare(path, stored, target)
+        except encoding.CannotEncode as exc:
+            problems.append(str(exc))
+    raise encoding.CannotEncode("cannot encode for this PACS: " + "; ".join(problems))
+
+
+def sop_name(record) -> str:
+    name = UID(record.sop_class_uid).name
+    return name if name != record.sop_class_uid else record.sop_class_uid

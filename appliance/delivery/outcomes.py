@@ -1,0 +1,96 @@
+"""What a send can come to, as the worker's steps see it: the answers, the failures that
+stop one instance or the whole batch, the interfaces of one association (`Sender`,
+`CommitmentAsker`), and the back-off after a failed batch."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydicom.dataset import Dataset
+
+from appliance.store import Queued
+
+
+class LinkDown(Exception):
+    """The destination could not be reached, or the association broke."""
+
+
+class PeerRejected(Exception):
+    """The destination rejected the association (wrong AE title, busy, ...)."""
+
+
+class NoContextAccepted(LinkDown):
+    """The destination accepted the association but none of its presentation contexts (a
+    SOP class or transfer syntax it does not take): pynetdicom then aborts at once. Where
+    the caller does not tell it apart, it is handled as a link problem."""
+
+
+class TransientRefusal(Exception):
+    """The destination answered with a status worth trying again (out of resources)."""
+
+
+@dataclass
+class Backoff:
+    """Exponential back-off with jitter, doubling up to a cap; `clear` resets it."""
+
+    initial_s: float
+    cap_s: float
+    failures: int = 0
+    next_at: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def failed(self, now: float) -> float:
+        self.failures += 1
+        delay = min(self.cap_s, self.initial_s * 2 ** (self.failures - 1))
+        delay *= 0.75 + self.rng.random() * 0.5
+        self.next_at = now + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.next_at = 0.0
+
+    def clear(self) -> None:
+        self.succeeded()
+
+    def ready(self, now: float) -> bool:
+        return now >= self.next_at
+
+
+class Unsendable(Exception):
+    """This instance cannot go to this destination (its reason says why); the rest can."""
+
+
+@dataclass
+class Answer:
+    """A destination's response to one send: its status (empty when none came)."""
+
+    status: Dataset
+    elapsed_s: float = 0.0
+
+
+class Sender(Protocol):
+    """One association to the destination, as the send steps see it. Raises Unsendable
+    for this instance alone, LinkDown (or TransientRefusal, dimse.Stalled) for the rest."""
+
+    def send(self, item: Queued) -> Answer: ...
+
+
+class CommitmentAsker(Protocol):
+    """One association to the destination, for Storage Commitment requests."""
+
+    def supports_commitment(self) -> bool:
+        """Whether the PACS accepted the Storage Commitment context; LinkDown if lost."""
+
+    def ask(self, request: Dataset) -> Dataset:
+        """Send the N-ACTION; the response's status (empty when none came)."""
+
+
+@dataclass
+class BatchResult:
+    sent: int = 0
+    failed: int = 0
+    error: str | None = None
+    completed: list[str] = field(default_factory=list)
