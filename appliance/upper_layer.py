@@ -56,6 +56,11 @@ ASSOCIATION_PDU_MAX = 262_144
 # is a Storage Commitment list (about 130 bytes per instance).
 COMMAND_SET_MAX = 65_536
 MESSAGE_DATA_SET_MAX = 2_097_152  # about 16,000 commitment references
+# Requests decoded and waiting for the association's thread (or, N-EVENT-REPORT, on a
+# thread of their own). The box negotiates no asynchronous operations window, so a peer
+# may have one request outstanding (PS3.7 D.3.3.3); one that goes on sending without
+# reading the responses is aborted here, instead of queuing up to 2 MiB a request.
+REQUESTS_WAITING_MAX = 4
 # What an association PDU may hold, counted from its bytes before it is decoded: decoding
 # costs about 400 bytes per item, so a 256 KiB request of tiny items would cost 13 MB.
 # PS3.8 9.3.2.2: context IDs are odd numbers 1 to 255, so 128 contexts at most; every
@@ -316,6 +321,16 @@ def _drop(message) -> None:
         Path(spool.name).unlink(missing_ok=True)
 
 
+def requests_waiting(provider) -> int:
+    """Requests `provider` (a DIMSEServiceProvider) decoded that are not served yet: those
+    queued for the association's thread, and N-EVENT-REPORTs on threads of their own.
+    Responses (to the box's own requests) are not counted."""
+    with provider.msg_queue.mutex:
+        queued = [p for _, p in provider.msg_queue.queue
+                  if p is not None and getattr(p, "Status", None) is None]
+    return len(queued) + getattr(provider.assoc, "fluxbox_serving", 0)
+
+
 def _guard_messages(provider_class) -> None:
     receive_primitive = provider_class.receive_primitive
 
@@ -333,6 +348,10 @@ def _guard_messages(provider_class) -> None:
             _drop(self.message)
             self.message = None
             _refuse(self.dul, "DIMSE message does not decode")
+            return
+        if requests_waiting(self) > REQUESTS_WAITING_MAX:
+            _refuse(self.dul, "requests sent without reading responses",
+                    limit=REQUESTS_WAITING_MAX)
 
     provider_class.receive_primitive = guarded_receive_primitive
 
@@ -364,8 +383,37 @@ def _guard_state_machine(machine_class, transitions: dict) -> None:
     machine_class.do_action = guarded_do_action
 
 
+_SERVING_LOCK = threading.Lock()
+
+
+def _count_serving(make_target):
+    """pynetdicom's `make_target`, as the DIMSE provider uses it for an N-EVENT-REPORT
+    request (a thread each, not queued): the association counts the threads not finished,
+    from the moment one is made, so `requests_waiting` sees them."""
+
+    def counting(target_fn):
+        run = make_target(target_fn)
+        assoc = getattr(target_fn, "__self__", None)
+        if assoc is None:
+            return run
+        with _SERVING_LOCK:
+            assoc.fluxbox_serving = getattr(assoc, "fluxbox_serving", 0) + 1
+
+        def counted(*args, **kwargs):
+            try:
+                run(*args, **kwargs)
+            finally:
+                with _SERVING_LOCK:
+                    assoc.fluxbox_serving -= 1
+
+        return counted
+
+    return counting
+
+
 def install() -> None:
     """Apply the limits to pynetdicom, once per process."""
+    import pynetdicom.dimse
     from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dul import DULServiceProvider
     from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
@@ -378,5 +426,6 @@ def install() -> None:
             (self.assoc.acceptor if self.assoc.is_requestor else self.assoc.requestor)
             .maximum_length or 0)))
     _guard_messages(DIMSEServiceProvider)
+    pynetdicom.dimse.make_target = _count_serving(pynetdicom.dimse.make_target)
     _guard_state_machine(StateMachine, TRANSITION_TABLE)
     DULServiceProvider.fluxbox_upper_layer = True

@@ -302,3 +302,35 @@ def test_silent_connections_hold_the_waiting_slots_only_briefly(box):
         for sock in silent:
             sock.close()
     assert _echo_succeeds(box.port)
+
+
+# Issue 7: without a bound, requests a peer sends without reading the responses queue in
+# the box as decoded messages for as long as it keeps sending (C-ECHO here; C-FIND,
+# N-ACTION and the rest queue the same way). The box decodes faster than it answers, so
+# with REQUESTS_WAITING_MAX it aborts within the first few.
+UNREAD_REQUESTS = 3000
+
+
+def _replies_until_abort(sock, timeout_s: float) -> list[int]:
+    """The PDU types the box sends until it aborts or closes (bounded by count and time)."""
+    deadline = time.monotonic() + timeout_s
+    types: list[int] = []
+    while time.monotonic() < deadline and len(types) <= UNREAD_REQUESTS:
+        reply = rawpdu.read_reply(sock, max(0.1, deadline - time.monotonic()))
+        if reply is None:
+            break
+        types.append(reply.pdu_type)
+        if reply.pdu_type == rawpdu.ABORT:
+            break
+    return types
+
+
+def test_requests_sent_without_reading_responses_are_aborted(box):
+    sock, _ = _associated(box.port)
+    burst = b"".join(rawpdu.c_echo(message_id=n) for n in range(1, UNREAD_REQUESTS))
+    with sock:
+        sock.settimeout(30)
+        rawpdu.send_quietly(sock, burst)
+        types = _replies_until_abort(sock, 30)
+    assert types and types[-1] == rawpdu.ABORT, f"{len(types)} replies, no A-ABORT"
+    assert _echo_succeeds(box.port)

@@ -8,6 +8,7 @@ import struct
 
 import pynetdicom
 import pynetdicom.association
+import pynetdicom.dimse
 import pynetdicom.dul
 import pytest
 from pynetdicom import ALL_TRANSFER_SYNTAXES
@@ -145,3 +146,8 @@ def test_the_pynetdicom_internals_the_limits_use_are_still_there():
     serve = inspect.getsource(socketserver.BaseServer._handle_request_noblock)
     assert "if self.verify_request(request, client_address):" in serve
     assert issubclass(pynetdicom.transport.AssociationServer, socketserver.BaseServer)
+    # An N-EVENT-REPORT request is served on a thread of its own, made by make_target.
+    receive = inspect.getsource(pynetdicom.dimse)
+    assert "target=make_target(self.assoc._serve_request)" in receive
+    assert "self.msg_queue.put((context_id" in receive
+    assert "counting" in pynetdicom.dimse.make_target.__qualname__
