@@ -12,11 +12,17 @@ stays bounded whatever the instance's size (issue 11, part 2).
 
 from __future__ import annotations
 
+import array
+import copy
+import threading
+import zlib
 from pathlib import Path
 
 import pydicom.uid
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import correct_ambiguous_vr, write_dataset, write_file_meta_info
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -32,10 +38,14 @@ UNCOMPRESSED = (
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 )
-# pydicom holds an instance it converts or compresses several times over: 64 MiB keeps
-# that near 200 MB.
-IN_MEMORY_MAX_BYTES = 64 * 1024 * 1024
+# pydicom holds an instance it converts or compresses two to three times over, on top of
+# the box's 70 MB: 32 MiB keeps one such instance under the 200 MB bound (64 MiB took it
+# to 265 MB; issue 7), and only one is loaded at a time (_LOADED).
+IN_MEMORY_MAX_BYTES = 32 * 1024 * 1024
 COMPRESS_MAX_BYTES = IN_MEMORY_MAX_BYTES
+# One loaded instance at a time in the whole process, whatever the number of destinations,
+# associations and the compressor ahead of time (issue 7): each holds several copies.
+_LOADED = threading.BoundedSemaphore(1)
 
 
 class CannotEncode(Exception):
@@ -83,29 +93,99 @@ def pad_deflated(path: Path, stored: str) -> bool:
     return True
 
 
-def prepare(path: Path, stored: str, target: str) -> Path | Dataset:
-    """What to hand to the sender: the file at `path` (a short-lived copy) streamed, as
-    stored or rewritten from Explicit to Implicit VR Little Endian in pieces; or a dataset
-    in `target` (loaded: another encoding change or a compression)."""
+def prepare(path: Path, stored: str, target: str) -> Path:
+    """`path`, a short-lived copy, in `target` (rewritten in place; the same path is
+    returned): as it is; from Explicit to Implicit VR Little Endian in pieces; else loaded,
+    converted or compressed and written again, by one thread of the process at a time
+    (several copies of the instance are held meanwhile). Sent from the file afterwards,
+    so a slow link holds no loaded instance. Raises CannotEncode; `path` is then as it was."""
     if target == stored:
         return path
-    if (stored, target) == (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-        converted = path.with_name(path.name + ".implicit")
-        try:
-            transcode.explicit_to_implicit(path, converted)
-            converted.replace(path)
-        except transcode.CannotTranscode as exc:
-            raise CannotEncode(f"{UID(target).name}: {exc}") from exc
-        finally:
-            converted.unlink(missing_ok=True)
-        return path
+    converted = path.with_name(path.name + ".converted")
+    try:
+        if (stored, target) == (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            try:
+                transcode.explicit_to_implicit(path, converted)
+            except transcode.CannotTranscode as exc:
+                raise CannotEncode(f"{UID(target).name}: {exc}") from exc
+        else:
+            with _LOADED:
+                _convert(path, converted, target)
+        converted.replace(path)
+    finally:
+        converted.unlink(missing_ok=True)
+    return path
+
+
+def _convert(path: Path, out: Path, target: str) -> None:
     dataset = dcmread(path)
     if target in UNCOMPRESSED:
-        return dataset  # the sender re-encodes; values are untouched
+        _write_uncompressed(dataset, out, target)
+        return
     try:
         # Same instance, same values: it keeps its SOP Instance UID (pydicom makes a new
         # one unless told not to).
         dataset.compress(UID(target), generate_instance_uid=False)
     except Exception as exc:  # pydicom raises several types for unsupported data
         raise CannotEncode(f"{UID(target).name}: {type(exc).__name__}") from exc
-    return dataset
+    dataset.save_as(out, enforce_file_format=True)
+
+
+# Values pydicom keeps as bytes, by their word size: their byte order is the encoding's.
+_WORD_BYTES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+_ARRAY_CODES = {2: "H", 4: "I", 8: "Q"}
+
+
+def _swap_words(dataset: Dataset, read_little: bool) -> None:
+    """Swap the bytes of every OW, OF, OL, OD and OV value, sequences included (PS3.5
+    7.3): pydicom re-encodes numbers (US, FL, ...) in the new byte order itself, but
+    writes these as they were read."""
+    correct_ambiguous_vr(dataset, read_little)  # "OB or OW" pixel data, by Bits Allocated
+    for elem in dataset.iterall():
+        size = _WORD_BYTES.get(elem.VR)
+        if size and isinstance(elem.value, bytes) and len(elem.value) % size == 0:
+            words = array.array(_ARRAY_CODES[size])
+            words.frombytes(elem.value)
+            elem.value = b""  # two copies of a large value at a time, not three
+            words.byteswap()
+            elem.value = words.tobytes()
+            del words
+
+
+def _write_uncompressed(dataset: Dataset, out: Path, target: str) -> None:
+    """`dataset` as a Part 10 file in the uncompressed `target`, its data set written as
+    pynetdicom encodes one for sending (pydicom's `save_as` refuses to change the byte
+    order), word values swapped when the byte order changes, and deflated in pieces,
+    padded to even length (PS3.5 A.5)."""
+    read_little = dataset.original_encoding[1] is not False
+    if read_little != (target != ExplicitVRBigEndian):
+        _swap_words(dataset, read_little)
+    meta = copy.deepcopy(dataset.file_meta)  # the data set's own says how it was read
+    meta.TransferSyntaxUID = UID(target)
+    with open(out, "wb") as raw:
+        raw.write(bytes(128) + b"DICM")
+        write_file_meta_info(DicomFileLike(raw), meta, enforce_standard=True)
+        if target != DeflatedExplicitVRLittleEndian:
+            _write_data_set(raw, dataset, implicit=target == ImplicitVRLittleEndian,
+                            little=target != ExplicitVRBigEndian)
+            return
+        plain = out.with_name(out.name + ".plain")
+        try:
+            with open(plain, "w+b") as tmp:
+                _write_data_set(tmp, dataset, implicit=False, little=True)
+                tmp.seek(0)
+                deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+                written = 0
+                while chunk := tmp.read(1 << 20):
+                    written += raw.write(deflater.compress(chunk))
+                written += raw.write(deflater.flush())
+                if written % 2:
+                    raw.write(b"\0")
+        finally:
+            plain.unlink(missing_ok=True)
+
+
+def _write_data_set(raw, dataset: Dataset, *, implicit: bool, little: bool) -> None:
+    fp = DicomFileLike(raw)
+    fp.is_implicit_VR, fp.is_little_endian = implicit, little
+    write_dataset(fp, dataset)

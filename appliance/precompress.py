@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Callable
 
 from appliance import encoding
@@ -66,19 +65,15 @@ class Precompressor:
                 and self.store.variant(record, syntax) is None)
 
     def _make(self, record: InstanceRecord, syntax: str) -> int:
-        out = self.store.spool_dir / f"{uuid.uuid4().hex}.dcm"
         try:
             with self.store.plaintext(record) as path:
-                dataset = encoding.prepare(path, record.transfer_syntax, syntax)
-            dataset.save_as(out, enforce_file_format=True)
-            self.store.put_variant(record, syntax, out)
+                self.store.put_variant(record, syntax,
+                                       encoding.prepare(path, record.transfer_syntax, syntax))
             return 1
         except encoding.CannotEncode as exc:
             self._cannot.add((record.key, syntax))
             event(log, "not compressed ahead", reason=str(exc))
             return 0
-        finally:
-            out.unlink(missing_ok=True)
 
     def run(self, stop: threading.Event) -> None:
         if not self.targets:

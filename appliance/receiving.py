@@ -22,7 +22,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from appliance import dimse
+from appliance import dimse, upper_layer
 from appliance.callers import NOBODY, Callers
 from appliance.commitment import handle_report
 from appliance.config import BoxConfig
@@ -62,6 +62,11 @@ ACCEPTED_SYNTAXES = _acceptance_order()
 
 DRAIN_S = 10.0  # at stop, how long open associations may go on before they are aborted
 ABORT_JOIN_S = 60.0  # after the abort, how long a handler may take to finish storing
+# ARTIM (PS3.8 9.1.5) on the box's listener: how long a connection may stay silent before
+# its A-ASSOCIATE-RQ, and wait for the peer to close after an abort. A modality sends its
+# request at once; pynetdicom's 30 s let silent connections hold the few waiting slots
+# (upper_layer.WAITING_MAX) three times as long.
+REQUEST_WAIT_S = 10.0
 
 
 class OpenAssociations:
@@ -133,6 +138,7 @@ class Receiver:
         ae.maximum_associations = 16
         ae.network_timeout = 120
         ae.dimse_timeout = 120
+        ae.acse_timeout = REQUEST_WAIT_S
         # Every storage SOP class, private and unknown ones too; these contexts only serve
         # the acceptance order (see dimse.accept_any_storage).
         dimse.accept_any_storage(ae, ACCEPTED_SYNTAXES)
@@ -179,9 +185,11 @@ class Receiver:
             event(log, "listening stopped", address=address, port=self.box.port)
         for address in [a for a in addresses if a not in self._servers]:
             try:
-                self._servers[address] = self._ae.start_server(
+                server = self._ae.start_server(
                     (address, self.box.port), block=False, evt_handlers=self._handlers,
                     ssl_context=self._tls())
+                upper_layer.limit_waiting(server)
+                self._servers[address] = server
             except OSError as exc:
                 error = exc.strerror or type(exc).__name__
                 if self._bind_errors.get(address) != error:

@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import socket
 import struct
+import threading
 from pathlib import Path
 
 from appliance.logs import event
@@ -54,11 +56,38 @@ ASSOCIATION_PDU_MAX = 262_144
 # is a Storage Commitment list (about 130 bytes per instance).
 COMMAND_SET_MAX = 65_536
 MESSAGE_DATA_SET_MAX = 2_097_152  # about 16,000 commitment references
+# Requests decoded and waiting for the association's thread (or, N-EVENT-REPORT, on a
+# thread of their own). The box negotiates no asynchronous operations window, so a peer
+# may have one request outstanding (PS3.7 D.3.3.3); one that goes on sending without
+# reading the responses is aborted here, instead of queuing up to 2 MiB a request.
+REQUESTS_WAITING_MAX = 4
+# What an association PDU may hold, counted from its bytes before it is decoded: decoding
+# costs about 400 bytes per item, so a 256 KiB request of tiny items would cost 13 MB.
+# PS3.8 9.3.2.2: context IDs are odd numbers 1 to 255, so 128 contexts at most; every
+# transfer syntax the box knows (59) fits in one context, and 8,192 items in all fit 128
+# contexts proposing each of them (a lazy pynetdicom sender) with a role selection each.
+PROPOSED_CONTEXTS_MAX = 128
+SYNTAXES_PER_CONTEXT_MAX = 64
+ASSOCIATION_ITEMS_MAX = 8_192
+# Connections accepted whose A-ASSOCIATE-RQ is not answered yet (a modality's request is
+# answered within milliseconds); beyond this, a new connection gets an A-ASSOCIATE-RJ
+# (transient, local limit exceeded) before anything is read from it. Each such connection
+# costs a thread and at most one decoded request (a few MB), whatever the peer sends.
+WAITING_MAX = 8
 
+ASSOCIATE_RQ, ASSOCIATE_AC = 0x01, 0x02
 P_DATA_TF = 0x04
 KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
 _HEADER = struct.Struct(">BBL")
+_ITEM = struct.Struct(">BBH")
 _DISCARD_BYTES = 65_536
+_ASSOCIATE_FIXED_BYTES = 68  # protocol version, reserved, AE titles, reserved (PS3.8 9.3.2)
+_CONTEXT_ITEMS = frozenset({0x20, 0x21})  # presentation context, in the RQ and the AC
+_TRANSFER_SYNTAX = 0x40
+_USER_INFORMATION = 0x50
+# PS3.8 9.3.4: A-ASSOCIATE-RJ, rejected-transient, by the service provider (presentation
+# related function), local-limit-exceeded: the modality may try again.
+LIMIT_REJECT = bytes([0x03, 0, 0, 0, 0, 4, 0, 0x02, 0x03, 0x02])
 
 
 class PduRefused(Exception):
@@ -87,6 +116,44 @@ def send_pdu_size(peer_max: int) -> int:
     return SEND_MAX_PDU if peer_max == 0 else min(peer_max, SEND_MAX_PDU)
 
 
+def _sub_items(body: bytes, start: int, end: int) -> list[int]:
+    """The item types found from `start` to `end` (a truncated item ends the walk: the
+    decoder refuses it)."""
+    types = []
+    while start + _ITEM.size <= end:
+        item_type, _, length = _ITEM.unpack_from(body, start)
+        types.append(item_type)
+        start += _ITEM.size + length
+    return types
+
+
+def association_problem(body: bytes) -> str | None:
+    """Why an A-ASSOCIATE-RQ or -AC variable field holds more than the box decodes (too
+    many presentation contexts, transfer syntaxes or items), or None. Reads only item
+    headers: no object is made for the request."""
+    items = 0
+    contexts = 0
+    at = _ASSOCIATE_FIXED_BYTES
+    while at + _ITEM.size <= len(body):
+        item_type, _, length = _ITEM.unpack_from(body, at)
+        end = min(at + _ITEM.size + length, len(body))
+        sub = []
+        if item_type in _CONTEXT_ITEMS:
+            contexts += 1
+            sub = _sub_items(body, at + _ITEM.size + 4, end)
+            if sub.count(_TRANSFER_SYNTAX) > SYNTAXES_PER_CONTEXT_MAX:
+                return f"over {SYNTAXES_PER_CONTEXT_MAX} transfer syntaxes in a context"
+        elif item_type == _USER_INFORMATION:
+            sub = _sub_items(body, at + _ITEM.size, end)
+        items += 1 + len(sub)
+        at += _ITEM.size + length
+    if contexts > PROPOSED_CONTEXTS_MAX:
+        return f"over {PROPOSED_CONTEXTS_MAX} presentation contexts"
+    if items > ASSOCIATION_ITEMS_MAX:
+        return f"over {ASSOCIATION_ITEMS_MAX} items"
+    return None
+
+
 def check_message(command_bytes: int, data_set_bytes: int) -> None:
     """Raise PduRefused when a DIMSE message held in memory would pass its cap."""
     if command_bytes > COMMAND_SET_MAX:
@@ -106,6 +173,62 @@ def _release_waiting_acceptor(dul) -> None:
     if dul.assoc.is_acceptor and not getattr(dul, "fluxbox_request_seen", False):
         dul.fluxbox_request_seen = True  # once
         dul.to_user_queue.put(None)  # receive_pdu() returns it as "timed out"
+
+
+class WaitingConnections:
+    """The connections a server accepted whose A-ASSOCIATE-RQ is not answered yet.
+
+    `admit` runs on the server's thread for each new connection (socketserver's
+    `verify_request`): False, after an A-ASSOCIATE-RJ, when `limit` are waiting already;
+    the server then closes the connection. `answered` frees the slot once the request is
+    answered or the association ends; a connection closed meanwhile frees it too."""
+
+    def __init__(self, limit: int = WAITING_MAX) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._waiting: set[socket.socket] = set()
+        self._refusing = False  # logged once per run of refusals, not per connection
+
+    def admit(self, sock: socket.socket, _address=None) -> bool:
+        with self._lock:
+            self._waiting = {s for s in self._waiting if s.fileno() != -1}
+            admitted = len(self._waiting) < self.limit
+            if admitted:
+                self._waiting.add(sock)
+            first_refusal, self._refusing = not admitted and not self._refusing, not admitted
+        if admitted:
+            return True
+        if first_refusal:
+            event(log, "connections refused", logging.WARNING,
+                  reason="too many waiting to associate", limit=self.limit)
+        with contextlib.suppress(OSError, ValueError):
+            sock.settimeout(1.0)  # 10 bytes on a new connection: never blocks in practice
+            sock.sendall(LIMIT_REJECT)
+        return False
+
+    def answered(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._waiting.discard(sock)
+
+
+def limit_waiting(server, limit: int = WAITING_MAX) -> WaitingConnections:
+    """Make pynetdicom's association `server` admit at most `limit` connections waiting to
+    associate (pynetdicom starts a thread for every connection and counts associations only
+    once their request is decoded)."""
+    waiting = WaitingConnections(limit)
+    server.fluxbox_waiting = waiting
+    server.verify_request = waiting.admit
+    return waiting
+
+
+def _request_answered(dul) -> None:
+    """The association left the wait for its request (accepted, rejected, aborted, closed)."""
+    if getattr(dul, "fluxbox_answered", False):
+        return
+    dul.fluxbox_answered = True  # once: this runs for every event after
+    waiting = getattr(getattr(dul.assoc, "_server", None), "fluxbox_waiting", None)
+    if waiting is not None:
+        waiting.answered(getattr(dul.socket, "socket", None))
 
 
 def _closed(dul) -> None:
@@ -162,6 +285,10 @@ def read_pdu(dul) -> None:
     if len(body) != length:
         _closed(dul)
         return
+    problem = association_problem(body) if pdu_type in (ASSOCIATE_RQ, ASSOCIATE_AC) else None
+    if problem:
+        _refuse(dul, problem)
+        return
     try:
         pdu, pdu_event = dul._decode_pdu(bytearray(header) + body)
     except Exception:  # any malformed PDU: pynetdicom's decoders raise many types
@@ -194,6 +321,16 @@ def _drop(message) -> None:
         Path(spool.name).unlink(missing_ok=True)
 
 
+def requests_waiting(provider) -> int:
+    """Requests `provider` (a DIMSEServiceProvider) decoded that are not served yet: those
+    queued for the association's thread, and N-EVENT-REPORTs on threads of their own.
+    Responses (to the box's own requests) are not counted."""
+    with provider.msg_queue.mutex:
+        queued = [p for _, p in provider.msg_queue.queue
+                  if p is not None and getattr(p, "Status", None) is None]
+    return len(queued) + getattr(provider.assoc, "fluxbox_serving", 0)
+
+
 def _guard_messages(provider_class) -> None:
     receive_primitive = provider_class.receive_primitive
 
@@ -211,6 +348,10 @@ def _guard_messages(provider_class) -> None:
             _drop(self.message)
             self.message = None
             _refuse(self.dul, "DIMSE message does not decode")
+            return
+        if requests_waiting(self) > REQUESTS_WAITING_MAX:
+            _refuse(self.dul, "requests sent without reading responses",
+                    limit=REQUESTS_WAITING_MAX)
 
     provider_class.receive_primitive = guarded_receive_primitive
 
@@ -232,6 +373,8 @@ def _guard_state_machine(machine_class, transitions: dict) -> None:
                 self.dul.to_provider_queue.get(False)
             return
         do_action(self, event)
+        if self.current_state in ("Sta1", "Sta6", "Sta13"):
+            _request_answered(self.dul)
         if event == "Evt6" and self.current_state == "Sta3":
             self.dul.fluxbox_request_seen = True  # the association thread has the request
         elif self.current_state in ("Sta1", "Sta13"):  # any A-ABORT is on the wire by now
@@ -240,8 +383,37 @@ def _guard_state_machine(machine_class, transitions: dict) -> None:
     machine_class.do_action = guarded_do_action
 
 
+_SERVING_LOCK = threading.Lock()
+
+
+def _count_serving(make_target):
+    """pynetdicom's `make_target`, as the DIMSE provider uses it for an N-EVENT-REPORT
+    request (a thread each, not queued): the association counts the threads not finished,
+    from the moment one is made, so `requests_waiting` sees them."""
+
+    def counting(target_fn):
+        run = make_target(target_fn)
+        assoc = getattr(target_fn, "__self__", None)
+        if assoc is None:
+            return run
+        with _SERVING_LOCK:
+            assoc.fluxbox_serving = getattr(assoc, "fluxbox_serving", 0) + 1
+
+        def counted(*args, **kwargs):
+            try:
+                run(*args, **kwargs)
+            finally:
+                with _SERVING_LOCK:
+                    assoc.fluxbox_serving -= 1
+
+        return counted
+
+    return counting
+
+
 def install() -> None:
     """Apply the limits to pynetdicom, once per process."""
+    import pynetdicom.dimse
     from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dul import DULServiceProvider
     from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
@@ -254,5 +426,6 @@ def install() -> None:
             (self.assoc.acceptor if self.assoc.is_requestor else self.assoc.requestor)
             .maximum_length or 0)))
     _guard_messages(DIMSEServiceProvider)
+    pynetdicom.dimse.make_target = _count_serving(pynetdicom.dimse.make_target)
     _guard_state_machine(StateMachine, TRANSITION_TABLE)
     DULServiceProvider.fluxbox_upper_layer = True

@@ -108,6 +108,13 @@ class BoxProcess:
         """The box's peak resident set since it started (the kernel's high-water mark)."""
         return self._proc_status("VmHWM")
 
+    def reset_peak_rss(self) -> int:
+        """Start the high-water mark again from the resident set now, which it returns
+        (Linux: writing 5 to clear_refs resets VmHWM)."""
+        assert self.proc is not None
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+        return self.rss_bytes()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

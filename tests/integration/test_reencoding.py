@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 
 from appliance.demo.synthetic import write_multiframe
+from appliance.encoding import IN_MEMORY_MAX_BYTES
 from tests.integration.conftest import dest
 from tests.peers import StoreSCP, store_responses, storescu
 
@@ -89,4 +96,41 @@ def test_a_600_mb_explicit_instance_is_reencoded_for_the_pacs_with_bounded_memor
     (received,), peak = _send_and_deliver(make_box, [big], tmp_path / "pacs")
     _headers_match(big, received)
     assert _pixel_sha256(received) == _pixel_sha256(big)
+    assert peak < RSS_LIMIT, f"peak RSS {peak >> 20} MB"
+
+
+def _in_syntax(source: Path, out: Path, syntax: str, study_uid: str) -> Path:
+    """`source` re-encoded in `syntax` by pydicom, as a study's new instance."""
+    ds = pydicom.dcmread(source)
+    ds.StudyInstanceUID = study_uid
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = syntax
+    if syntax == ExplicitVRBigEndian:  # pydicom converts byte order only when forced
+        pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=False, force_encoding=True)
+    else:
+        ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def test_concurrent_in_memory_conversions_keep_the_box_under_its_memory_bound(
+        make_box, tmp_path):
+    # Issue 7: Big Endian and Deflate reach an Implicit-only PACS by loading the instance,
+    # several copies of it; three associations converting at once took the box to about
+    # 600 MB. One loaded instance at a time keeps it under the product's 200 MB.
+    source = write_multiframe(tmp_path / "source.dcm", size_bytes=IN_MEMORY_MAX_BYTES
+                              - (2 << 20), rows=512, cols=512, seed=9)
+    study = generate_uid()
+    files = [_in_syntax(source, tmp_path / f"{n}.dcm", syntax, study) for n, syntax in
+             enumerate([ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian])]
+    source.unlink()
+    assert all(f.stat().st_size <= IN_MEMORY_MAX_BYTES for f in files)
+    with _implicit_only_pacs(tmp_path / "pacs") as pacs:
+        box = make_box([dest("pacs", "PACS", pacs.port)],
+                       transmit="associations = 3\nadaptive = false\ndimse_timeout_s = 600"
+                       ).start()
+        cp = storescu("127.0.0.1", box.port, files, called_aet="FLUXBOX")
+        assert {a for _, a in store_responses(cp)} == {"Success"}, cp.stdout[-2000:]
+        box.wait_states("complete", timeout_s=120)
+        peak = box.peak_rss_bytes()
+        assert len(pacs.files()) == len(files)
     assert peak < RSS_LIMIT, f"peak RSS {peak >> 20} MB"

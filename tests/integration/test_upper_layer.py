@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,11 @@ from appliance.upper_layer import (
     COMMAND_SET_MAX,
     DEFAULT_MAX_PDU,
     SEND_MAX_PDU,
+    WAITING_MAX,
 )
 from tests import rawpdu
 from tests.integration.conftest import dest
-from tests.peers import dataset_sha256, free_port, received_dataset
+from tests.peers import dataset_sha256, free_port, received_dataset, store_responses, storescu
 
 FILLER_BYTES = 256 * 1024 * 1024  # what a peer pushes after a huge length field
 GROWTH_LIMIT = 24 * 1024 * 1024  # what the box may grow by meanwhile (one PDU, buffers)
@@ -219,3 +221,116 @@ def test_delivery_honours_the_pacs_maximum_pdu_and_caps_an_unlimited_one(
     assert hashlib.sha256(received).hexdigest() == dataset_sha256(path)
     assert max(pacs.lengths) == expected_max  # full PDUs, none longer
 
+
+
+# Issue 7: a request of tiny items just under ASSOCIATION_PDU_MAX decodes to about 13 MB of
+# objects (sixteen at once: 190 MB), one within the item limits to a few MB. 32 at once
+# measured: without the item limits over 200 MB, without the waiting limit 47 MB (within
+# the item limits), with both 6 MB and 18 MB.
+FLOOD_CONNECTIONS = 32
+FLOOD_GROWTH_LIMIT = 32 * 1024 * 1024
+
+
+def _flood(port: int, request: bytes) -> list[rawpdu.Reply | None]:
+    """FLOOD_CONNECTIONS connections at once, each sending `request`: the box's replies."""
+    socks = [rawpdu.connect(port) for _ in range(FLOOD_CONNECTIONS)]
+    try:
+        for sock in socks:
+            rawpdu.send_quietly(sock, request)
+        return [rawpdu.read_reply(sock, 30) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _near_cap_request(contexts: int, uid_chars: int) -> bytes:
+    """A well-formed A-ASSOCIATE-RQ just under ASSOCIATION_PDU_MAX: `contexts` contexts,
+    each proposing as many transfer syntaxes of `uid_chars` characters as fit."""
+    per_context = (ASSOCIATION_PDU_MAX - 4096) // contexts // (uid_chars + 4)
+    digits = uid_chars - 2
+    syntaxes = [f"1.{n % 10**digits:0{digits}d}" for n in range(per_context)]
+    request = rawpdu.associate_rq(contexts=[(rawpdu.VERIFICATION, syntaxes)] * contexts)
+    assert ASSOCIATION_PDU_MAX - 8192 < len(request) - 6 <= ASSOCIATION_PDU_MAX
+    return request
+
+
+@pytest.mark.parametrize(("contexts", "uid_chars", "answers"), [
+    (128, 3, {rawpdu.ABORT, rawpdu.ASSOCIATE_RJ}),
+    # the waiting ones are accepted (each context refused: unknown syntaxes), the others
+    # get a transient A-ASSOCIATE-RJ
+    (64, 60, {rawpdu.ASSOCIATE_AC, rawpdu.ASSOCIATE_RJ}),
+], ids=["over-the-item-limits", "within-the-item-limits"])
+def test_many_near_cap_association_requests_at_once_keep_memory_bounded(
+        box, ct_study, contexts, uid_chars, answers):
+    request = _near_cap_request(contexts, uid_chars)
+    # the first threads of as many connections cost the box's allocator some 20 MB, kept
+    _flood(box.port, rawpdu.associate_rq())
+    rss_before = box.reset_peak_rss()
+    replies = _flood(box.port, request)
+    grown = box.peak_rss_bytes() - rss_before
+    assert grown < FLOOD_GROWTH_LIMIT, f"the box grew by {grown >> 20} MB"
+    assert {reply.pdu_type if reply else None for reply in replies} == answers, replies
+    cp = storescu("127.0.0.1", box.port, ct_study, called_aet="FLUXBOX")
+    responses = store_responses(cp)
+    assert len(responses) == len(ct_study)
+    assert all(status == "Success" for _, status in responses), responses
+
+
+def _closed_by_box(sock, timeout_s: float) -> bool:
+    """True once the box closes `sock` (within `timeout_s`), sending nothing first."""
+    sock.settimeout(timeout_s)
+    try:
+        return sock.recv(1) == b""
+    except (TimeoutError, OSError):
+        return False
+
+
+def test_silent_connections_hold_the_waiting_slots_only_briefly(box):
+    # Issue 7: connections that never send fill the few slots for requests not yet
+    # answered; a modality then gets a transient A-ASSOCIATE-RJ, and a slot frees when the
+    # box closes the silent connection after REQUEST_WAIT_S (10 s), not pynetdicom's 30 s.
+    silent = [rawpdu.connect(box.port) for _ in range(WAITING_MAX)]
+    try:
+        with rawpdu.connect(box.port) as sock:
+            sock.sendall(rawpdu.associate_rq())
+            reply = rawpdu.read_reply(sock, 10)
+        assert reply is not None and reply.pdu_type == rawpdu.ASSOCIATE_RJ, reply
+        assert reply.body[1:] == bytes([0x02, 0x03, 0x02])  # transient, local limit
+        started = time.monotonic()
+        assert all(_closed_by_box(sock, 20 - (time.monotonic() - started)) for sock in silent)
+    finally:
+        for sock in silent:
+            sock.close()
+    assert _echo_succeeds(box.port)
+
+
+# Issue 7: without a bound, requests a peer sends without reading the responses queue in
+# the box as decoded messages for as long as it keeps sending (C-ECHO here; C-FIND,
+# N-ACTION and the rest queue the same way). The box decodes faster than it answers, so
+# with REQUESTS_WAITING_MAX it aborts within the first few.
+UNREAD_REQUESTS = 3000
+
+
+def _replies_until_abort(sock, timeout_s: float) -> list[int]:
+    """The PDU types the box sends until it aborts or closes (bounded by count and time)."""
+    deadline = time.monotonic() + timeout_s
+    types: list[int] = []
+    while time.monotonic() < deadline and len(types) <= UNREAD_REQUESTS:
+        reply = rawpdu.read_reply(sock, max(0.1, deadline - time.monotonic()))
+        if reply is None:
+            break
+        types.append(reply.pdu_type)
+        if reply.pdu_type == rawpdu.ABORT:
+            break
+    return types
+
+
+def test_requests_sent_without_reading_responses_are_aborted(box):
+    sock, _ = _associated(box.port)
+    burst = b"".join(rawpdu.c_echo(message_id=n) for n in range(1, UNREAD_REQUESTS))
+    with sock:
+        sock.settimeout(30)
+        rawpdu.send_quietly(sock, burst)
+        types = _replies_until_abort(sock, 30)
+    assert types and types[-1] == rawpdu.ABORT, f"{len(types)} replies, no A-ABORT"
+    assert _echo_succeeds(box.port)

@@ -3,7 +3,14 @@ its size: beyond IN_MEMORY_MAX_BYTES only what is streamed)."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -11,7 +18,7 @@ from pydicom.uid import (
     JPEGLSLossless,
 )
 
-from appliance.encoding import IN_MEMORY_MAX_BYTES, UNCOMPRESSED, wire_syntaxes
+from appliance.encoding import IN_MEMORY_MAX_BYTES, UNCOMPRESSED, prepare, wire_syntaxes
 
 BIG = IN_MEMORY_MAX_BYTES + 1
 
@@ -34,3 +41,27 @@ def test_other_large_instances_travel_only_as_stored():
 
 def test_compressed_instances_always_travel_as_stored():
     assert wire_syntaxes(JPEGLSLossless, [], 1000) == [JPEGLSLossless]
+
+
+def _values(ds) -> dict:
+    return {elem.tag: [_values(item) for item in elem.value] if elem.VR == "SQ"
+            else elem.value for elem in ds if elem.tag != 0x7FE00010}
+
+
+@pytest.mark.parametrize("target", UNCOMPRESSED, ids=lambda ts: UID(ts).name)
+@pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "MR_small_implicit.dcm",
+                                  "image_dfl.dcm", "MR_small.dcm"])
+def test_an_encoding_change_keeps_every_value(tmp_path, name, target):
+    # Issue 7: Big Endian and Implicit instances reached an Explicit-only PACS as nothing
+    # (pynetdicom looked for a context of the stored syntax); the file is now rewritten.
+    source = Path(get_testdata_file(name))
+    copy = tmp_path / name
+    shutil.copyfile(source, copy)
+    stored = str(dcmread(source).file_meta.TransferSyntaxUID)
+    assert prepare(copy, stored, target) == copy
+    got, expected = dcmread(copy), dcmread(source)
+    assert got.file_meta.TransferSyntaxUID == target
+    assert _values(got) == _values(expected)
+    assert (got.pixel_array == expected.pixel_array).all()
+    if target == DeflatedExplicitVRLittleEndian != stored:
+        assert copy.stat().st_size % 2 == 0
