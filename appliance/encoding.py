@@ -8,10 +8,17 @@ the stored syntax as is, then any other uncompressed encoding of the same values
 them up to IN_MEMORY_MAX_BYTES, beyond that only Explicit to Implicit VR Little Endian,
 which is streamed (appliance.transcode) and which every PACS must accept. So memory
 stays bounded whatever the instance's size (issue 11, part 2).
+
+Explicit VR Big Endian goes to a PACS that does not accept it in a little endian syntax
+(issue 7, found by the interoperability matrix): pydicom decodes the numbers, and the
+words of OW, OL, OF, OD and OV values are swapped here (pydicom and pynetdicom refuse
+to change byte order themselves); an instance holding a UN value, whose words the box
+cannot know, is not converted.
 """
 
 from __future__ import annotations
 
+import array
 from pathlib import Path
 
 import pydicom.uid
@@ -36,6 +43,9 @@ UNCOMPRESSED = (
 # that near 200 MB.
 IN_MEMORY_MAX_BYTES = 64 * 1024 * 1024
 COMPRESS_MAX_BYTES = IN_MEMORY_MAX_BYTES
+# Word sizes of the binary VRs whose byte order follows the transfer syntax (PS3.5 7.3),
+# as array typecodes of unsigned integers (floats are swapped as bits, never decoded).
+_WORDS = {"OW": "H", "OL": "I", "OF": "I", "OD": "Q", "OV": "Q"}
 
 
 class CannotEncode(Exception):
@@ -101,6 +111,8 @@ def prepare(path: Path, stored: str, target: str) -> Path | Dataset:
         return path
     dataset = dcmread(path)
     if target in UNCOMPRESSED:
+        if stored == ExplicitVRBigEndian:
+            return to_little_endian(dataset, target)
         return dataset  # the sender re-encodes; values are untouched
     try:
         # Same instance, same values: it keeps its SOP Instance UID (pydicom makes a new
@@ -109,3 +121,41 @@ def prepare(path: Path, stored: str, target: str) -> Path | Dataset:
     except Exception as exc:  # pydicom raises several types for unsupported data
         raise CannotEncode(f"{UID(target).name}: {type(exc).__name__}") from exc
     return dataset
+
+
+def to_little_endian(dataset: Dataset, target: str) -> Dataset:
+    """`dataset`, read from Explicit VR Big Endian, made ready to be written in the little
+    endian syntax `target` with the same values; raises CannotEncode for a UN value or a
+    binary value that is not whole words."""
+    if target == ExplicitVRBigEndian:
+        return dataset
+    problems: list[str] = []
+
+    def swap(_: Dataset, element) -> None:
+        code = _WORDS.get(element.VR)
+        if element.VR == "UN" and element.value:
+            problems.append(f"{element.tag} has VR UN")
+        elif code and isinstance(element.value, bytes) and element.value:
+            words = array.array(code)
+            if len(element.value) % words.itemsize:
+                problems.append(f"{element.tag} is not whole {element.VR} words")
+                return
+            words.frombytes(element.value)
+            words.byteswap()
+            element.value = words.tobytes()
+
+    dataset.walk(swap)
+    if problems:
+        raise CannotEncode(f"{UID(target).name}: {problems[0]}")
+    _mark_encoding(dataset, UID(target).is_implicit_VR)
+    dataset.file_meta.TransferSyntaxUID = UID(target)
+    return dataset
+
+
+def _mark_encoding(dataset: Dataset, implicit: bool) -> None:
+    """Tell pydicom (and pynetdicom) the data set and its items are little endian now."""
+    dataset.set_original_encoding(implicit, True)
+    for element in dataset:
+        if element.VR == "SQ":
+            for item in element.value:
+                _mark_encoding(item, implicit)
