@@ -4,7 +4,9 @@ A modality asks (N-ACTION, Request Storage Commitment) before it frees its disk.
 request is kept in the store before the answer goes back, so it survives a restart until
 it is reported. The report (N-EVENT-REPORT) goes back on the asking association while it
 is open, else on a new association to the modality's `[box.modalities.AE_TITLE]` entry;
-one that cannot be delivered is tried again with back-off.
+one that cannot be delivered is tried again with back-off. Nothing is sent on the asking
+association once the modality asked to release it (issue 7): the report then takes a new
+association, and the release is answered, never aborted.
 
 `box.commitment_mode` decides when an instance counts as committed:
 - "box": the box holds it durably with the same SOP Class (reported at once);
@@ -26,11 +28,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from io import BytesIO
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_role
+from pynetdicom.dimse_primitives import N_EVENT_REPORT
+from pynetdicom.dsutils import encode
 
 from appliance import dimse
 from appliance.commitment import (
@@ -55,7 +60,7 @@ CLASS_INSTANCE_CONFLICT = 0x0119
 PROCESSING_FAILURE = dimse.PROCESSING_FAILURE
 
 MODES = ("box", "pacs")
-SAME_ASSOCIATION_TIMEOUT_S = 10.0  # a modality that is releasing never answers there
+SAME_ASSOCIATION_TIMEOUT_S = 10.0  # for a modality that keeps it open yet never answers
 POLL_S = 2.0  # pacs mode: how often waiting requests are looked at again
 
 
@@ -85,6 +90,13 @@ class Report:
                 failed.append(item)
             ds.FailedSOPSequence = failed
         return ds
+
+
+def _status_error(status: int) -> str | None:
+    """None for the modality's success or warning, else what it answered."""
+    if dimse.is_success_or_warning(status):
+        return None
+    return f"modality answered 0x{status:04X}"
 
 
 def _reference(sop_class: str, sop_instance: str) -> Dataset:
@@ -273,20 +285,46 @@ class ModalityCommitment:
             self._open.pop(transaction_uid, None)
 
     def _send(self, assoc, report: Report, *, same_association: bool) -> str | None:
+        dataset = report.dataset(self.box.ae_title if not self.end_to_end else None)
+        msg_id = next(self._message_ids) % 65536
         if same_association:
-            assoc.dimse_timeout = SAME_ASSOCIATION_TIMEOUT_S
+            return self._send_same(assoc, report, dataset, msg_id)
         try:
             status, _ = assoc.send_n_event_report(
-                report.dataset(self.box.ae_title if not self.end_to_end else None),
-                report.event_type, StorageCommitmentPushModel, PUSH_MODEL_INSTANCE,
-                msg_id=next(self._message_ids) % 65536)
+                dataset, report.event_type, StorageCommitmentPushModel, PUSH_MODEL_INSTANCE,
+                msg_id=msg_id)
         except (RuntimeError, ValueError) as exc:  # no usable context, association gone
             return f"cannot send: {exc}"
         if "Status" not in status:
             return "no answer"
-        if not dimse.is_success_or_warning(int(status.Status)):
-            return f"modality answered 0x{int(status.Status):04X}"
-        return None
+        return _status_error(int(status.Status))
+
+    def _send_same(self, assoc, report: Report, dataset: Dataset, msg_id: int) -> str | None:
+        """The report on the asking association, unless the modality is releasing it."""
+        contexts = [cx for cx in assoc.accepted_contexts
+                    if cx.abstract_syntax == StorageCommitmentPushModel]
+        if not contexts:
+            return "cannot send: no Storage Commitment context"
+        request = N_EVENT_REPORT()
+        request.MessageID = msg_id
+        request.AffectedSOPClassUID = StorageCommitmentPushModel
+        request.AffectedSOPInstanceUID = PUSH_MODEL_INSTANCE
+        request.EventTypeID = report.event_type
+        syntax = contexts[0].transfer_syntax[0]
+        encoded = encode(dataset, syntax.is_implicit_VR, syntax.is_little_endian,
+                         syntax.is_deflated)
+        if encoded is None:
+            return "cannot send: the report does not encode"
+        request.EventInformation = BytesIO(encoded)
+        try:
+            response = dimse.request_unless_releasing(
+                assoc, request, contexts[0].context_id, SAME_ASSOCIATION_TIMEOUT_S)
+        except dimse.PeerReleasing:
+            return "the modality released the association"
+        status = getattr(response, "Status", None)
+        if status is None:
+            return "no answer"
+        return _status_error(int(status))
 
     def _logged(self, request: CommitRequest, report: Report, association: str) -> None:
         event(log, "commitment reported", calling_ae=request.calling_aet,

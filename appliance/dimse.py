@@ -9,17 +9,19 @@ instances a round trip each).
 
 from __future__ import annotations
 
+import queue
 import socket
 import threading
 import time
 import types
+from typing import Any
 
 import pynetdicom.acse
 import pynetdicom.association
 from pydicom import config as pydicom_config
 from pynetdicom import _config
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.pdu_primitives import A_RELEASE, P_DATA
 from pynetdicom.transport import AssociationSocket
 
 from appliance import upper_layer
@@ -126,6 +128,68 @@ def accept_any_storage(ae, preference: list[str]) -> None:
 
     pynetdicom.acse.negotiate_unrestricted = negotiate
     pynetdicom.acse._fluxbox_wrapped = True
+
+
+class PeerReleasing(Exception):
+    """The peer's A-RELEASE-RQ has arrived: nothing more may be sent on that association."""
+
+
+# The state of an acceptor that received the peer's A-RELEASE-RQ and has not answered yet
+# (PS3.8 9.2, AR-2). A peer that is releasing drops any request it gets (pynetdicom does).
+RELEASE_REQUESTED_STATE = "Sta8"
+_WAIT_SLICE_S = 0.02
+
+
+def release_requested(assoc) -> bool:
+    """True once the peer's A-RELEASE-RQ has arrived on `assoc`, answered or not."""
+    dul = assoc.dul
+    if dul.state_machine.current_state == RELEASE_REQUESTED_STATE:
+        return True
+    with dul.to_user_queue.mutex:
+        waiting = list(dul.to_user_queue.queue)
+    return any(isinstance(p, A_RELEASE) and p.result is None for p in waiting)
+
+
+def request_unless_releasing(assoc, request: Any, context_id: int, timeout_s: float) -> Any:
+    """Send the DIMSE `request` on `assoc`, an association the peer opened; return the
+    peer's response, or None if none came within `timeout_s` (the association is then
+    aborted, as pynetdicom does) or the association ended.
+
+    Raises PeerReleasing, having sent nothing, once the peer asked to release; and raises
+    it too if the peer's A-RELEASE-RQ arrives while the answer is awaited: the
+    association's reactor then answers the release normally. pynetdicom's own send_n_*
+    would wait out the time-out there and abort a peer that only released (issue 7).
+    """
+    assoc._reactor_checkpoint.clear()  # the reactor would take the response off the queue
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not assoc._is_paused:
+            if not assoc.is_established or time.monotonic() > deadline:
+                return None
+            time.sleep(POLL_S)
+        if release_requested(assoc):
+            raise PeerReleasing
+        assoc.dimse.send_msg(request, context_id)
+        return _response(assoc, deadline)
+    finally:
+        assoc._reactor_checkpoint.set()
+
+
+def _response(assoc, deadline: float) -> Any:
+    """The next DIMSE message on `assoc` until `deadline`; PeerReleasing as above."""
+    while True:
+        try:
+            _, message = assoc.dimse.msg_queue.get(timeout=_WAIT_SLICE_S)
+            return message  # None: the association ended (aborted, connection closed)
+        except queue.Empty:
+            pass
+        if release_requested(assoc):
+            raise PeerReleasing
+        if not assoc.is_established:
+            return None
+        if time.monotonic() > deadline:
+            assoc.abort()
+            return None
 
 
 class Stalled(Exception):

@@ -136,14 +136,21 @@ _WORD_BYTES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 _ARRAY_CODES = {2: "H", 4: "I", 8: "Q"}
 
 
-def _swap_words(dataset: Dataset, read_little: bool) -> None:
+def _swap_words(dataset: Dataset, read_little: bool, target: str) -> None:
     """Swap the bytes of every OW, OF, OL, OD and OV value, sequences included (PS3.5
     7.3): pydicom re-encodes numbers (US, FL, ...) in the new byte order itself, but
-    writes these as they were read."""
+    writes these as they were read. Raises CannotEncode, before changing anything, for a
+    UN value (its byte order cannot be known) or a value that is not whole words."""
     correct_ambiguous_vr(dataset, read_little)  # "OB or OW" pixel data, by Bits Allocated
     for elem in dataset.iterall():
         size = _WORD_BYTES.get(elem.VR)
-        if size and isinstance(elem.value, bytes) and len(elem.value) % size == 0:
+        if elem.VR == "UN" and elem.value:
+            raise CannotEncode(f"{UID(target).name}: {elem.tag} has VR UN")
+        if size and isinstance(elem.value, bytes) and len(elem.value) % size:
+            raise CannotEncode(f"{UID(target).name}: {elem.tag} is not whole {elem.VR} words")
+    for elem in dataset.iterall():
+        size = _WORD_BYTES.get(elem.VR)
+        if size and isinstance(elem.value, bytes):
             words = array.array(_ARRAY_CODES[size])
             words.frombytes(elem.value)
             elem.value = b""  # two copies of a large value at a time, not three
@@ -159,7 +166,7 @@ def _write_uncompressed(dataset: Dataset, out: Path, target: str) -> None:
     padded to even length (PS3.5 A.5)."""
     read_little = dataset.original_encoding[1] is not False
     if read_little != (target != ExplicitVRBigEndian):
-        _swap_words(dataset, read_little)
+        _swap_words(dataset, read_little, target)
     meta = copy.deepcopy(dataset.file_meta)  # the data set's own says how it was read
     meta.TransferSyntaxUID = UID(target)
     with open(out, "wb") as raw:

@@ -40,25 +40,47 @@ def _drives_led(config: Config) -> bool:
 
 # The hardware libraries each adapter needs: (import name, package, adapters that need it).
 # gpsd-py3 and pyudev are core dependencies; dbus-python and python-networkmanager come
-# with the `hw` extra (dbus-python compiles against libdbus). Whichever is missing, the
-# box runs: that adapter gives no vote, and one log line says so.
+# with the `hw` extra (dbus-python compiles against libdbus). Whichever is missing or
+# fails to import, the box runs: that adapter gives no vote, and one log line says so.
 HW_LIBRARIES = (
     ("gpsd", "gpsd-py3", "gps"),
     ("pyudev", "pyudev", "hotplug"),
     ("dbus", "dbus-python", "network, modem"),
     ("NetworkManager", "python-networkmanager", "network"),
 )
+# python-networkmanager talks to the system bus as it is imported, so it is imported only
+# once NetworkManager answers (hw.network), which reads and logs a failure there itself.
+IMPORTED_LATER = frozenset({"NetworkManager"})
 
 
 def missing_hw_libraries() -> set[str]:
-    """The import names of HW_LIBRARIES that are not installed, each logged once."""
+    """The import names of HW_LIBRARIES that are not installed or fail to import (issue 7:
+    a broken build, a missing shared library, any exception at import), each logged once."""
     missing = set()
     for module, package, adapters in HW_LIBRARIES:
-        if importlib.util.find_spec(module) is None:
-            missing.add(module)
+        problem = _import_problem(module)
+        if problem is None:
+            continue
+        missing.add(module)
+        if problem == "not installed":
             event(log, "hardware library missing", logging.WARNING, library=package,
                   adapters=adapters)
+        else:
+            event(log, "hardware library unusable", logging.WARNING, library=package,
+                  adapters=adapters, error=problem)
     return missing
+
+
+def _import_problem(module: str) -> str | None:
+    """None if `module` imports (or is found, for IMPORTED_LATER); else why not."""
+    try:
+        if importlib.util.find_spec(module) is None:
+            return "not installed"
+        if module not in IMPORTED_LATER:
+            importlib.import_module(module)
+    except Exception as exc:  # whatever a broken library raises at import
+        return type(exc).__name__
+    return None
 
 
 def choose_hardware(config: Config) -> Hardware:

@@ -169,7 +169,6 @@ class StudyCloser:
                 instance_number=r.facts.get("instance_number"),
                 images_in_acquisition=r.facts.get("images_in_acquisition"),
                 number_of_frames=r.facts.get("number_of_frames"),
-                frames_present=r.facts.get("number_of_frames"),
                 remarks=tuple(r.facts.get("remarks", ())),
             )
             for r in self.store.study_instances(study.key)

@@ -494,7 +494,9 @@ def _check_pixels(walk: _Walk, values: _Values, frames: int | None, native: bool
     """Native Pixel Data must hold exactly what the image attributes describe.
 
     Where those attributes are missing or invalid the length cannot be judged: the
-    instance is kept, with a remark."""
+    instance is kept, with a remark. NumberOfFrames 0 over exactly one frame is kept too
+    (issue 7: storescp and Orthanc store it; recorded when the study closes); over any
+    other length it is refused like any wrong length."""
     for keyword, length in sorted(walk.pixel_lengths.items()):
         if length is None:
             if native:
@@ -512,7 +514,7 @@ def _check_pixels(walk: _Walk, values: _Values, frames: int | None, native: bool
             continue
         expected = expected_pixel_length(
             image["Rows"], image["Columns"], image["SamplesPerPixel"], image["BitsAllocated"],
-            1 if frames is None else frames, values.text("PhotometricInterpretation"),
+            frames or 1, values.text("PhotometricInterpretation"),
         )
         if length != expected and not (expected % 2 == 1 and length == expected + 1):
             raise _mismatch(f"{keyword} length does not match the image attributes")
@@ -623,7 +625,6 @@ class InstanceFacts:
     instance_number: int | None
     images_in_acquisition: int | None
     number_of_frames: int | None
-    frames_present: int | None  # NumberOfFrames as read
     remarks: tuple[str, ...] = ()  # InstanceHeader.remarks
 
 
@@ -698,15 +699,6 @@ def _frame_findings(label: str, facts: list[InstanceFacts]) -> list[str]:
     zero = sum(1 for f in facts if f.number_of_frames == 0)
     if zero:
         findings.append(f"{label}: {zero} instance(s) with NumberOfFrames 0")
-    short = sum(
-        1
-        for f in facts
-        if f.number_of_frames is not None
-        and f.frames_present is not None
-        and f.frames_present != f.number_of_frames
-    )
-    if short:
-        findings.append(f"{label}: {short} instance(s) with frames not matching NumberOfFrames")
     return findings
 
 

@@ -29,7 +29,7 @@ from appliance.signals import Position
 
 try:
     import gpsd
-except ImportError:  # FixedPosition still works without gpsd-py3
+except Exception:  # FixedPosition still works without gpsd-py3, or with a broken one
     gpsd = None
 
 log = logging.getLogger("fluxbox.hw.gps")

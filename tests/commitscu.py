@@ -41,6 +41,7 @@ class CommitModality:
         self.ae_title = ae_title
         self.port = port
         self.reports: list[CommitReport] = []
+        self.endings: dict[str, str] = {}  # Transaction UID -> "released" or "aborted"
         self._cond = threading.Condition()
         self._server: Any = None
 
@@ -76,6 +77,7 @@ class CommitModality:
         """Send an N-ACTION; (its status, the Transaction UID). With `wait_same_s`, keep
         the association open that long for the report (less once it came); without
         `listen_same`, refuse reports there (a modality that takes them only on its port).
+        How the association ended is kept in `endings`.
         """
         ae = AE(ae_title=self.ae_title)
         ae.add_requested_context(StorageCommitmentPushModel)
@@ -100,6 +102,8 @@ class CommitModality:
         finally:
             if assoc.is_established:
                 assoc.release()
+            self.endings[str(info.TransactionUID)] = (
+                "aborted" if assoc.is_aborted else "released" if assoc.is_released else "other")
         return int(status.get("Status", -1)), str(info.TransactionUID)
 
     def wait(self, transaction_uid: str, timeout_s: float,

@@ -164,3 +164,27 @@ def test_a_report_the_modality_cannot_take_yet_is_tried_again_until_it_can(make_
                          "the reported request forgotten")
     assert report.association == "new" and report.event_type == 1
     assert modality.count(transaction) == 1
+
+
+RELEASE_TRIALS = 5  # the abort came in 4 of 5 trials: five in a row all released
+
+
+def test_a_modality_releasing_right_after_its_request_is_released_and_reported_anew(
+        make_box, ct_study):
+    # Issue 7: a report sent on the asking association after the modality's A-RELEASE-RQ
+    # went unanswered, and the box aborted the association the modality was releasing.
+    files = ct_study[:3]
+    refs = _references(files)
+    with CommitModality() as modality:
+        box = make_box([dest("pacs", "PACS", free_port())], box=_modality_entry(modality.port))
+        with box:
+            _send(box, files)
+            for trial in range(RELEASE_TRIALS):
+                status, transaction = modality.request(box.port, refs)  # releases at once
+                assert status == 0x0000
+                assert modality.endings[transaction] == "released", f"trial {trial}"
+                report = modality.wait(transaction, 60)
+                assert report.event_type == 1 and report.failed == {}
+                assert report.committed == frozenset(refs)
+                assert report.association == "new", f"trial {trial}"
+                assert modality.count(transaction) == 1

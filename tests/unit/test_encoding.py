@@ -4,11 +4,13 @@ its size: beyond IN_MEMORY_MAX_BYTES only what is streamed)."""
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -18,7 +20,13 @@ from pydicom.uid import (
     JPEGLSLossless,
 )
 
-from appliance.encoding import IN_MEMORY_MAX_BYTES, UNCOMPRESSED, prepare, wire_syntaxes
+from appliance.encoding import (
+    IN_MEMORY_MAX_BYTES,
+    UNCOMPRESSED,
+    CannotEncode,
+    prepare,
+    wire_syntaxes,
+)
 
 BIG = IN_MEMORY_MAX_BYTES + 1
 
@@ -65,3 +73,30 @@ def test_an_encoding_change_keeps_every_value(tmp_path, name, target):
     assert (got.pixel_array == expected.pixel_array).all()
     if target == DeflatedExplicitVRLittleEndian != stored:
         assert copy.stat().st_size % 2 == 0
+
+
+def test_big_endian_words_of_every_binary_vr_are_swapped_and_a_un_value_refused(tmp_path):
+    # Issue 7: a PACS taking no Big Endian got nothing; floats and words nested in
+    # sequences must come out little endian, and a UN value (of unknown byte order) is
+    # refused rather than sent wrong.
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4"
+    ds.add_new(0x00720067, "OF", struct.pack(">2f", 1.5, -2.25))
+    ds.add_new(0x00660040, "OL", struct.pack(">2L", 1, 0x01020304))
+    ds.ReferencedImageSequence = [Dataset()]
+    ds.ReferencedImageSequence[0].add_new(0x00089459, "OD", struct.pack(">d", 3.125))
+    path = tmp_path / "be.dcm"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    ds.save_as(path, enforce_file_format=True)
+    received = dcmread(prepare(path, ExplicitVRBigEndian, ExplicitVRLittleEndian))
+    assert struct.unpack("<2f", received[0x00720067].value) == (1.5, -2.25)
+    assert struct.unpack("<2L", received[0x00660040].value) == (1, 0x01020304)
+    assert struct.unpack("<d", received.ReferencedImageSequence[0][0x00089459].value) == (
+        3.125,)
+    ds.add_new(0x00091010, "UN", b"\x00\x01")
+    ds.save_as(path, enforce_file_format=True)
+    before = path.read_bytes()
+    with pytest.raises(CannotEncode, match="UN"):
+        prepare(path, ExplicitVRBigEndian, ImplicitVRLittleEndian)
+    assert path.read_bytes() == before

@@ -10,6 +10,7 @@ import pynetdicom
 import pynetdicom.association
 import pynetdicom.dimse
 import pynetdicom.dul
+import pynetdicom.fsm
 import pytest
 from pynetdicom import ALL_TRANSFER_SYNTAXES
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -151,3 +152,17 @@ def test_the_pynetdicom_internals_the_limits_use_are_still_there():
     assert "target=make_target(self.assoc._serve_request)" in receive
     assert "self.msg_queue.put((context_id" in receive
     assert "counting" in pynetdicom.dimse.make_target.__qualname__
+
+
+def test_the_pynetdicom_internals_a_request_on_an_accepted_association_uses_are_still_there():
+    # dimse.request_unless_releasing pauses the reactor as pynetdicom's send_n_* do, and
+    # reads the state of an acceptor that received the peer's A-RELEASE-RQ.
+    send = inspect.getsource(pynetdicom.association.Association.send_n_event_report)
+    assert "self._reactor_checkpoint.clear()" in send and "while not self._is_paused:" in send
+    assert "self.dimse.send_msg(req" in send
+    reactor = inspect.getsource(pynetdicom.association.Association._run_reactor)
+    assert "self.acse.is_release_requested()" in reactor
+    assert pynetdicom.fsm.TRANSITION_TABLE[("Evt12", "Sta6")] == "AR-2"
+    assert pynetdicom.fsm.ACTIONS["AR-2"][2] == dimse.RELEASE_REQUESTED_STATE
+    dimse_init = inspect.getsource(DIMSEServiceProvider.__init__)
+    assert "self.msg_queue" in dimse_init

@@ -409,7 +409,6 @@ def test_uids_differing_from_the_command_are_refused(which, tmp_path):
         ({"BitsAllocated": 8}, ExplicitVRBigEndian),
         ({"SamplesPerPixel": 3}, ExplicitVRLittleEndian),
         ({"NumberOfFrames": 2}, ExplicitVRLittleEndian),
-        ({"NumberOfFrames": 0}, ExplicitVRLittleEndian),
         ({"Rows": 129}, DeflatedExplicitVRLittleEndian),
     ],
 )
@@ -418,6 +417,29 @@ def test_native_pixel_length_disagreeing_with_attributes_is_refused(change, synt
     for keyword, value in change.items():
         setattr(ds, keyword, value)
     path, _ = _received(tmp_path, ds, syntax)
+    _assert_refused(path, ds, STATUS_DATASET_MISMATCH, "PixelData length")
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_number_of_frames_0_over_one_frame_is_kept_and_recorded(syntax, tmp_path):
+    # Issue 7: refuse only what cannot be kept faithfully; storescp and Orthanc store it.
+    ds = _ct()
+    ds.NumberOfFrames = 0
+    path, _ = _received(tmp_path, ds, syntax)
+    header = _accepted(path, ds)
+    assert header.number_of_frames == 0
+    facts = InstanceFacts(header.series_uid, 1, 1, None, header.number_of_frames,
+                          header.remarks)
+    assert "series 1: 1 instance(s) with NumberOfFrames 0" in study_findings([facts])
+
+
+@pytest.mark.parametrize("frames_of_data", [0.5, 2])
+def test_number_of_frames_0_over_anything_but_one_frame_is_refused(frames_of_data, tmp_path):
+    ds = _ct()
+    ds.NumberOfFrames = 0
+    ds.PixelData = ds.PixelData * 2 if frames_of_data == 2 else ds.PixelData[:len(
+        ds.PixelData) // 2]
+    path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian)
     _assert_refused(path, ds, STATUS_DATASET_MISMATCH, "PixelData length")
 
 
@@ -655,7 +677,7 @@ def _facts(
     images: int | None = None,
     frames: int | None = None,
 ) -> InstanceFacts:
-    return InstanceFacts(series, number, instance, images, frames, frames)
+    return InstanceFacts(series, number, instance, images, frames)
 
 
 def _series(uid: str, number: int | None, instances, **kw) -> list[InstanceFacts]:
@@ -737,8 +759,8 @@ def test_findings_are_deterministic_and_ordered():
 def test_instance_remarks_are_counted_per_study_after_completeness():
     plain = _series("1.2.3.1", 1, [1, 3])
     remarked = [
-        InstanceFacts("1.2.3.2", 2, 1, None, None, None, ("PatientID missing",)),
-        InstanceFacts("1.2.3.2", 2, 2, None, None, None,
+        InstanceFacts("1.2.3.2", 2, 1, None, None, ("PatientID missing",)),
+        InstanceFacts("1.2.3.2", 2, 2, None, None,
                       ("PatientID missing", "no pixel data (Basic Text SR Storage)")),
     ]
     assert study_findings(plain + remarked) == [
