@@ -31,7 +31,7 @@ logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                     format="%(levelname)s %(name)s: %(message)s")
 for name in sys.argv[1:]:
     sys.modules[name] = None  # as if not installed: find_spec gives None, import fails
-from appliance.app import choose_hardware
+from appliance.hardware import choose_hardware
 from appliance.config import default_config
 hardware = choose_hardware(default_config())
 print("position", type(hardware.position).__name__)
