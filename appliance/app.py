@@ -14,18 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import tempfile
 import threading
 import time
 
 from pynetdicom import evt
 
-from appliance import (
-    dimse,  # noqa: F401  (applies pynetdicom settings)
-    metrics,
-    status,
-    systemd,
-)
+from appliance import dimse, metrics, status, systemd
 from appliance.callers import Callers
 from appliance.commands import PIN_SETTING, Actions, Commands
 from appliance.commitment_scp import ModalityCommitment
@@ -75,14 +69,13 @@ class Box:
     """The running appliance."""
 
     def __init__(self, config: Config, hardware: Hardware | None = None) -> None:
+        dimse.configure()
         self.config = config
         box = config.box
         key = FileKeystore(box.key_path).load_or_create()
         self.store = Store(box.data_dir, key, reserve_bytes=box.reserve_mb * 1024 * 1024)
         self.repair = self.store.repair()
-        # pynetdicom spools received datasets through tempfile: keep them on the data
-        # partition, where start-up scrubs what a crash left behind.
-        tempfile.tempdir = str(self.store.spool_dir)
+        dimse.spool_to(self.store.spool_dir)
         self.hardware = hardware or choose_hardware(config)
         self.stop_event = threading.Event()
         self.closer_wake = threading.Event()

@@ -21,12 +21,13 @@ from typing import Any
 
 from pynetdicom import evt
 
+from appliance import statuses
 from appliance.config import Config
 from appliance.logs import event
 
 log = logging.getLogger("fluxbox.callers")
 
-NOT_AUTHORIZED = 0x0124  # PS3.7 Annex C: Refused: Not authorized
+NOT_AUTHORIZED = statuses.NOT_AUTHORIZED
 
 ECHO, STORE, FIND, MPPS, COMMIT_REQUEST, COMMIT_REPORT = (
     "echo", "store", "find", "mpps", "commitment-request", "commitment-report")

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom.sop_class import StorageCommitmentPushModel  # noqa: F401  (re-exported)
 
-from appliance import dimse
+from appliance import statuses
 from appliance.store import InstanceRecord, Store
 
 # PS3.4 J.3.3: the well-known SOP Instance of the Storage Commitment Push Model.
@@ -21,7 +21,7 @@ PUSH_MODEL_INSTANCE = "1.2.840.10008.1.20.1.1"
 ACTION_REQUEST_COMMIT = 1
 EVENT_ALL_COMMITTED = 1
 EVENT_SOME_FAILED = 2
-STATUS_NO_SUCH_TRANSACTION = 0x0119  # no such SOP instance: the transaction is unknown
+STATUS_NO_SUCH_TRANSACTION = statuses.CLASS_INSTANCE_CONFLICT  # the transaction is unknown
 
 
 def request_dataset(records: list[InstanceRecord]) -> Dataset:
@@ -43,4 +43,4 @@ def handle_report(store: Store, event) -> tuple[int, None]:
     info = event.event_information
     failed = {str(item.ReferencedSOPInstanceUID) for item in info.get("FailedSOPSequence", [])}
     known = store.commitment_result(str(info.get("TransactionUID", "")), failed, time.time())
-    return (dimse.SUCCESS if known else STATUS_NO_SUCH_TRANSACTION), None
+    return (statuses.SUCCESS if known else STATUS_NO_SUCH_TRANSACTION), None

@@ -37,7 +37,7 @@ from pynetdicom import AE, build_role
 from pynetdicom.dimse_primitives import N_EVENT_REPORT
 from pynetdicom.dsutils import encode
 
-from appliance import dimse
+from appliance import dimse, statuses
 from appliance.commitment import (
     ACTION_REQUEST_COMMIT,
     EVENT_ALL_COMMITTED,
@@ -53,11 +53,11 @@ from appliance.store import CommitRequest, InstanceCommit, Store
 log = logging.getLogger("fluxbox.commitment")
 
 # N-ACTION statuses (PS3.7 C.4.2) and Failure Reasons (PS3.3 C.14.1.1).
-NO_SUCH_ACTION_TYPE = 0x0123
-INVALID_ARGUMENT_VALUE = 0x0115
-NO_SUCH_SOP_INSTANCE = 0x0112
-CLASS_INSTANCE_CONFLICT = 0x0119
-PROCESSING_FAILURE = dimse.PROCESSING_FAILURE
+NO_SUCH_ACTION_TYPE = statuses.NO_SUCH_ACTION_TYPE
+INVALID_ARGUMENT_VALUE = statuses.INVALID_ARGUMENT_VALUE
+NO_SUCH_SOP_INSTANCE = statuses.NO_SUCH_SOP_INSTANCE
+CLASS_INSTANCE_CONFLICT = statuses.CLASS_INSTANCE_CONFLICT
+PROCESSING_FAILURE = statuses.PROCESSING_FAILURE
 
 MODES = ("box", "pacs")
 SAME_ASSOCIATION_TIMEOUT_S = 10.0  # for a modality that keeps it open yet never answers
@@ -94,7 +94,7 @@ class Report:
 
 def _status_error(status: int) -> str | None:
     """None for the modality's success or warning, else what it answered."""
-    if dimse.is_success_or_warning(status):
+    if statuses.is_success_or_warning(status):
         return None
     return f"modality answered 0x{status:04X}"
 
@@ -206,7 +206,7 @@ class ModalityCommitment:
               transaction=self.store.uid_key(transaction_uid)[:12],
               instances=len(references), held=sum(held))
         self.wake.set()
-        return dimse.SUCCESS, None
+        return statuses.SUCCESS, None
 
     # -- the report ----------------------------------------------------------------
 

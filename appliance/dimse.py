@@ -1,23 +1,29 @@
-"""pynetdicom settings and DIMSE status codes, set in one place.
+"""pynetdicom settings, set in one place (the status codes are in `appliance.statuses`).
 
-Importing this module applies the settings once: chunked receive and send
-(large instances never sit in memory), the PDU limits of `appliance.upper_layer`,
-identifier logging off (no patient data in logs), and TCP_NODELAY on every
-association socket (pynetdicom never sets it, and Nagle's algorithm costs small
-instances a round trip each).
+`configure()`, called once by the composition root (`app.Box`), applies them: chunked
+receive and send (large instances never sit in memory), the PDU limits of
+`appliance.upper_layer`, identifier logging off (no patient data in logs), and
+TCP_NODELAY on every association socket (pynetdicom never sets it, and Nagle's algorithm
+costs small instances a round trip each). Every pynetdicom internal patched here or in
+`upper_layer` is checked by a test that fails loudly when pynetdicom changes it
+(tests/unit/test_upper_layer.py, tests/unit/test_dimse.py).
 """
 
 from __future__ import annotations
 
+import functools
 import queue
 import socket
+import tempfile
 import threading
 import time
 import types
+from pathlib import Path
 from typing import Any
 
 import pynetdicom.acse
 import pynetdicom.association
+import pynetdicom.dimse_messages
 from pydicom import config as pydicom_config
 from pynetdicom import _config
 from pynetdicom.dul import DULServiceProvider
@@ -34,33 +40,13 @@ MAX_QUEUED_PDUS = 32
 # association is open they poll at most this long; with none open nothing polls at all.
 POLL_S = 0.0002
 
-# DIMSE status codes, PS3.4 Annex B and PS3.7 Annex C.
-SUCCESS = 0x0000
-WARNING_COERCION = 0xB000
-WARNING_ELEMENTS_DISCARDED = 0xB007
-WARNING_DATASET_MISMATCH = 0xB006
-OUT_OF_RESOURCES = 0xA700
-DATASET_MISMATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-PROCESSING_FAILURE = 0x0110
-
-
-def is_success_or_warning(status: int) -> bool:
-    return status == SUCCESS or status in (0x0001, 0x0107, 0x0116) or (status & 0xF000) == 0xB000
-
-
-def is_transient(status: int) -> bool:
-    """Out of resources (0xA7xx) and processing failure may pass on a later try."""
-    return (status & 0xFF00) == 0xA700 or status == PROCESSING_FAILURE
-
-
 def _nodelay(sock: socket.socket | None) -> None:
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _apply() -> None:
+def configure() -> None:
+    """Apply the box's pynetdicom and pydicom settings (idempotent)."""
     # Values are checked by validation.py; pydicom's own warnings would echo them to the log.
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     _config.STORE_RECV_CHUNKED_DATASET = True
@@ -87,6 +73,14 @@ def _apply() -> None:
     AssociationSocket._create_socket = _create_socket
     AssociationSocket.__init__ = __init__
     AssociationSocket._fluxbox_nodelay = True
+
+
+def spool_to(directory: Path) -> None:
+    """Where pynetdicom spools a C-STORE data set while it arrives: the box's spool
+    directory on the data partition, where start-up scrubs what a crash left behind (and
+    nothing else of the process's temporary files goes there)."""
+    pynetdicom.dimse_messages.NamedTemporaryFile = functools.partial(
+        tempfile.NamedTemporaryFile, dir=str(directory))
 
 
 def accept_any_storage(ae, preference: list[str]) -> None:
@@ -238,6 +232,3 @@ def _shorten_polling() -> None:
         self._run_loop_delay = POLL_S
 
     DULServiceProvider.__init__ = __init__
-
-
-_apply()

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.sop_class import ModalityPerformedProcedureStep
 
-from appliance import dimse
+from appliance import statuses
 from appliance.config import Config
 from appliance.logs import event
 from appliance.sites import SiteDecision
@@ -27,8 +27,8 @@ from appliance.store import Store
 log = logging.getLogger("fluxbox.mpps")
 
 MPPS_CLASS = str(ModalityPerformedProcedureStep)
-NO_SUCH_INSTANCE = 0x0112
-DUPLICATE_INSTANCE = 0x0111
+NO_SUCH_INSTANCE = statuses.NO_SUCH_SOP_INSTANCE
+DUPLICATE_INSTANCE = statuses.DUPLICATE_SOP_INSTANCE
 
 
 def encode(ds: Dataset, step_uid: str) -> bytes:
@@ -92,13 +92,13 @@ class MppsService:
             return handler(ev)
         except Exception as exc:
             event(log, "mpps not accepted", logging.ERROR, error=type(exc).__name__)
-            return dimse.PROCESSING_FAILURE, None
+            return statuses.PROCESSING_FAILURE, None
 
     def _create(self, ev) -> tuple[int, Dataset | None]:
         ds = ev.attribute_list
         step_uid = str(ev.request.AffectedSOPInstanceUID or "")
         if not step_uid:
-            return dimse.CANNOT_UNDERSTAND, None
+            return statuses.CANNOT_UNDERSTAND, None
         if self.store.study(self.store.uid_key("mpps:" + step_uid)) is not None:
             return DUPLICATE_INSTANCE, None
         site = self.site().id
@@ -107,7 +107,7 @@ class MppsService:
                                sop_class_uid=MPPS_CLASS, performed_study_uid=performed_study(ds))
         event(log, "mpps created", status=ds.get("PerformedProcedureStepStatus", ""))
         self.on_queued()
-        return dimse.SUCCESS, ds
+        return statuses.SUCCESS, ds
 
     def _set(self, ev) -> tuple[int, Dataset | None]:
         ds = ev.modification_list
@@ -123,4 +123,4 @@ class MppsService:
         if status == "COMPLETED" and step.performed_study_uid:
             self.on_completed(step.performed_study_uid, performed_instances(ds))
         self.on_queued()
-        return dimse.SUCCESS, ds
+        return statuses.SUCCESS, ds

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from appliance import dimse
+from appliance import statuses
 from appliance.config import Config, DestinationConfig
 
 log = logging.getLogger("fluxbox.nodes")
@@ -34,7 +34,7 @@ def echo(calling_ae: str, dest: DestinationConfig, timeout_s: float = ECHO_TIMEO
             return False
         status = assoc.send_c_echo()
         assoc.release()
-        return "Status" in status and int(status.Status) == dimse.SUCCESS
+        return "Status" in status and int(status.Status) == statuses.SUCCESS
     except Exception:  # a probe must never take the box down
         return False
 

@@ -22,7 +22,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from appliance import dimse, upper_layer
+from appliance import dimse, statuses, upper_layer
 from appliance.callers import NOBODY, Callers
 from appliance.commitment import handle_report
 from appliance.config import BoxConfig
@@ -155,7 +155,7 @@ class Receiver:
         ae.add_supported_context(StorageCommitmentPushModel, ACCEPTED_SYNTAXES,
                                  scu_role=True, scp_role=True)
         handlers = [
-            (evt.EVT_C_ECHO, lambda event: dimse.SUCCESS),
+            (evt.EVT_C_ECHO, lambda event: statuses.SUCCESS),
             (evt.EVT_C_STORE, self._on_c_store),
             (evt.EVT_N_EVENT_REPORT, lambda event: handle_report(self.store, event)),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -306,11 +306,11 @@ class Receiver:
         self.associations.touched(assoc_id, self.store.uid_key(header.study_uid))
         if outcome is not Outcome.DUPLICATE:
             self.on_stored()
-        return dimse.SUCCESS
+        return statuses.SUCCESS
 
     def _store_failed(self, kind: str, exc: Exception) -> int:
         self.counters["failed"] += 1
         self.last_error = f"store failed: {kind}"
         event(log, "instance not stored", logging.ERROR, cause=kind,
-              status=f"0x{dimse.OUT_OF_RESOURCES:04X}", detail=type(exc).__name__)
-        return dimse.OUT_OF_RESOURCES
+              status=f"0x{statuses.OUT_OF_RESOURCES:04X}", detail=type(exc).__name__)
+        return statuses.OUT_OF_RESOURCES

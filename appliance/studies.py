@@ -24,18 +24,6 @@ RECEIVING, HELD, QUEUED, SENDING, COMPLETE, FAILED = (
 )
 STATES = (RECEIVING, HELD, QUEUED, SENDING, COMPLETE, FAILED)
 
-# Allowed transitions. Any state goes back to `receiving` when an instance of
-# the study arrives again (a late image, or a corrected version).
-TRANSITIONS: dict[str, frozenset[str]] = {
-    RECEIVING: frozenset({HELD, QUEUED, SENDING, COMPLETE}),
-    HELD: frozenset({RECEIVING, QUEUED, SENDING}),
-    QUEUED: frozenset({RECEIVING, HELD, SENDING, COMPLETE, FAILED}),
-    SENDING: frozenset({RECEIVING, HELD, QUEUED, COMPLETE, FAILED}),
-    COMPLETE: frozenset({RECEIVING}),
-    FAILED: frozenset({RECEIVING, QUEUED, SENDING}),
-}
-
-
 def destination_state(counts: DeliveryCounts, instances: int) -> str:
     if (counts.delivered >= instances and counts.pending == 0 and counts.failed == 0
             and not counts.awaiting_commitment):

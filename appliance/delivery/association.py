@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from appliance import commitment, dimse, encoding, mpps
+from appliance import commitment, encoding, mpps, statuses
 from appliance.config import DestinationConfig
 from appliance.config.tls import tls_client_problems
 from appliance.crypto import BlobCorrupt
@@ -106,7 +106,7 @@ class AssociationSender:
         if "Status" not in status:
             return status  # the association is gone: the N-SET stays pending
         code = int(status.Status)
-        if code != mpps.DUPLICATE_INSTANCE and not dimse.is_success_or_warning(code):
+        if code != mpps.DUPLICATE_INSTANCE and not statuses.is_success_or_warning(code):
             raise Unsendable("RIS does not know this procedure step (0x0112) and refused its "
                              f"N-CREATE sent again: status 0x{code:04X}")
         status = self._n_set(step_uid, dataset)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
-from appliance import commitment, dimse, encoding, mpps
+from appliance import commitment, dimse, encoding, mpps, statuses
 from appliance.config import DestinationConfig, TransmitConfig
 from appliance.delivery.association import (
     AssociationAsker,
@@ -297,7 +297,7 @@ class DestinationWorker:
         status = asker.ask(request)
         if "Status" not in status:
             raise LinkDown("no response to the commitment request")
-        if not dimse.is_success_or_warning(int(status.Status)):
+        if not statuses.is_success_or_warning(int(status.Status)):
             self.store.commitment_refused(
                 self.dest_id, study,
                 f"PACS refused the commitment request: status 0x{int(status.Status):04X}",
@@ -332,13 +332,13 @@ class DestinationWorker:
         if "Status" not in status:
             raise LinkDown("no response from PACS (association aborted or timed out)")
         code = int(status.Status)
-        if dimse.is_success_or_warning(code):
+        if statuses.is_success_or_warning(code):
             self.pacing.record_transfer(self.dest_id, link_class, item.instance.size_bytes,
                                         elapsed)
             if self.store.record_delivered(self.dest_id, item, time.time(), link_class):
                 outcome.completed.append(item.study.key)
             outcome.sent += 1
-        elif dimse.is_transient(code):
+        elif statuses.is_transient(code):
             raise TransientRefusal(f"PACS answered 0x{code:04X} (out of resources)")
         else:
             self._fail(item, outcome, f"PACS refused the instance: status 0x{code:04X}")

@@ -20,7 +20,7 @@ from pathlib import Path
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import CTImageStorage
 
-from appliance import dimse
+from appliance import statuses
 from appliance.config import parse_config
 from appliance.demo.relay import FlakyRelay
 from appliance.demo.synthetic import write_ct_study
@@ -44,7 +44,7 @@ class DemoPacs:
     def _on_store(self, event) -> int:
         with self._lock:
             self.received[str(event.request.AffectedSOPInstanceUID)] += 1
-        return dimse.SUCCESS
+        return statuses.SUCCESS
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -97,7 +97,7 @@ def _send_study(port: int, files: list[Path]) -> int:
     acknowledged = 0
     for path in files:
         status = assoc.send_c_store(path)
-        acknowledged += int("Status" in status and status.Status == dimse.SUCCESS)
+        acknowledged += int("Status" in status and status.Status == statuses.SUCCESS)
     assoc.release()
     return acknowledged
 

@@ -12,8 +12,10 @@ patient value or a UID (PS3.4 Storage Service Class, C-STORE failures).
 
 from __future__ import annotations
 
-STATUS_CANNOT_UNDERSTAND = 0xC210
-STATUS_DATASET_MISMATCH = 0xA900
+from appliance import statuses
+
+STATUS_CANNOT_UNDERSTAND = statuses.CANNOT_PARSE
+STATUS_DATASET_MISMATCH = statuses.DATASET_MISMATCH
 
 
 class InvalidDataset(Exception):

@@ -29,7 +29,7 @@ from datetime import date
 from pydicom.dataset import Dataset
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from appliance import dimse
+from appliance import statuses
 from appliance.config import Config, SiteConfig
 from appliance.logs import event
 from appliance.store import Store
@@ -168,14 +168,14 @@ class Worklist:
         """pynetdicom's EVT_C_FIND handler: pending answers, then success (sent by
         pynetdicom), or cancel when the modality asks."""
         if ev.request.AffectedSOPClassUID != ModalityWorklistInformationFind:
-            yield dimse.SOP_CLASS_NOT_SUPPORTED, None
+            yield statuses.SOP_CLASS_NOT_SUPPORTED, None
             return
         try:
             query = ev.identifier
             responses = self.answer(query)
         except Exception as exc:
             event(log, "worklist query failed", logging.WARNING, error=type(exc).__name__)
-            yield dimse.CANNOT_UNDERSTAND, None
+            yield statuses.CANNOT_UNDERSTAND, None
             return
         for response in responses:
             if ev.is_cancelled:

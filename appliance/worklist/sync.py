@@ -11,13 +11,10 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from appliance import dimse
+from appliance import statuses
 from appliance.worklist.config import WorklistConfig
 
-# C-FIND statuses, PS3.4 C.4.1.1.4.
-PENDING = 0xFF00
-PENDING_WARNING = 0xFF01
-CANCEL = 0xFE00
+PENDING, PENDING_WARNING, CANCEL = statuses.PENDING, statuses.PENDING_WARNING, statuses.CANCEL
 OK = "ok"
 
 # Return keys of the sync query: what PS3.4 Table K.6-1 lists, so every order comes
@@ -125,7 +122,7 @@ def _collect(responses: Iterator[tuple[Dataset, Dataset | None]]) -> Fetched:
                 unreadable += 1
             else:
                 found.append(identifier)
-        elif code == dimse.SUCCESS:
+        elif code == statuses.SUCCESS:
             return Fetched(found, OK, unreadable)
         elif code == CANCEL:
             return Fetched([], f"partial: cancelled after {len(found)} answers")

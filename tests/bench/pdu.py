@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pynetdicom import AE
 
-from appliance import dimse  # noqa: F401  (the box's pynetdicom settings, as in the box)
+from appliance import dimse
 from appliance.demo.synthetic import write_multiframe
 from tests.bench.measure import peak_rss_mb
 from tests.boxproc import BoxProcess, box_toml, site_toml
@@ -60,6 +60,7 @@ def measure(path: Path, max_pdu: int, repeat: int, tmp: Path) -> tuple[float, fl
 
 
 def main(argv: list[str] | None = None) -> int:
+    dimse.configure()  # the sender runs with the box's pynetdicom settings
     parser = argparse.ArgumentParser(prog="python -m tests.bench.pdu",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import urllib.request
 
 from appliance.app import Box, Hardware
@@ -37,7 +36,6 @@ ae_title = "PACS"
 host = "127.0.0.1"
 port = 9
 """)
-    saved = tempfile.tempdir
     box = Box(config, Hardware(FixedPosition(), StaticLinks(), NoModem(), led=led))
     try:
         box.start()
@@ -51,4 +49,3 @@ port = 9
         assert "fluxbox_queue_instances 0.0" in text
     finally:
         box.stop()
-        tempfile.tempdir = saved

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ from tests.support.waiting import wait_for
 @pytest.fixture
 def running() -> Iterator:
     boxes: list[Box] = []
-    saved = tempfile.tempdir
 
     def start(config_text: str, hardware: Hardware) -> Box:
         box = Box(parse_config(config_text), hardware)
@@ -35,7 +33,6 @@ def running() -> Iterator:
     yield start
     for box in boxes:
         box.stop()
-    tempfile.tempdir = saved
 
 
 def _config(tmp_path: Path, pacs_port: int, detect: str, policy: str = "") -> str:

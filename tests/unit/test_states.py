@@ -3,19 +3,13 @@ import random
 from appliance.delivery import Backoff
 from appliance.health import HealthFacts, health_state
 from appliance.store import DeliveryCounts, StudyRecord
-from appliance.studies import STATES, TRANSITIONS, study_state
+from appliance.studies import study_state
 
 
 def _study(phase="closed", held=None, instances=3, completed_at=None) -> StudyRecord:
     return StudyRecord(key="00", seq=1, study_uid="1.2", site="a", site_source="fixed",
                        phase=phase, held_reason=held, instances=instances,
                        destinations=("a/pacs",), completed_at=completed_at)
-
-
-def test_transition_table_covers_every_state():
-    assert set(TRANSITIONS) == set(STATES)
-    for targets in TRANSITIONS.values():
-        assert targets <= set(STATES)
 
 
 def test_states_derive_from_counts():
