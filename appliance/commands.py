@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from appliance.config import Config
 from appliance.control import CommandError
@@ -20,7 +21,8 @@ log = logging.getLogger("fluxbox.commands")
 
 PIN_SETTING = "site_pin"
 
-Handler = Callable[[dict], object]
+Args = dict[str, Any]  # a command's arguments, as the control socket got them
+Handler = Callable[[Args], object]
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Commands:
     def table(self) -> dict[str, Handler]:
         return {**self.views, "site": self.site, "retry": self.retry, "assign": self.assign}
 
-    def site(self, args: dict) -> dict:
+    def site(self, args: Args) -> dict[str, Any]:
         action = args.get("action", "show")
         if action == "set":
             site_id = args.get("id", "")
@@ -59,7 +61,7 @@ class Commands:
         self.actions.site_changed()
         return self.actions.current_site().as_json()
 
-    def assign(self, args: dict) -> dict:
+    def assign(self, args: Args) -> dict[str, Any]:
         study = self._study(args.get("study_uid") or "")
         site_id = args.get("site_id") or ""
         self._known_site(site_id)
@@ -69,7 +71,7 @@ class Commands:
             raise CommandError(str(exc)) from exc
         return {"study_uid": study.study_uid, "site": site_id}
 
-    def retry(self, args: dict) -> dict:
+    def retry(self, args: Args) -> dict[str, Any]:
         study_uid = args.get("study_uid")
         study_key = self._study(study_uid).key if study_uid else None
         moved = self.store.retry_failed(study_key, time.time())

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from appliance.config import Config, DestinationConfig, SiteConfig
+from appliance.config import Config, DestinationConfig, PolicyConfig, SiteConfig
 from appliance.signals import CELLULAR, WIFI, WIRED, Link, Snapshot
 from appliance.store import StudyRecord
 
@@ -188,7 +188,7 @@ def delivery_block(
                         cellular_used_bytes=cellular_used_bytes)
 
 
-def _over_budget(policy, used: tuple[int, int]) -> bool:
+def _over_budget(policy: PolicyConfig, used: tuple[int, int]) -> bool:
     day_mb, month_mb = policy.cellular_mb_per_day, policy.cellular_mb_per_month
     return bool((day_mb and used[0] >= day_mb * 1_000_000)
                 or (month_mb and used[1] >= month_mb * 1_000_000))

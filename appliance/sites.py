@@ -26,7 +26,7 @@ class SiteDecision:
     id: str | None
     source: str | None  # "gps" | "network" | "node" | "manual" | "fixed" | None
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, str | None]:
         return {"id": self.id, "source": self.source}
 
 

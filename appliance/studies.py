@@ -109,11 +109,12 @@ class StudyCloser:
         if study is None or not instance_uids:
             return
         keys = tuple(self.store.uid_key(uid) for uid in instance_uids)
-        changes = {"expected": keys, "expect_until": now + self.config.transmit.mpps_wait_s}
+        until = now + self.config.transmit.mpps_wait_s
         if study.phase != RECEIVING and not self._missing(study, keys):
-            self.store.update_study(study.key, **changes)
+            self.store.update_study(study.key, expected=keys, expect_until=until)
             return
-        self.store.update_study(study.key, phase=RECEIVING, closed_at=None, **changes)
+        self.store.update_study(study.key, phase=RECEIVING, closed_at=None, expected=keys,
+                                expect_until=until)
 
     def _missing(self, study: StudyRecord, keys: tuple[str, ...]) -> set[str]:
         present = {r.key for r in self.store.study_instances(study.key)}

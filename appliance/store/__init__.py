@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from appliance.crypto import Keys
 from appliance.store.blobs import Blobs
@@ -136,7 +137,7 @@ class Store:
             path, header, calling_aet=calling_aet, site=site, site_source=site_source,
             now=now, position=position, commit=self._commit_instance)
 
-    def _commit_instance(self, *args) -> tuple[Outcome, str | None]:
+    def _commit_instance(self, *args: Any) -> tuple[Outcome, str | None]:
         """put_instance's one LMDB transaction, looked up here so a test can make it fail."""
         return self._studies.commit_instance(*args)
 
@@ -150,7 +151,7 @@ class Store:
         return self.study(self.uid_key(study_uid))
 
     def update_study(self, study_key: str, expect_last_at: float | None = None,
-                     **changes) -> StudyRecord | None:
+                     **changes: Any) -> StudyRecord | None:
         return self._studies.update_study(study_key, expect_last_at, **changes)
 
     def study_instances(self, study_key: str) -> list[InstanceRecord]:
@@ -241,10 +242,10 @@ class Store:
 
     # -- journal ---------------------------------------------------------------------
 
-    def add_event(self, name: str, now: float | None = None, **fields) -> None:
+    def add_event(self, name: str, now: float | None = None, **fields: Any) -> None:
         self._journal.add_event(name, now, **fields)
 
-    def events(self, limit: int = 50) -> list[dict]:
+    def events(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._journal.events(limit)
 
     def get_setting(self, name: str) -> str | None:
@@ -268,5 +269,5 @@ class Store:
     def worklist(self, site_id: str) -> list[bytes]:
         return self._worklist.worklist(site_id)
 
-    def worklist_state(self, site_id: str) -> dict:
+    def worklist_state(self, site_id: str) -> dict[str, Any]:
         return self._worklist.worklist_state(site_id)

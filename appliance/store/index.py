@@ -30,7 +30,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import lmdb
 
@@ -43,8 +43,33 @@ DATABASES = ("instances", "studies", "members", "pending", "acked", "failed", "e
 # What a record that fails authentication or does not parse raises.
 DAMAGED = (BlobCorrupt, ValueError, TypeError, KeyError)
 
-Txn = lmdb.Transaction
 R = TypeVar("R")
+
+
+class Cursor(Protocol):
+    """An LMDB cursor as the store uses it: keys and values are bytes (never buffers)."""
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]: ...
+    def set_range(self, key: bytes) -> bool: ...
+    def first(self) -> bool: ...
+    def last(self) -> bool: ...
+    def delete(self) -> bool: ...
+    def iterprev(self) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+class Txn(Protocol):
+    """An LMDB transaction as the store uses it (opened without `buffers`: values are
+    bytes), usable in `with`."""
+
+    def get(self, key: bytes, default: bytes | None = None, db: Any = None) -> bytes | None: ...
+    def put(self, key: bytes, value: bytes, dupdata: bool = True, overwrite: bool = True,
+            append: bool = False, db: Any = None) -> bool: ...
+    def delete(self, key: bytes, value: bytes = b"", db: Any = None) -> bool: ...
+    def pop(self, key: bytes, db: Any = None) -> bytes | None: ...
+    def cursor(self, db: Any = None) -> Cursor: ...
+    def stat(self, db: Any) -> dict[str, int]: ...
+    def __enter__(self) -> Txn: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 class Index:
@@ -61,11 +86,11 @@ class Index:
         self.env.close()
 
     def read(self) -> Txn:
-        return self.env.begin()
+        return cast(Txn, self.env.begin())
 
     def write(self) -> Txn:
         """A write transaction: committed when its `with` block ends without an exception."""
-        return self.env.begin(write=True)
+        return cast(Txn, self.env.begin(write=True))
 
     # -- keyed hashes --------------------------------------------------------------
 
@@ -95,13 +120,14 @@ class Index:
         """The plain value; raises BlobCorrupt when it fails authentication."""
         return self.keys.open(sealed)
 
-    def seal_json(self, body: dict) -> bytes:
+    def seal_json(self, body: dict[str, Any]) -> bytes:
         return self.seal(json.dumps(body).encode())
 
-    def open_json(self, sealed: bytes) -> dict:
-        return json.loads(self.open(sealed))
+    def open_json(self, sealed: bytes) -> dict[str, Any]:
+        opened: dict[str, Any] = json.loads(self.open(sealed))
+        return opened
 
-    def seal_record(self, record) -> bytes:
+    def seal_record(self, record: Any) -> bytes:
         return self.seal(json.dumps(asdict(record), separators=(",", ":")).encode())
 
     def open_record(self, sealed: bytes, cls: type[R]) -> R:
@@ -112,7 +138,7 @@ class Index:
         raw = txn.get(key, db=self.db[db])
         return None if raw is None else self.open_record(raw, cls)
 
-    def put(self, txn: Txn, db: str, key: bytes, record) -> None:
+    def put(self, txn: Txn, db: str, key: bytes, record: Any) -> None:
         txn.put(key, self.seal_record(record), db=self.db[db])
 
     def records(self, txn: Txn, db: str, cls: type[R]) -> Iterator[R]:

@@ -15,6 +15,7 @@ import json
 import struct
 import threading
 import time
+from typing import Any
 
 from appliance.store.index import Index, Txn
 from appliance.store.records import SEQ
@@ -31,7 +32,7 @@ class Journal:
 
     # -- audit trail -----------------------------------------------------------
 
-    def event(self, txn: Txn, now: float, name: str, **fields) -> None:
+    def event(self, txn: Txn, now: float, name: str, **fields: Any) -> None:
         """Add an event in `txn`; keys sort by time, the counter parts events of one instant."""
         with self._event_lock:
             self._event_counter = (self._event_counter + 1) & 0xFFFFFFFF
@@ -39,11 +40,11 @@ class Journal:
         body = json.dumps({"at": now, "event": name, **fields}, separators=(",", ":"))
         txn.put(key, self.index.seal(body.encode()), db=self.index.db["events"])
 
-    def add_event(self, name: str, now: float | None = None, **fields) -> None:
+    def add_event(self, name: str, now: float | None = None, **fields: Any) -> None:
         with self.index.write() as txn:
             self.event(txn, time.time() if now is None else now, name, **fields)
 
-    def events(self, limit: int = 50) -> list[dict]:
+    def events(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest `limit` audit events, newest last."""
         out = []
         with self.index.read() as txn:

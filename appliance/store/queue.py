@@ -228,6 +228,8 @@ class Queue:
             if current is not None and current.digest != item.instance.digest:
                 return
             value = txn.pop(item.pending_key, db=self.db["pending"])
+            if value is None:  # no longer pending: nothing to fail
+                return
             txn.put(item.pending_key, value[:32] + reason.encode(), db=self.db["failed"])
             self.journal.event(txn, now, "instance failed", destination=dest,
                                study=item.study.key[:12], instance=item.instance.key[:12],

@@ -13,6 +13,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any, TypeVar
 
 SEQ = struct.Struct(">Q")  # a sequence number as a big-endian key part (sorts in order)
 
@@ -44,7 +45,7 @@ class InstanceRecord:
     blob: str
     digest: str
     received_at: float
-    facts: dict = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
     version: int = 1
 
 
@@ -156,7 +157,10 @@ def destination_site(dest_id: str) -> str:
     return dest_id.split("/", 1)[0]
 
 
-def record_from_json(cls, raw: bytes):
+R = TypeVar("R")
+
+
+def record_from_json(cls: type[R], raw: bytes) -> R:
     """A record from its JSON fields; JSON arrays become the tuples the record declares."""
     data = json.loads(raw)
     for name in ("destinations", "findings", "commit_destinations", "position", "expected"):

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -136,7 +137,8 @@ class Studies:
             study = replace(
                 study, phase="receiving", last_at=now, closed_at=None, completed_at=None,
                 instances=study.instances + (0 if same_study else 1),
-                size_bytes=study.size_bytes + size - (existing.size_bytes if same_study else 0),
+                size_bytes=study.size_bytes + size - (
+                    existing.size_bytes if existing is not None and same_study else 0),
                 corrections=study.corrections + (1 if existing else 0),
             )
             self.index.put(txn, "instances", inst_key, record)
@@ -192,13 +194,12 @@ class Studies:
     def study_instances(self, study_key: str) -> list[InstanceRecord]:
         prefix = bytes.fromhex(study_key)
         with self.index.read() as txn:
-            return [
-                self.index.get(txn, "instances", inst_key, InstanceRecord)
-                for _, inst_key in self.index.prefixed(txn, "members", prefix)
-            ]
+            found = (self.index.get(txn, "instances", inst_key, InstanceRecord)
+                     for _, inst_key in self.index.prefixed(txn, "members", prefix))
+            return [record for record in found if record is not None]
 
     def update_study(self, study_key: str, expect_last_at: float | None = None,
-                     **changes) -> StudyRecord | None:
+                     **changes: Any) -> StudyRecord | None:
         """Change fields of a study in one transaction.
 
         With `expect_last_at`, nothing changes if an instance arrived meanwhile
@@ -276,7 +277,7 @@ class Studies:
         return True
 
 
-def _facts(header: InstanceHeader) -> dict:
+def _facts(header: InstanceHeader) -> dict[str, Any]:
     """What the study views need of an instance beyond its record's own fields."""
     return {
         "series_number": header.series_number,

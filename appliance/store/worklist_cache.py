@@ -13,6 +13,7 @@ reads the worklist database raw yet), and a failed or partial sync never empties
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from appliance.store.index import Index
 from appliance.store.records import SEQ
@@ -49,7 +50,7 @@ class WorklistCache:
             return [self.index.open(v)
                     for _, v in self.index.prefixed(txn, "worklist", _entry_prefix(site_id))]
 
-    def worklist_state(self, site_id: str) -> dict:
+    def worklist_state(self, site_id: str) -> dict[str, Any]:
         """{"synced_at", "result", "entries", ...} of a site's cache ({} if never synced)."""
         with self.index.read() as txn:
             raw = txn.get(_state_key(site_id), db=self.db["meta"])
