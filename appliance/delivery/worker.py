@@ -80,7 +80,7 @@ class DestinationWorker:
         self.pacing = pacing or Pacing(transmit)
         self.throttle = throttle or Throttle(transmit)
         self.in_flight = in_flight or InFlight()  # shared with `assign` (app.Box wires it)
-        self.clock = clock  # what the gate is asked at, just before each send
+        self.clock = clock  # every step's "now" (the gate just before each send, acks, back-off)
         self.backoff = Backoff(transmit.retry_initial_s, transmit.retry_max_s)
         self.last_error: str | None = None
         # kept in the store (at most every LAST_SUCCESS_SAVE_S): a restart does not make the
@@ -103,7 +103,7 @@ class DestinationWorker:
 
     def deliver_once(self, now: float | None = None) -> BatchResult:
         """Send the next batch, if back-off and policy allow; record every response."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         if not self.backoff.ready(now):
             return BatchResult()
         batch = self._next_batch(now)
@@ -123,7 +123,7 @@ class DestinationWorker:
                 thread.start()
             for thread in threads:
                 thread.join()
-        return self._settle(outcomes, time.time())
+        return self._settle(outcomes, self.clock())
 
     def _next_batch(self, now: float) -> list[Queued]:
         t = self.transmit
@@ -276,24 +276,24 @@ class DestinationWorker:
                            lambda event: commitment.handle_report(self.store, event))])
         except (LinkDown, PeerRejected) as exc:
             outcome.error = str(exc)
-            return self._settle([outcome], time.time())
+            return self._settle([outcome], self.clock())
         try:
             self.ask_commitments(due, AssociationAsker(assoc), outcome)
         except LinkDown as exc:
             outcome.error = str(exc)
             assoc.abort()
-            return self._settle([outcome], time.time())
+            return self._settle([outcome], self.clock())
         assoc.release()
-        return self._settle([outcome], time.time())
+        return self._settle([outcome], self.clock())
 
     def _request_commitment(self, asker: CommitmentAsker, study: StudyRecord) -> None:
         if not asker.supports_commitment():
             self.store.commitment_refused(self.dest_id, study,
-                                          "PACS does not support Storage Commitment", time.time())
+                                          "PACS does not support Storage Commitment", self.clock())
             return
         request = commitment.request_dataset(self.store.study_instances(study.key))
         # Recorded first: the report may arrive on another association at once.
-        self.store.commitment_requested(self.dest_id, study, request.TransactionUID, time.time())
+        self.store.commitment_requested(self.dest_id, study, request.TransactionUID, self.clock())
         status = asker.ask(request)
         if "Status" not in status:
             raise LinkDown("no response to the commitment request")
@@ -301,7 +301,7 @@ class DestinationWorker:
             self.store.commitment_refused(
                 self.dest_id, study,
                 f"PACS refused the commitment request: status 0x{int(status.Status):04X}",
-                time.time())
+                self.clock())
 
     def _associate(self, wanted: list[tuple[str, list[str]]], handlers: list | None = None):
         t = self.transmit
@@ -335,7 +335,7 @@ class DestinationWorker:
         if statuses.is_success_or_warning(code):
             self.pacing.record_transfer(self.dest_id, link_class, item.instance.size_bytes,
                                         elapsed)
-            if self.store.record_delivered(self.dest_id, item, time.time(), link_class):
+            if self.store.record_delivered(self.dest_id, item, self.clock(), link_class):
                 outcome.completed.append(item.study.key)
             outcome.sent += 1
         elif statuses.is_transient(code):
@@ -344,7 +344,7 @@ class DestinationWorker:
             self._fail(item, outcome, f"PACS refused the instance: status 0x{code:04X}")
 
     def _fail(self, item: Queued, outcome: BatchResult, reason: str) -> None:
-        self.store.record_failed(self.dest_id, item, reason, time.time())
+        self.store.record_failed(self.dest_id, item, reason, self.clock())
         event(log, "instance refused", logging.WARNING, destination=self.dest_id,
               study=item.study.key[:12], reason=reason)
         outcome.failed += 1
@@ -360,13 +360,13 @@ class DestinationWorker:
                 event(log, "delivery error", logging.ERROR, destination=self.dest_id,
                       error=type(exc).__name__)
                 self.last_error = f"internal error: {type(exc).__name__}"
-                self.backoff.failed(time.time())
+                self.backoff.failed(self.clock())
                 outcome = BatchResult(error=self.last_error)
             if outcome.sent or outcome.failed:
                 continue
             wait_s = idle_s
             if self.backoff.next_at:
-                wait_s = max(0.05, min(idle_s, self.backoff.next_at - time.time()))
+                wait_s = max(0.05, min(idle_s, self.backoff.next_at - self.clock()))
             wake.wait(wait_s)
             wake.clear()
 
