@@ -10,40 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
-from pathlib import Path
 
-import pydicom
 import pytest
 
-from appliance.config import (
-    Config,
-    DestinationConfig,
-    DetectConfig,
-    SiteConfig,
-    TransmitConfig,
-)
-from appliance.delivery import DestinationWorker
-from appliance.inflight import InFlight, StudyBusy
-from appliance.routing import delivery_block
-from appliance.store import Store, StudyRecord
-from appliance.studies import AssignRefused, StudyCloser
-from appliance.validation import read_header
+from appliance.inflight import StudyBusy
+from appliance.studies import AssignRefused
 from tests.peers import CountingSCP
+from tests.support.parts import Parts
 
-KEY = bytes(range(32))
-QUIET_S = 10.0
 DEADLINE_S = 20.0
-
-
-def _config(pacs_port: int) -> Config:
-    transmit = TransmitConfig(batch="count", batch_count=10, associations=1, adaptive=False,
-                              study_quiet_s=QUIET_S, connect_timeout_s=5, dimse_timeout_s=30)
-    a = SiteConfig(id="a", destinations=(
-        DestinationConfig("pacs", "PACS", "127.0.0.1", pacs_port),))
-    b = SiteConfig(id="b", destinations=(
-        DestinationConfig("pacs", "B_PACS", "127.0.0.1", 9),))  # never reached here
-    return Config(detect=DetectConfig(mode="auto"), transmit=transmit, sites=(a, b))
 
 
 def _wait(predicate: Callable[[], object], what: str) -> None:
@@ -51,44 +26,6 @@ def _wait(predicate: Callable[[], object], what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
-
-
-class Box:
-    """The box's store, closer and site a's PACS worker, wired as app.Box wires them, with
-    one shared `InFlight`. The vehicle is at site a."""
-
-    def __init__(self, tmp_path: Path, files: list[Path], pacs_port: int,
-                 wait_s: float = 10.0) -> None:
-        self.config = _config(pacs_port)
-        self.store = Store(tmp_path / "data", KEY)
-        self.in_flight = InFlight(wait_s=wait_s)
-        self.closer = StudyCloser(self.store, self.config, lambda: set(), self.in_flight)
-        self.pause: Callable[[], None] = lambda: None  # called after each gate verdict
-        self.worker = DestinationWorker(
-            self.store, "a/pacs", self.config.sites[0].destinations[0], self.config.transmit,
-            calling_ae="FLUXBOX", gate=self.gate, in_flight=self.in_flight)
-        now = time.time()
-        for path in files:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            header = read_header(path, command_sop_class=ds.SOPClassUID,
-                                 command_sop_instance=ds.SOPInstanceUID)
-            self.store.put_instance(path, header, calling_aet="CT1", site="a",
-                                    site_source="manual", now=now)
-        self.closer.close_once(now + QUIET_S + 1)
-        (self.study,) = self.store.studies()
-
-    def gate(self, study: StudyRecord, now: float) -> str | None:
-        """app.Box.gate for site a's PACS; `pause` runs between the verdict and its use."""
-        verdict = delivery_block(study, "a/pacs", self.config, current_site="a", link=None,
-                                 now=datetime.fromtimestamp(now))
-        self.pause()
-        return verdict
-
-    def site(self) -> str | None:
-        return self.store.study(self.study.key).site
-
-    def close(self) -> None:
-        self.store.close()
 
 
 def _thread(target: Callable[[], object], errors: list[BaseException]) -> threading.Thread:
@@ -109,13 +46,13 @@ def test_an_instance_let_go_by_the_gate_never_reaches_the_old_site_after_assign(
     b's: assign waits for the send it let go, and then, the study being partly delivered
     to site a, refuses (a study is never split between two hospitals)."""
     arrivals: list[tuple[str, str | None]] = []  # (SOP Instance UID, study's site then)
-    box: Box | None = None
+    box: Parts | None = None
 
     def at_arrival(ds) -> None:
         arrivals.append((str(ds.SOPInstanceUID), box.site()))
 
     with CountingSCP(ae_title="PACS", status_override=at_arrival) as pacs:
-        box = Box(tmp_path, ct_study[:3], pacs.port)
+        box = Parts(tmp_path, ct_study[:3], pacs.port)
         try:
             checked, go = threading.Event(), threading.Event()
 
@@ -159,7 +96,7 @@ def test_assign_waits_for_an_instance_in_flight_then_refuses_when_it_takes_too_l
             release.wait(DEADLINE_S)
 
     with CountingSCP(ae_title="PACS", status_override=hold_the_first) as pacs:
-        box = Box(tmp_path, ct_study[:2], pacs.port, wait_s=0.5)
+        box = Parts(tmp_path, ct_study[:2], pacs.port, wait_s=0.5)
         try:
             errors: list[BaseException] = []
             worker = _thread(box.worker.deliver_once, errors)
