@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -56,3 +57,38 @@ def test_no_module_of_the_appliance_is_over_500_lines():
     long = {str(p.relative_to(ROOT)): n for p in _modules()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"split these (over {MAX_LINES} lines): {long}"
+
+
+# What each part may not import: data flows one way, receiving -> store -> studies and
+# routing -> delivery, and nothing below calls back up (the composition root wires them).
+MAY_NOT_IMPORT = {
+    "store": {"receiving", "studies", "routing", "delivery", "app", "commands", "status"},
+    "validation": {"store", "receiving", "studies", "routing", "delivery", "app"},
+    "routing": {"receiving", "studies", "delivery", "app", "commands", "status"},
+    "studies": {"receiving", "delivery", "app", "commands", "status"},
+    "delivery": {"receiving", "studies", "routing", "app", "commands", "status"},
+    "receiving": {"studies", "routing", "delivery", "app", "commands", "status"},
+}
+
+
+def _imported_parts(part: str) -> set[str]:
+    """The appliance parts (top-level module or package names) that `part` imports."""
+    base = ROOT / "appliance" / part
+    files = sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
+    found = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "appliance":
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("appliance."):
+                found.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                found |= {a.name.split(".")[1] for a in node.names
+                          if a.name.startswith("appliance.")}
+    return found - {part}
+
+
+def test_data_flows_one_way_and_nothing_below_calls_back_up():
+    wrong = {part: sorted(_imported_parts(part) & banned)
+             for part, banned in MAY_NOT_IMPORT.items()}
+    assert not {p: w for p, w in wrong.items() if w}, wrong
