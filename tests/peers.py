@@ -583,7 +583,11 @@ class CountingSCP:
     - ``refuse_all``: answer ``refuse_status`` (0xA700) to every C-STORE;
     - ``status_override(ds) -> int | None``: a status to answer instead of success;
     - ``reject_association``: A-ASSOCIATE-RJ to every association;
-    - ``delay_s``: wait this long before each answer (a slow PACS).
+    - ``delay_s``: wait this long before each answer (a slow PACS);
+    - ``abort_on``: SOP Instance UIDs on whose C-STORE the PACS's application sends
+      A-ABORT, every time (a PACS that chokes on one particular instance);
+    - ``drop_times``: on that many C-STOREs the connection is cut, with no A-ABORT (a link
+      that breaks, a PACS process that dies).
     """
 
     def __init__(self, *, ae_title: str = "PACS", port: int = 0, host: str = LOOPBACK,
@@ -592,7 +596,8 @@ class CountingSCP:
                  refuse_status: int = 0xA700,
                  status_override: Callable[[Any], int | None] | None = None,
                  reject_association: bool = False, delay_s: float = 0.0,
-                 keep_data: bool = False, max_pdu: int = 131072) -> None:
+                 keep_data: bool = False, max_pdu: int = 131072,
+                 abort_on: Iterable[str] = (), drop_times: int = 0) -> None:
         self.ae_title = ae_title
         self.host = host
         self.port = port
@@ -606,6 +611,8 @@ class CountingSCP:
         self.delay_s = delay_s
         self.keep_data = keep_data
         self.max_pdu = max_pdu
+        self.abort_on = set(abort_on)
+        self.drop_times = drop_times
         self.associations = 0
         self.aborts = 0
         self.data: dict[str, bytes] = {}  # latest encoded dataset per UID, with keep_data
@@ -706,9 +713,16 @@ class CountingSCP:
             serial, stores = self._per_assoc.get(id(event.assoc), (0, 0))
             self._per_assoc[id(event.assoc)] = (serial, stores + 1)
             abort = (self.abort_after is not None and stores >= self.abort_after
-                     and self.aborts < self.abort_times)
+                     and self.aborts < self.abort_times) or (
+                str(req.AffectedSOPInstanceUID) in self.abort_on)
             if abort:
                 self.aborts += 1
+            drop = not abort and self.drop_times > 0
+            self.drop_times -= drop
+        if drop:
+            with contextlib.suppress(OSError):
+                event.assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+            return 0xA700  # never reaches the box
         status = None if abort else self._status(event, str(req.AffectedSOPClassUID))
         self._record(event, raw, status, serial)
         if abort:

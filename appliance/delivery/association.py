@@ -8,20 +8,32 @@ import contextlib
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from pynetdicom.pdu import A_ABORT_RQ
 
 from appliance import commitment, encoding, mpps, statuses
 from appliance.config import DestinationConfig
 from appliance.config.tls import tls_client_problems
 from appliance.crypto import BlobCorrupt
-from appliance.delivery.outcomes import Answer, LinkDown, Unsendable
+from appliance.delivery.outcomes import Answer, LinkDown, PeerAborted, Unsendable
 from appliance.store import Queued
 
 if TYPE_CHECKING:
     from appliance.delivery.worker import DestinationWorker
+
+
+# Set on an association when its peer's application sends A-ABORT (source 0, the service
+# user), as opposed to a connection lost or an abort by the peer's DICOM stack.
+PEER_ABORT_MARK = "fluxbox_peer_aborted"
+
+
+def note_peer_abort(event: Any) -> None:
+    """EVT_PDU_RECV handler: marks the association the peer's application aborted."""
+    if isinstance(event.pdu, A_ABORT_RQ) and event.pdu.source == 0:
+        setattr(event.assoc, PEER_ABORT_MARK, True)
 
 
 class AssociationSender:
@@ -54,6 +66,8 @@ class AssociationSender:
                                                          candidates)
                 started = time.monotonic()
                 status = self.assoc.send_c_store(dataset)
+                if "Status" not in status and getattr(self.assoc, PEER_ABORT_MARK, False):
+                    raise PeerAborted("PACS aborted the association while taking an instance")
                 return Answer(status, time.monotonic() - started)
         except BlobCorrupt as exc:
             raise Unsendable(f"the box's stored copy cannot be sent: {exc}") from exc

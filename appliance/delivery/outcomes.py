@@ -27,6 +27,11 @@ class NoContextAccepted(LinkDown):
     the caller does not tell it apart, it is handled as a link problem."""
 
 
+class PeerAborted(LinkDown):
+    """The PACS's application aborted the association (an A-ABORT from the service user,
+    PS3.8 9.3.8) while it had one instance, not the link: counted against that instance."""
+
+
 class TransientRefusal(Exception):
     """The destination answered with a status worth trying again (out of resources)."""
 

@@ -22,6 +22,7 @@ from appliance.delivery.association import (
     AssociationAsker,
     AssociationSender,
     hard_abort,
+    note_peer_abort,
     sop_name,
     tls_context,
     tls_problem,
@@ -32,6 +33,7 @@ from appliance.delivery.outcomes import (
     CommitmentAsker,
     LinkDown,
     NoContextAccepted,
+    PeerAborted,
     PeerRejected,
     Sender,
     TransientRefusal,
@@ -48,6 +50,9 @@ log = logging.getLogger("fluxbox.delivery")
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1-255
 COMMIT_ASK_AGAIN_S = 600.0  # a commitment request with no report by then is asked again
 LAST_SUCCESS_SAVE_S = 30.0  # the last delivery time goes to the store at most this often
+# A PACS that aborts the association on one instance this often fails that instance (its
+# reason shown), so it does not hold up the destination's queue for ever.
+PEER_ABORTS_MAX = 3
 
 
 def contexts_for(items: list[Queued], preferred: list[str] | None = None
@@ -82,6 +87,7 @@ class DestinationWorker:
         self.in_flight = in_flight or InFlight()  # shared with `assign` (app.Box wires it)
         self.clock = clock  # every step's "now" (the gate just before each send, acks, back-off)
         self.backoff = Backoff(transmit.retry_initial_s, transmit.retry_max_s)
+        self.peer_aborts: dict[bytes, int] = {}  # pending key -> PACS aborts while it was sent
         self.last_error: str | None = None
         # kept in the store (at most every LAST_SUCCESS_SAVE_S): a restart does not make the
         # front panel say "never"
@@ -186,7 +192,7 @@ class DestinationWorker:
         link_class = self.link_class()
         try:
             started = time.monotonic()
-            assoc = self._associate(contexts)
+            assoc = self._associate(contexts, [(evt.EVT_PDU_RECV, note_peer_abort)])
             self.pacing.record_rtt(self.dest_id, link_class, time.monotonic() - started)
         except NoContextAccepted:
             # A permanent refusal of these instances, not a link problem: failing them lets
@@ -230,8 +236,24 @@ class DestinationWorker:
                 except Unsendable as exc:
                     self._fail(item, outcome, str(exc))
                     continue
+                except PeerAborted:
+                    self._peer_aborted(item, outcome)
+                    raise
                 self._record_status(item, outcome, answer.status, link_class,
                                     answer.elapsed_s)
+
+    def _peer_aborted(self, item: Queued, outcome: BatchResult) -> None:
+        """The PACS aborted while taking `item`: after PEER_ABORTS_MAX times the instance
+        fails with that reason (`fluxbox retry` sends it again); until then it is retried
+        with the batch. A link that drops is never counted (PeerAborted is the PACS's own
+        A-ABORT)."""
+        count = self.peer_aborts.get(item.pending_key, 0) + 1
+        if count < PEER_ABORTS_MAX:
+            self.peer_aborts[item.pending_key] = count
+            return
+        self.peer_aborts.pop(item.pending_key, None)
+        self._fail(item, outcome, f"PACS aborted the association while taking this instance, "
+                   f"{count} times")
 
     def may_send(self, item: Queued, now: float) -> bool:
         """Whether `item` may still go, asked of its study as it is now, just before the send:
@@ -335,6 +357,7 @@ class DestinationWorker:
         if statuses.is_success_or_warning(code):
             self.pacing.record_transfer(self.dest_id, link_class, item.instance.size_bytes,
                                         elapsed)
+            self.peer_aborts.pop(item.pending_key, None)
             if self.store.record_delivered(self.dest_id, item, self.clock(), link_class):
                 outcome.completed.append(item.study.key)
             outcome.sent += 1

@@ -3,6 +3,9 @@ a real PACS on loopback: no sleeping, every outcome the step's own (issue 9: tes
 
 from __future__ import annotations
 
+import pydicom
+
+from appliance.delivery.worker import PEER_ABORTS_MAX
 from appliance.store import Store
 from tests.peers import CountingSCP
 from tests.support.parts import QUIET_S, Parts
@@ -48,5 +51,47 @@ def test_a_pacs_out_of_resources_is_tried_again_after_back_off_by_the_clock(tmp_
             assert pacs.uids() == _uids(parts.store)
             assert parts.worker.backoff.next_at == 0.0, "success clears the back-off"
             assert parts.store.study(parts.study.key).completed_at == parts.now, "complete"
+        finally:
+            parts.close()
+
+
+def test_an_instance_the_pacs_aborts_on_fails_after_three_aborts_and_the_rest_go(tmp_path,
+                                                                               ct_study):
+    """The PACS's application aborts the association on one instance, every time (issue 7):
+    after PEER_ABORTS_MAX batches that instance fails with that reason, the others reach
+    the PACS, and nothing waits for ever behind it."""
+    choke = pydicom.dcmread(ct_study[1], stop_before_pixels=True).SOPInstanceUID
+    with CountingSCP(ae_title="PACS", abort_on={choke}) as pacs:
+        parts = Parts(tmp_path, ct_study[:4], pacs.port)
+        try:
+            batches = []
+            while len(batches) <= PEER_ABORTS_MAX and not any(r.failed for r in batches):
+                batches.append(parts.worker.deliver_once())
+                parts.now = max(parts.now, parts.worker.backoff.next_at)
+            assert len(batches) == PEER_ABORTS_MAX and batches[-1].failed == 1, batches
+            assert pacs.aborts == PEER_ABORTS_MAX
+            for _ in range(3):  # the rest go on (each batch stops at an abort no more)
+                parts.worker.deliver_once()
+                parts.now = max(parts.now, parts.worker.backoff.next_at)
+            delivered = {r.sop_instance_uid for r in pacs.records if r.status == 0}
+            assert delivered == _uids(parts.store) - {choke}
+            counts = parts.store.counts(parts.study, "a/pacs")
+            assert (counts.delivered, counts.failed, counts.pending) == (3, 1, 0)
+        finally:
+            parts.close()
+
+
+def test_a_dropped_link_is_never_counted_against_an_instance(tmp_path, ct_study):
+    """A connection that breaks while an instance is sent (the PACS process dies, the link
+    drops) is the link's fault: the instance stays pending however often it happens."""
+    with CountingSCP(ae_title="PACS", drop_times=PEER_ABORTS_MAX + 2) as pacs:
+        parts = Parts(tmp_path, ct_study[:1], pacs.port)
+        try:
+            for _ in range(PEER_ABORTS_MAX + 2):
+                assert parts.worker.deliver_once().failed == 0
+                parts.now = max(parts.now, parts.worker.backoff.next_at)
+            assert parts.store.counts(parts.study, "a/pacs").pending == 1
+            assert pacs.drop_times == 0, "every batch reached the PACS and was cut"
+            assert parts.worker.deliver_once().sent == 1
         finally:
             parts.close()
