@@ -75,7 +75,9 @@ class Box:
         key = FileKeystore(box.key_path).load_or_create()
         self.store = Store(box.data_dir, key, reserve_bytes=box.reserve_mb * 1024 * 1024)
         self.repair = self.store.repair()
-        dimse.spool_to(self.store.spool_dir)
+        # A C-STORE that keeps coming is cut once it has eaten half the reserve: below the
+        # reserve new instances are refused (0xA700), and the index still has room.
+        dimse.spool_to(self.store.spool_dir, keep_free_bytes=self.store.reserve_bytes // 2)
         self.hardware = hardware or choose_hardware(config)
         self.stop_event = threading.Event()
         self.closer_wake = threading.Event()

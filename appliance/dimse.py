@@ -75,12 +75,14 @@ def configure() -> None:
     AssociationSocket._fluxbox_nodelay = True
 
 
-def spool_to(directory: Path) -> None:
+def spool_to(directory: Path, keep_free_bytes: int = 0) -> None:
     """Where pynetdicom spools a C-STORE data set while it arrives: the box's spool
     directory on the data partition, where start-up scrubs what a crash left behind (and
-    nothing else of the process's temporary files goes there)."""
+    nothing else of the process's temporary files goes there). A data set that would
+    leave less than `keep_free_bytes` free there is aborted as it arrives."""
     pynetdicom.dimse_messages.NamedTemporaryFile = functools.partial(
         tempfile.NamedTemporaryFile, dir=str(directory))
+    upper_layer.guard_spool(directory, keep_free_bytes)
 
 
 def accept_any_storage(ae, preference: list[str]) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import socket
 import struct
@@ -313,6 +314,28 @@ def _held_bytes(message, primitive) -> tuple[int, int]:
     return command, data_set
 
 
+# Where C-STORE data sets are spooled, and the free space they must leave on its file
+# system: a data set that would eat into it (an endless C-STORE, a disk filling up) is
+# aborted and its spool file removed. Set by `dimse.spool_to`.
+_spool_floor: tuple[str, int] | None = None
+
+
+def guard_spool(directory: Path, keep_free_bytes: int) -> None:
+    global _spool_floor
+    _spool_floor = (str(directory), keep_free_bytes)
+
+
+def _spool_full() -> bool:
+    if _spool_floor is None:
+        return False
+    directory, keep_free = _spool_floor
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < keep_free
+
+
 def _drop(message) -> None:
     """Forget a half-received message, and its spool file if it has one."""
     spool = getattr(message, "_data_set_file", None)
@@ -348,6 +371,11 @@ def _guard_messages(provider_class) -> None:
             _drop(self.message)
             self.message = None
             _refuse(self.dul, "DIMSE message does not decode")
+            return
+        if getattr(self.message, "_data_set_file", None) is not None and _spool_full():
+            _drop(self.message)
+            self.message = None
+            _refuse(self.dul, "data set reached the disk reserve while it arrived")
             return
         if requests_waiting(self) > REQUESTS_WAITING_MAX:
             _refuse(self.dul, "requests sent without reading responses",

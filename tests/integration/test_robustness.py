@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from appliance.demo.synthetic import write_ct_study, write_multiframe
+from tests import rawpdu
 from tests.integration.conftest import dest
 from tests.peers import CountingSCP, peer_env, store_responses, storescu
 
@@ -243,3 +245,34 @@ def test_sigterm_during_a_c_store_lets_it_finish_and_keeps_it(make_box, tmp_path
     box.start()
     (row,) = box.studies()
     assert row["instances"] == 1
+
+
+def test_a_c_store_that_never_ends_is_cut_at_the_reserve_and_leaves_no_spool(
+        make_box, small_fs, ct40):
+    """A sender streams one data set for ever (issue 7): the box aborts it once the spool
+    has eaten half the disk reserve, removes the partial spool file, and stores the next
+    modality's instances as before."""
+    box = make_box([dest("pacs", "PACS", 9)], box="reserve_mb = 8",
+                   data_dir=small_fs / "data").start()
+    sock = rawpdu.connect(box.port)
+    with sock:
+        sock.sendall(rawpdu.associate_rq())
+        accept = rawpdu.read_reply(sock, 10)
+        assert accept is not None and accept.pdu_type == rawpdu.ASSOCIATE_AC
+        sock.sendall(rawpdu.p_data([(3, 0x03, rawpdu.store_command(generate_uid()))]))
+        fragment = rawpdu.p_data([(3, 0x00, bytes(64 * 1024))])  # never the last fragment
+        assert rawpdu.send_quietly(sock, fragment)
+        # spooled on the data partition, where start-up scrubs it (never the system's /tmp)
+        box.wait_for(lambda: any((box.data_dir / "spool").iterdir()), 10, "a spool file")
+        sent, reply = len(fragment), None
+        while sent < 64 * 1024 * 1024 and reply is None:  # the box answers, or drops
+            if not rawpdu.send_quietly(sock, fragment):
+                break
+            sent += len(fragment)
+            if select.select([sock], [], [], 0)[0]:
+                reply = rawpdu.read_reply(sock, 10)
+    assert reply is not None and reply.pdu_type == rawpdu.ABORT, reply
+    assert sent < 24 * 1024 * 1024, "the box took more than its file system holds"
+    box.wait_for(lambda: not any((box.data_dir / "spool").iterdir()), 10, "spool emptied")
+    done = storescu("127.0.0.1", box.port, ct40[:2], called_aet="FLUXBOX")
+    assert {a for _, a in store_responses(done)} == {"Success"}
