@@ -38,6 +38,7 @@ from pynetdicom.dimse_primitives import N_EVENT_REPORT
 from pynetdicom.dsutils import encode
 
 from appliance import dimse, statuses
+from appliance.backoff import Backoff
 from appliance.commitment import (
     ACTION_REQUEST_COMMIT,
     EVENT_ALL_COMMITTED,
@@ -46,7 +47,6 @@ from appliance.commitment import (
     StorageCommitmentPushModel,
 )
 from appliance.config import BoxConfig, TransmitConfig
-from appliance.delivery import Backoff
 from appliance.logs import event
 from appliance.store import CommitRequest, InstanceCommit, Store
 

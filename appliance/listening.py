@@ -2,7 +2,7 @@
 
 `box.listen` and `box.metrics_listen` name IP addresses and network interfaces (the
 vehicle's LAN). An interface is resolved to its addresses through an `InterfaceAddresses`
-(`hw/network.py` reads the kernel's view; the core reads no sysfs). An interface with no
+(`hw/network/kernel.py` reads the kernel's view; the core reads no sysfs). An interface with no
 address yet (cable out, DHCP not done, a USB NIC not plugged in) is waited for: the
 service listens on what it has, `step` tries again, health says `attention` and one log
 line names the interface each time it starts or stops waiting. Never a fallback to every

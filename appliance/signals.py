@@ -1,7 +1,7 @@
 """What the core reads from hardware: plain values, and the small interfaces that give them.
 
 `hw/` implements these Protocols (gpsd, NetworkManager or the kernel, ModemManager,
-udev); `app.py` picks the adapters. The core never imports D-Bus, gpsd or sysfs.
+udev); `hardware.py` picks the adapters. The core never imports D-Bus, gpsd or sysfs.
 Every reading carries the time it was observed, so a decision can tell stale from fresh.
 """
 

@@ -10,7 +10,6 @@
 from appliance.delivery.association import tls_context, tls_problem
 from appliance.delivery.outcomes import (
     Answer,
-    Backoff,
     BatchResult,
     CommitmentAsker,
     LinkDown,
@@ -23,7 +22,7 @@ from appliance.delivery.outcomes import (
 from appliance.delivery.worker import LAST_SUCCESS_SAVE_S, DestinationWorker, contexts_for
 
 __all__ = [
-    "LAST_SUCCESS_SAVE_S", "Answer", "Backoff", "BatchResult", "CommitmentAsker",
+    "LAST_SUCCESS_SAVE_S", "Answer", "BatchResult", "CommitmentAsker",
     "DestinationWorker", "LinkDown", "NoContextAccepted", "PeerRejected", "Sender",
     "TransientRefusal", "Unsendable", "contexts_for", "tls_context", "tls_problem",
 ]

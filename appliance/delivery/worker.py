@@ -17,6 +17,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from appliance import commitment, dimse, encoding, mpps, statuses
+from appliance.backoff import Backoff
 from appliance.config import DestinationConfig, TransmitConfig
 from appliance.delivery.association import (
     AssociationAsker,
@@ -28,7 +29,6 @@ from appliance.delivery.association import (
     tls_problem,
 )
 from appliance.delivery.outcomes import (
-    Backoff,
     BatchResult,
     CommitmentAsker,
     LinkDown,

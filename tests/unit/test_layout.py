@@ -17,40 +17,28 @@ def _layout() -> str:
 
 
 def _names_in_map() -> set[str]:
-    """Every `name` in backticks of the Layout section's table rows, and the modules a
-    package row lists (`store/queue.py`, or `worklist/` with `sync`, `cache` ...)."""
-    names = set()
-    for row in _layout().splitlines():
-        if row.startswith("| `"):
-            names |= set(re.findall(r"`([^`]+)`", row))
-    return names
+    """The first cell of each row of the Layout section's `appliance/` table."""
+    table = _layout()[_layout().index("| `appliance/` | owns |"):]
+    return set(re.findall(r"^\| `([^`]+)` \|", table, re.M)) - {"appliance/"}
 
 
 def _modules() -> list[Path]:
-    return sorted(p for p in (ROOT / "appliance").rglob("*.py")
-                  if p.name not in ("__init__.py", "__main__.py"))
+    return sorted(p for p in (ROOT / "appliance").rglob("*.py") if p.name != "__main__.py")
 
 
-def test_every_module_of_the_appliance_is_in_the_readme_map():
+def test_the_readme_map_has_one_row_for_each_module_of_the_appliance():
+    modules = {str(p.relative_to(ROOT / "appliance")) for p in _modules()} - {"__init__.py"}
     names = _names_in_map()
-    missing = []
-    for path in _modules():
-        relative = path.relative_to(ROOT / "appliance")
-        if len(relative.parts) == 1:
-            found = path.name in names
-        else:  # a package's module: named as pkg/mod.py, or by its stem in the pkg/ row
-            found = str(relative) in names or (f"{relative.parts[0]}/" in names
-                                               and path.stem in names)
-        if not found:
-            missing.append(str(relative))
-    assert not missing, f"modules the README's Layout section does not name: {missing}"
+    assert not modules - names, f"modules the README's map does not name: {modules - names}"
+    assert not names - modules, f"the README's map names modules that are gone: {names - modules}"
 
 
-def test_the_map_names_no_module_that_is_gone():
-    names = {n for n in _names_in_map() if n.endswith(".py")}
-    gone = [n for n in names if not (ROOT / "appliance" / n).exists()
-            and not list((ROOT / "appliance").rglob(n))]
-    assert not gone, f"the README's Layout section names modules that are gone: {gone}"
+def test_every_path_the_readme_names_is_there():
+    """A file or directory of the project named in backticks anywhere in README.md."""
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"`((?:appliance|hw|image|buildroot|tests)/[\w./-]*)`", readme))
+    gone = sorted(p for p in named if "*" not in p and not (ROOT / p).exists())
+    assert not gone, f"README.md names paths that are not in the tree: {gone}"
 
 
 def test_no_module_of_the_appliance_is_over_500_lines():
@@ -61,13 +49,19 @@ def test_no_module_of_the_appliance_is_over_500_lines():
 
 # What each part may not import: data flows one way, receiving -> store -> studies and
 # routing -> delivery, and nothing below calls back up (the composition root wires them).
+ABOVE_ALL = {"app", "commands", "status"}  # the composition root and what it alone uses
 MAY_NOT_IMPORT = {
-    "store": {"receiving", "studies", "routing", "delivery", "app", "commands", "status"},
-    "validation": {"store", "receiving", "studies", "routing", "delivery", "app"},
-    "routing": {"receiving", "studies", "delivery", "app", "commands", "status"},
-    "studies": {"receiving", "delivery", "app", "commands", "status"},
-    "delivery": {"receiving", "studies", "routing", "app", "commands", "status"},
-    "receiving": {"studies", "routing", "delivery", "app", "commands", "status"},
+    "store": {"receiving", "studies", "routing", "delivery", "commitment_scp", "mpps",
+              "worklist", *ABOVE_ALL},
+    "validation": {"store", "receiving", "studies", "routing", "delivery", *ABOVE_ALL},
+    "routing": {"receiving", "studies", "delivery", *ABOVE_ALL},
+    "studies": {"receiving", "delivery", "commitment_scp", *ABOVE_ALL},
+    "delivery": {"receiving", "studies", "routing", "commitment_scp", "worklist", *ABOVE_ALL},
+    # the receiving side: the listener and the services it answers for modalities
+    "receiving": {"studies", "routing", "delivery", *ABOVE_ALL},
+    "commitment_scp": {"receiving", "studies", "routing", "delivery", *ABOVE_ALL},
+    "mpps": {"receiving", "studies", "routing", "delivery", *ABOVE_ALL},
+    "worklist": {"receiving", "studies", "routing", "delivery", *ABOVE_ALL},
 }
 
 

@@ -1,6 +1,6 @@
 import random
 
-from appliance.delivery import Backoff
+from appliance.backoff import Backoff
 from appliance.health import HealthFacts, health_state
 from appliance.store import DeliveryCounts, StudyRecord
 from appliance.studies import study_state
