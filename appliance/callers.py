@@ -27,7 +27,6 @@ from appliance.logs import event
 
 log = logging.getLogger("fluxbox.callers")
 
-NOT_AUTHORIZED = statuses.NOT_AUTHORIZED
 
 ECHO, STORE, FIND, MPPS, COMMIT_REQUEST, COMMIT_REPORT = (
     "echo", "store", "find", "mpps", "commitment-request", "commitment-report")
@@ -77,7 +76,7 @@ class Callers:
             title in self.reporters and service in REPORTER_SERVICES)
 
     def guard(self, event_type: Any, handler: Callable) -> Callable:
-        """`handler` for callers that may use its service; others get NOT_AUTHORIZED in
+        """`handler` for callers that may use its service; others get statuses.NOT_AUTHORIZED in
         the form that event's handler answers in, and the handler never runs."""
         service = SERVICES.get(event_type)
         if service is None:
@@ -88,7 +87,7 @@ class Callers:
             if self.may(calling_aet, service):
                 return handler(ev)
             event(log, "service refused", logging.WARNING, calling_ae=calling_aet,
-                  service=service, status=f"0x{NOT_AUTHORIZED:04X}")
+                  service=service, status=f"0x{statuses.NOT_AUTHORIZED:04X}")
             return _refusal(service)
 
         return guarded
@@ -96,11 +95,11 @@ class Callers:
 
 def _refusal(service: str) -> Any:
     if service in (ECHO, STORE):
-        return NOT_AUTHORIZED
+        return statuses.NOT_AUTHORIZED
     if service == FIND:
         return _no_entries()
-    return NOT_AUTHORIZED, None
+    return statuses.NOT_AUTHORIZED, None
 
 
 def _no_entries() -> Iterator[tuple[int, None]]:
-    yield NOT_AUTHORIZED, None
+    yield statuses.NOT_AUTHORIZED, None

@@ -21,7 +21,6 @@ PUSH_MODEL_INSTANCE = "1.2.840.10008.1.20.1.1"
 ACTION_REQUEST_COMMIT = 1
 EVENT_ALL_COMMITTED = 1
 EVENT_SOME_FAILED = 2
-STATUS_NO_SUCH_TRANSACTION = statuses.CLASS_INSTANCE_CONFLICT  # the transaction is unknown
 
 
 def request_dataset(records: list[InstanceRecord]) -> Dataset:
@@ -43,4 +42,5 @@ def handle_report(store: Store, event) -> tuple[int, None]:
     info = event.event_information
     failed = {str(item.ReferencedSOPInstanceUID) for item in info.get("FailedSOPSequence", [])}
     known = store.commitment_result(str(info.get("TransactionUID", "")), failed, time.time())
-    return (statuses.SUCCESS if known else STATUS_NO_SUCH_TRANSACTION), None
+    # an unknown transaction: class-instance conflict, as before
+    return (statuses.SUCCESS if known else statuses.CLASS_INSTANCE_CONFLICT), None

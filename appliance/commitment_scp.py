@@ -52,12 +52,8 @@ from appliance.store import CommitRequest, InstanceCommit, Store
 
 log = logging.getLogger("fluxbox.commitment")
 
-# N-ACTION statuses (PS3.7 C.4.2) and Failure Reasons (PS3.3 C.14.1.1).
-NO_SUCH_ACTION_TYPE = statuses.NO_SUCH_ACTION_TYPE
-INVALID_ARGUMENT_VALUE = statuses.INVALID_ARGUMENT_VALUE
-NO_SUCH_SOP_INSTANCE = statuses.NO_SUCH_SOP_INSTANCE
-CLASS_INSTANCE_CONFLICT = statuses.CLASS_INSTANCE_CONFLICT
-PROCESSING_FAILURE = statuses.PROCESSING_FAILURE
+# N-ACTION statuses (PS3.7 C.4.2) and the Failure Reasons of a report (PS3.3 C.14.1.1)
+# share their codes: statuses.NO_SUCH_SOP_INSTANCE, statuses.CLASS_INSTANCE_CONFLICT, ...
 
 MODES = ("box", "pacs")
 SAME_ASSOCIATION_TIMEOUT_S = 10.0  # for a modality that keeps it open yet never answers
@@ -107,9 +103,9 @@ def _reference(sop_class: str, sop_instance: str) -> Dataset:
 
 
 _FAILURE_REASON = {
-    InstanceCommit.MISSING: NO_SUCH_SOP_INSTANCE,
-    InstanceCommit.CLASS_CONFLICT: CLASS_INSTANCE_CONFLICT,
-    InstanceCommit.FAILED: PROCESSING_FAILURE,
+    InstanceCommit.MISSING: statuses.NO_SUCH_SOP_INSTANCE,
+    InstanceCommit.CLASS_CONFLICT: statuses.CLASS_INSTANCE_CONFLICT,
+    InstanceCommit.FAILED: statuses.PROCESSING_FAILURE,
 }
 
 
@@ -181,7 +177,7 @@ class ModalityCommitment:
     def on_n_action(self, ev) -> tuple[int, Dataset | None]:
         """Keep the request durably, then answer; the report follows from `run`."""
         if ev.action_type != ACTION_REQUEST_COMMIT:
-            return NO_SUCH_ACTION_TYPE, None
+            return statuses.NO_SUCH_ACTION_TYPE, None
         try:
             parsed = parse_request(ev.action_information)
         except Exception:  # a dataset that does not decode
@@ -189,7 +185,7 @@ class ModalityCommitment:
         if parsed is None:
             event(log, "commitment request refused", logging.WARNING,
                   calling_ae=ev.assoc.requestor.ae_title, reason="no transaction or references")
-            return INVALID_ARGUMENT_VALUE, None
+            return statuses.INVALID_ARGUMENT_VALUE, None
         transaction_uid, references = parsed
         held = tuple(self.store.instance_commit(c, i, end_to_end=False)
                      is InstanceCommit.COMMITTED for c, i in references)
@@ -199,7 +195,7 @@ class ModalityCommitment:
             self.store.put_commit_request(request)
         except Exception:
             log.exception("commitment request not kept")
-            return PROCESSING_FAILURE, None
+            return statuses.PROCESSING_FAILURE, None
         with self._lock:
             self._open[transaction_uid] = ev.assoc
         event(log, "commitment requested", calling_ae=request.calling_aet,

@@ -55,6 +55,7 @@ def configure() -> None:
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
     upper_layer.install()
+    _prefer_syntaxes()
     if getattr(AssociationSocket, "_fluxbox_nodelay", False):
         return
     _bound_send_queue()
@@ -89,15 +90,18 @@ def accept_any_storage(ae, preference: list[str]) -> None:
     """Make `ae` accept every storage SOP class a modality proposes, also private and
     unknown ones (PRODUCT.md: the box refuses only what it cannot keep faithfully; issue 11),
     in the first transfer syntax of `preference` the modality offers for that context; a
-    context offering none of them is refused (transfer syntaxes not supported).
-
-    pynetdicom's unrestricted storage service does the first part for every acceptor of
-    the process, and always in the first proposed syntax, which would let a modality's
-    lossy proposal win over its lossless one. Its negotiation is therefore wrapped: the
-    box's AE (marked here; the negotiation runs on the association's own thread) gets the
-    preference; any other acceptor in the process negotiates as pynetdicom always does.
-    """
+    context offering none of them is refused (transfer syntaxes not supported). The
+    negotiation that does it is installed by `configure` (`_prefer_syntaxes`)."""
     ae._fluxbox_preference = list(preference)
+
+
+def _prefer_syntaxes() -> None:
+    """pynetdicom's unrestricted storage service accepts every storage class for every
+    acceptor of the process, and always in the first proposed syntax, which would let a
+    modality's lossy proposal win over its lossless one. Its negotiation is therefore
+    wrapped: an AE marked by `accept_any_storage` (the negotiation runs on the
+    association's own thread) gets its preference; any other acceptor in the process
+    negotiates as pynetdicom always does."""
     if getattr(pynetdicom.acse, "_fluxbox_wrapped", False):
         return
     _config.UNRESTRICTED_STORAGE_SERVICE = True

@@ -27,8 +27,6 @@ from appliance.store import Store
 log = logging.getLogger("fluxbox.mpps")
 
 MPPS_CLASS = str(ModalityPerformedProcedureStep)
-NO_SUCH_INSTANCE = statuses.NO_SUCH_SOP_INSTANCE
-DUPLICATE_INSTANCE = statuses.DUPLICATE_SOP_INSTANCE
 
 
 def encode(ds: Dataset, step_uid: str) -> bytes:
@@ -100,7 +98,7 @@ class MppsService:
         if not step_uid:
             return statuses.CANNOT_UNDERSTAND, None
         if self.store.study(self.store.uid_key("mpps:" + step_uid)) is not None:
-            return DUPLICATE_INSTANCE, None
+            return statuses.DUPLICATE_SOP_INSTANCE, None
         site = self.site().id
         self.store.put_message(step_uid, "create", encode(ds, step_uid), site=site,
                                dest=self.ris_destination(site), now=time.time(),
@@ -114,7 +112,7 @@ class MppsService:
         step_uid = str(ev.request.RequestedSOPInstanceUID or "")
         step = self.store.study(self.store.uid_key("mpps:" + step_uid))
         if step is None:
-            return NO_SUCH_INSTANCE, None
+            return statuses.NO_SUCH_SOP_INSTANCE, None
         self.store.put_message(step_uid, "set", encode(ds, step_uid), site=step.site,
                                dest=self.ris_destination(step.site), now=time.time(),
                                sop_class_uid=MPPS_CLASS)

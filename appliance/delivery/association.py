@@ -102,7 +102,7 @@ class AssociationSender:
         if record.facts.get("kind") == "create":
             return Answer(self._n_create(record.sop_instance_uid, dataset))
         status = self._n_set(record.sop_instance_uid, dataset)
-        if status.get("Status") == mpps.NO_SUCH_INSTANCE:
+        if status.get("Status") == statuses.NO_SUCH_SOP_INSTANCE:
             status = self._create_again_then_set(item, dataset)
         return Answer(status)
 
@@ -120,11 +120,11 @@ class AssociationSender:
         if "Status" not in status:
             return status  # the association is gone: the N-SET stays pending
         code = int(status.Status)
-        if code != mpps.DUPLICATE_INSTANCE and not statuses.is_success_or_warning(code):
+        if code != statuses.DUPLICATE_SOP_INSTANCE and not statuses.is_success_or_warning(code):
             raise Unsendable("RIS does not know this procedure step (0x0112) and refused its "
                              f"N-CREATE sent again: status 0x{code:04X}")
         status = self._n_set(step_uid, dataset)
-        if status.get("Status") == mpps.NO_SUCH_INSTANCE:
+        if status.get("Status") == statuses.NO_SUCH_SOP_INSTANCE:
             raise Unsendable("RIS does not know this procedure step (0x0112), even after its "
                              "N-CREATE was sent again")
         return status

@@ -10,16 +10,12 @@
 """
 
 from appliance.validation.elements import is_valid_uid
-from appliance.validation.errors import (
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_DATASET_MISMATCH,
-    InvalidDataset,
-)
+from appliance.validation.errors import InvalidDataset
 from appliance.validation.findings import InstanceFacts, study_findings
 from appliance.validation.header import InstanceHeader, expected_pixel_length, read_header
 
 __all__ = [
-    "STATUS_CANNOT_UNDERSTAND", "STATUS_DATASET_MISMATCH", "InstanceFacts", "InstanceHeader",
+    "InstanceFacts", "InstanceHeader",
     "InvalidDataset", "expected_pixel_length", "is_valid_uid", "read_header",
     "study_findings",
 ]

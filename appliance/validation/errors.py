@@ -1,10 +1,10 @@
 """What refuses a received instance: the failure status and a reason that never holds a
 patient value or a UID (PS3.4 Storage Service Class, C-STORE failures).
 
-- `STATUS_CANNOT_UNDERSTAND` (0xC210, in "Error: Cannot understand" 0xCxxx): the file
+- `statuses.CANNOT_PARSE` (0xC210, in "Error: Cannot understand" 0xCxxx): the file
   cannot be parsed: not DICOM, a truncated value, malformed encoding or sequences, an
   encoding other than its transfer syntax says.
-- `STATUS_DATASET_MISMATCH` (0xA900, "Error: Data Set does not match SOP Class"): it
+- `statuses.DATASET_MISMATCH` (0xA900, "Error: Data Set does not match SOP Class"): it
   parses, but the SOP Class, SOP Instance or Study Instance UID is missing or malformed,
   the SOP Class or Instance UID differs from the command (the file meta), or native Pixel
   Data has a length the image attributes contradict.
@@ -13,9 +13,6 @@ patient value or a UID (PS3.4 Storage Service Class, C-STORE failures).
 from __future__ import annotations
 
 from appliance import statuses
-
-STATUS_CANNOT_UNDERSTAND = statuses.CANNOT_PARSE
-STATUS_DATASET_MISMATCH = statuses.DATASET_MISMATCH
 
 
 class InvalidDataset(Exception):
@@ -31,8 +28,8 @@ class InvalidDataset(Exception):
 
 
 def unreadable(reason: str) -> InvalidDataset:
-    return InvalidDataset(STATUS_CANNOT_UNDERSTAND, reason)
+    return InvalidDataset(statuses.CANNOT_PARSE, reason)
 
 
 def mismatch(reason: str) -> InvalidDataset:
-    return InvalidDataset(STATUS_DATASET_MISMATCH, reason)
+    return InvalidDataset(statuses.DATASET_MISMATCH, reason)

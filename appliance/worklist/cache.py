@@ -37,7 +37,7 @@ from appliance.worklist import matching
 from appliance.worklist.charset import answer_terms, render, to_utf8
 from appliance.worklist.corrections import correct
 from appliance.worklist.entries import decode_entry, encode_entry, entry_json, prune
-from appliance.worklist.sync import CANCEL, OK, PENDING, Fetcher, fetch, sync_query
+from appliance.worklist.sync import OK, Fetcher, fetch, sync_query
 
 log = logging.getLogger("fluxbox.worklist")
 
@@ -179,9 +179,9 @@ class Worklist:
             return
         for response in responses:
             if ev.is_cancelled:
-                yield CANCEL, None
+                yield statuses.CANCEL, None
                 return
-            yield PENDING, response
+            yield statuses.PENDING, response
 
     # -- views ---------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind
 from appliance import statuses
 from appliance.worklist.config import WorklistConfig
 
-PENDING, PENDING_WARNING, CANCEL = statuses.PENDING, statuses.PENDING_WARNING, statuses.CANCEL
 OK = "ok"
 
 # Return keys of the sync query: what PS3.4 Table K.6-1 lists, so every order comes
@@ -117,14 +116,14 @@ def _collect(responses: Iterator[tuple[Dataset, Dataset | None]]) -> Fetched:
         code = status.get("Status") if status else None
         if code is None:
             return Fetched([], f"partial: connection lost after {len(found)} answers")
-        if code in (PENDING, PENDING_WARNING):
+        if code in (statuses.PENDING, statuses.PENDING_WARNING):
             if identifier is None:
                 unreadable += 1
             else:
                 found.append(identifier)
         elif code == statuses.SUCCESS:
             return Fetched(found, OK, unreadable)
-        elif code == CANCEL:
+        elif code == statuses.CANCEL:
             return Fetched([], f"partial: cancelled after {len(found)} answers")
         else:
             return Fetched([], f"failed: status 0x{code:04X}")

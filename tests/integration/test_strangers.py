@@ -36,6 +36,7 @@ from pynetdicom.sop_class import (
 
 from appliance.config import load_config
 from appliance.keystore import FileKeystore
+from appliance.statuses import NOT_AUTHORIZED
 from appliance.store import Store
 from appliance.worklist.entries import encode_entry
 from tests.boxproc import BoxProcess, box_toml, site_toml
@@ -47,7 +48,6 @@ BOX_LAN, MODALITY = "192.168.77.1", "192.168.77.2"
 BOX_WIFI, STRANGER = "10.77.0.1", "10.77.0.2"
 PORT = 11112
 METRICS_PORT = 9100
-NOT_AUTHORIZED = 0x0124
 UNREACHABLE, REJECTED = "unreachable", "rejected"
 
 

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 from pynetdicom import evt
 
-from appliance.callers import NOBODY, NOT_AUTHORIZED, Callers
+from appliance.callers import NOBODY, Callers
 from appliance.config import parse_config
+from appliance.statuses import NOT_AUTHORIZED
 
 CONFIG = """
 [box]

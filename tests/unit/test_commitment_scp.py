@@ -9,14 +9,9 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from appliance.commitment_scp import (
-    CLASS_INSTANCE_CONFLICT,
-    NO_SUCH_SOP_INSTANCE,
-    PROCESSING_FAILURE,
-    parse_request,
-    verdict,
-)
+from appliance.commitment_scp import parse_request, verdict
 from appliance.keystore import FileKeystore
+from appliance.statuses import CLASS_INSTANCE_CONFLICT, NO_SUCH_SOP_INSTANCE, PROCESSING_FAILURE
 from appliance.store import CommitRequest, InstanceCommit, Store
 from appliance.validation import read_header
 

@@ -24,9 +24,8 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import create_file_meta, encode, split_dataset
 
+from appliance.statuses import CANNOT_PARSE, DATASET_MISMATCH
 from appliance.validation import (
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_DATASET_MISMATCH,
     InstanceFacts,
     InstanceHeader,
     InvalidDataset,
@@ -219,7 +218,7 @@ def test_odd_pixel_data_gets_one_byte_of_padding(tmp_path):
     assert _read(path, ds).sop_instance_uid == ds.SOPInstanceUID
     ds.PixelData = bytes(12)
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian)
-    _assert_refused(path, ds, STATUS_DATASET_MISMATCH, "PixelData length")
+    _assert_refused(path, ds, DATASET_MISMATCH, "PixelData length")
 
 
 def test_encapsulated_pixel_data_is_not_length_checked(tmp_path):
@@ -244,7 +243,7 @@ def test_missing_required_uid_is_refused(keyword, how, tmp_path):
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian, command=command)
     with pytest.raises(InvalidDataset) as info:
         read_header(path, command_sop_class=command[0], command_sop_instance=command[1])
-    assert info.value.status == STATUS_DATASET_MISMATCH
+    assert info.value.status == DATASET_MISMATCH
     assert info.value.reason == f"{keyword} missing"
 
 
@@ -364,7 +363,7 @@ def test_malformed_uid_is_refused(keyword, bad, tmp_path):
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian, command=command)
     with pytest.raises(InvalidDataset) as info:
         read_header(path, command_sop_class=command[0], command_sop_instance=command[1])
-    assert info.value.status == STATUS_DATASET_MISMATCH
+    assert info.value.status == DATASET_MISMATCH
     assert info.value.reason == f"{keyword} malformed"
 
 
@@ -396,7 +395,7 @@ def test_uids_differing_from_the_command_are_refused(which, tmp_path):
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian, command=command)
     with pytest.raises(InvalidDataset) as info:
         read_header(path, command_sop_class=command[0], command_sop_instance=command[1])
-    assert info.value.status == STATUS_DATASET_MISMATCH
+    assert info.value.status == DATASET_MISMATCH
     expected = "SOPClassUID" if which == "class" else "SOPInstanceUID"
     assert info.value.reason.startswith(f"{expected} differs")
 
@@ -417,7 +416,7 @@ def test_native_pixel_length_disagreeing_with_attributes_is_refused(change, synt
     for keyword, value in change.items():
         setattr(ds, keyword, value)
     path, _ = _received(tmp_path, ds, syntax)
-    _assert_refused(path, ds, STATUS_DATASET_MISMATCH, "PixelData length")
+    _assert_refused(path, ds, DATASET_MISMATCH, "PixelData length")
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -440,14 +439,14 @@ def test_number_of_frames_0_over_anything_but_one_frame_is_refused(frames_of_dat
     ds.PixelData = ds.PixelData * 2 if frames_of_data == 2 else ds.PixelData[:len(
         ds.PixelData) // 2]
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian)
-    _assert_refused(path, ds, STATUS_DATASET_MISMATCH, "PixelData length")
+    _assert_refused(path, ds, DATASET_MISMATCH, "PixelData length")
 
 
 def test_bit_packed_pixel_data_is_checked(tmp_path):
     ds = _with_secrets(dcmread(_testfile("liver_1frame.dcm")))
     ds.Columns = ds.Columns + 8
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian)
-    _assert_refused(path, ds, STATUS_DATASET_MISMATCH, "PixelData length")
+    _assert_refused(path, ds, DATASET_MISMATCH, "PixelData length")
 
 
 def test_expected_pixel_length():
@@ -484,14 +483,14 @@ def test_truncated_instance_is_refused(name, cut, tmp_path):
     ds, data = _original_bytes(_testfile(name))
     _with_secrets(ds)
     path, _ = _received(tmp_path, ds, ds.file_meta.TransferSyntaxUID, data=data[:-cut])
-    _assert_refused(path, ds, STATUS_CANNOT_UNDERSTAND, "truncated")
+    _assert_refused(path, ds, CANNOT_PARSE, "truncated")
 
 
 def test_truncated_deflated_instance_is_refused(tmp_path):
     ds = _ct()
     data = _encode(ds, DeflatedExplicitVRLittleEndian)
     path, _ = _received(tmp_path, ds, DeflatedExplicitVRLittleEndian, data=data[: len(data) // 2])
-    _assert_refused(path, ds, STATUS_CANNOT_UNDERSTAND, "truncated")
+    _assert_refused(path, ds, CANNOT_PARSE, "truncated")
 
 
 def test_truncated_header_value_is_refused(tmp_path):
@@ -499,7 +498,7 @@ def test_truncated_header_value_is_refused(tmp_path):
     data = _encode(ds, ExplicitVRLittleEndian)
     cut = data.index(b"PID-SECRET") + 4  # inside the PatientID value
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian, data=data[:cut])
-    _assert_refused(path, ds, STATUS_CANNOT_UNDERSTAND, "truncated")
+    _assert_refused(path, ds, CANNOT_PARSE, "truncated")
 
 
 def _garbage(n: int, seed: int) -> bytes:
@@ -515,7 +514,7 @@ def test_garbage_dataset_is_refused(syntax, seed, tmp_path):
     path, _ = _received(tmp_path, ds, syntax, data=_garbage(4096, seed))
     with pytest.raises(InvalidDataset) as info:
         _read(path, ds)
-    assert info.value.status in (STATUS_CANNOT_UNDERSTAND, STATUS_DATASET_MISMATCH)
+    assert info.value.status in (CANNOT_PARSE, DATASET_MISMATCH)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -523,7 +522,7 @@ def test_garbage_after_a_valid_dataset_is_refused(seed, tmp_path):
     ds = _ct()
     data = _encode(ds, ExplicitVRLittleEndian) + _garbage(512, seed)
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian, data=data)
-    _assert_refused(path, ds, STATUS_CANNOT_UNDERSTAND, "")
+    _assert_refused(path, ds, CANNOT_PARSE, "")
 
 
 @pytest.mark.parametrize(
@@ -535,20 +534,20 @@ def test_garbage_file_is_refused(content, tmp_path):
     path.write_bytes(content)
     with pytest.raises(InvalidDataset) as info:
         read_header(path, command_sop_class="1.2.3", command_sop_instance="1.2.3.4")
-    assert info.value.status == STATUS_CANNOT_UNDERSTAND
+    assert info.value.status == CANNOT_PARSE
 
 
 def test_meta_only_file_is_refused(tmp_path):
     ds = _ct()
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian, data=b"")
-    _assert_refused(path, ds, STATUS_CANNOT_UNDERSTAND, "empty")
+    _assert_refused(path, ds, CANNOT_PARSE, "empty")
 
 
 def test_implicit_encoding_under_explicit_syntax_is_refused(tmp_path):
     ds = _ct()
     data = _encode(ds, ImplicitVRLittleEndian)
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian, data=data)
-    _assert_refused(path, ds, STATUS_CANNOT_UNDERSTAND, "encoding")
+    _assert_refused(path, ds, CANNOT_PARSE, "encoding")
 
 
 def test_elements_out_of_order_are_accepted_and_remarked(tmp_path):
@@ -564,7 +563,7 @@ def test_native_syntax_with_encapsulated_pixel_data_is_refused(tmp_path):
     ds, data = _original_bytes(_testfile("JPEG2000.dcm"))
     _with_secrets(ds)
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian, data=data)
-    _assert_refused(path, ds, STATUS_CANNOT_UNDERSTAND, "encapsulated")
+    _assert_refused(path, ds, CANNOT_PARSE, "encapsulated")
 
 
 def test_reasons_never_hold_patient_values(tmp_path):
@@ -572,7 +571,7 @@ def test_reasons_never_hold_patient_values(tmp_path):
     ds = _ct()
     del ds.StudyInstanceUID
     path, _ = _received(tmp_path, ds, ExplicitVRLittleEndian)
-    err = _assert_refused(path, ds, STATUS_DATASET_MISMATCH, "StudyInstanceUID missing")
+    err = _assert_refused(path, ds, DATASET_MISMATCH, "StudyInstanceUID missing")
     assert repr(SECRETS["PatientID"]) not in repr(err)
 
 
@@ -653,7 +652,7 @@ def test_large_instance_truncated_is_refused_in_small_memory(deflated, tmp_path)
         fp.truncate(path.stat().st_size - (1000 if deflated else MiB))
     err, peak = _peak_read(path, ds)
     assert isinstance(err, InvalidDataset)
-    assert err.status == STATUS_CANNOT_UNDERSTAND
+    assert err.status == CANNOT_PARSE
     assert peak < 20 * MiB, peak
 
 
@@ -664,7 +663,7 @@ def test_large_instance_with_wrong_frame_count_is_refused(tmp_path):
     _write_large(path, ds, 399)
     err, _ = _peak_read(path, ds)
     assert isinstance(err, InvalidDataset)
-    assert err.status == STATUS_DATASET_MISMATCH
+    assert err.status == DATASET_MISMATCH
 
 
 # --- study findings ----------------------------------------------------------------------

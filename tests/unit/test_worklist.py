@@ -24,13 +24,14 @@ from appliance.config import (
     parse_config,
 )
 from appliance.keystore import FileKeystore
+from appliance.statuses import CANCEL, PENDING
 from appliance.store import Store
 from appliance.worklist.cache import Worklist
 from appliance.worklist.charset import answer_terms, render, to_utf8
 from appliance.worklist.corrections import correct
 from appliance.worklist.entries import decode_entry, encode_entry, entry_json
 from appliance.worklist.matching import answer
-from appliance.worklist.sync import CANCEL, PENDING, Fetched, _collect, sync_query
+from appliance.worklist.sync import Fetched, _collect, sync_query
 
 
 def ds(**values) -> Dataset:
