@@ -402,7 +402,7 @@ class Box:
             listening={lst.service: lst.view() for lst in self.listening},
             destinations=[
                 {"id": dest_id, "last_success_at": w.last_success_at, "last_error": w.last_error,
-                 "retry_at": w.backoff.next_at or None}
+                 "retry_at": w.retry_at}
                 for dest_id, (w, _) in self.workers.items()
             ],
             signals=self.supervisor.health(),
@@ -429,7 +429,7 @@ class Box:
 
     def _retry_now(self) -> None:
         for worker, _ in self.workers.values():
-            worker.backoff.clear()
+            worker.retry_now()
         self.wake_delivery()
 
     def _site_changed(self) -> None:

@@ -96,6 +96,15 @@ class DestinationWorker:
         self._last_success_saved = self.last_success_at or 0.0
 
     @property
+    def retry_at(self) -> float | None:
+        """When the worker tries again after a failure (None: it is not backing off)."""
+        return self.backoff.next_at or None
+
+    def retry_now(self) -> None:
+        """`fluxbox retry`: forget the back-off; the next step tries at once."""
+        self.backoff.clear()
+
+    @property
     def _last_success_setting(self) -> str:
         return f"last_success_at:{self.dest_id}"
 

@@ -32,7 +32,6 @@ from hw.network.dbus import ensure_dbus_mainloop, nm_running
 from hw.network.kernel import (
     KernelAddresses,
     KernelLinks,
-    _parse_route_get,
     default_routes,
     interface_with_address,
     neighbour_mac,
@@ -43,7 +42,7 @@ from hw.network.static import StaticLinks
 
 __all__ = [
     "ClassMap", "KernelAddresses", "KernelLinks", "LinkSource", "NetworkManagerLinks",
-    "StaticLinks", "_parse_route_get", "best_link_source", "class_map", "default_routes",
+    "StaticLinks", "best_link_source", "class_map", "default_routes",
     "ensure_dbus_mainloop", "interface_with_address", "neighbour_mac", "nm_running",
     "route_interface",
 ]

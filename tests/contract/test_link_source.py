@@ -24,13 +24,13 @@ from hw.network import (
     KernelLinks,
     NetworkManagerLinks,
     StaticLinks,
-    _parse_route_get,
     best_link_source,
     class_map,
     default_routes,
     neighbour_mac,
     route_interface,
 )
+from hw.network.kernel import _parse_route_get
 
 ROOT = Path(__file__).resolve().parents[2]
 

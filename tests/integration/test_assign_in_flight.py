@@ -17,15 +17,9 @@ from appliance.inflight import StudyBusy
 from appliance.studies import AssignRefused
 from tests.peers import CountingSCP
 from tests.support.parts import Parts
+from tests.support.waiting import wait_for
 
 DEADLINE_S = 20.0
-
-
-def _wait(predicate: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def _thread(target: Callable[[], object], errors: list[BaseException]) -> threading.Thread:
@@ -69,8 +63,8 @@ def test_an_instance_let_go_by_the_gate_never_reaches_the_old_site_after_assign(
             assign = _thread(lambda: box.closer.assign(box.study, "b", "manual", time.time()),
                              refused)
             # the assign is either done (nothing held it) or waits for the send let go
-            _wait(lambda: not assign.is_alive() or box.in_flight.is_moving(box.study.key),
-                  "the assign to start")
+            wait_for(lambda: not assign.is_alive() or box.in_flight.is_moving(box.study.key),
+                     DEADLINE_S, "the assign to start")
             go.set()
             worker.join(DEADLINE_S)
             assign.join(DEADLINE_S)

@@ -6,7 +6,6 @@ real PACS on loopback. Site a's PACS is the one given; site b's is never reached
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import pydicom
@@ -14,7 +13,8 @@ import pydicom
 from appliance.config import Config, DestinationConfig, DetectConfig, SiteConfig, TransmitConfig
 from appliance.delivery import DestinationWorker
 from appliance.inflight import InFlight
-from appliance.routing import delivery_block
+from appliance.routing import Policy
+from appliance.signals import Snapshot
 from appliance.store import Store, StudyRecord
 from appliance.studies import StudyCloser
 from appliance.validation import read_header
@@ -48,6 +48,9 @@ class Parts:
         self.in_flight = InFlight(wait_s=wait_s)
         self.closer = StudyCloser(self.store, self.config, lambda: set(), self.in_flight)
         self.pause: Callable[[], None] = lambda: None  # called after each gate verdict
+        self.policy = Policy(self.config, current_site=lambda: "a",
+                             snapshot=lambda: Snapshot(taken_at=self.now),
+                             cellular_used=lambda now: (0, 0))
         self.worker = DestinationWorker(
             self.store, "a/pacs", self.config.sites[0].destinations[0], self.config.transmit,
             calling_ae="FLUXBOX", gate=self.gate, in_flight=self.in_flight,
@@ -63,9 +66,9 @@ class Parts:
         (self.study,) = self.store.studies()
 
     def gate(self, study: StudyRecord, now: float) -> str | None:
-        """app.Box's gate for site a's PACS; `pause` runs between the verdict and its use."""
-        verdict = delivery_block(study, "a/pacs", self.config, current_site="a", link=None,
-                                 now=datetime.fromtimestamp(now))
+        """app.Box's gate (`routing.Policy`) for site a's PACS, no route known (the link is
+        not judged); `pause` runs between the verdict and its use."""
+        verdict = self.policy.gate(study, "a/pacs", now)
         self.pause()
         return verdict
 

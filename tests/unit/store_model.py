@@ -57,7 +57,8 @@ from appliance.delivery import (
 )
 from appliance.inflight import InFlight
 from appliance.report import study_view
-from appliance.routing import delivery_block, destination_id
+from appliance.routing import Policy, delivery_block, destination_id
+from appliance.signals import Snapshot
 from appliance.sites import decide_site
 from appliance.store import InstanceRecord, Outcome, Queued, Store, StudyRecord, destination_site
 from appliance.studies import StudyCloser, assign_refusal
@@ -205,6 +206,9 @@ class StoreModel(RuleBasedStateMachine):
         self.store = Store(self.dir / "data", KEY)
         self.store.repair()
         self.closer = StudyCloser(self.store, self.config, lambda: set(), self.guard)
+        self.policy = Policy(self.config, current_site=self.current_site,
+                             snapshot=lambda: Snapshot(taken_at=self.now),
+                             cellular_used=lambda now: (0, 0))
         self.workers = {
             d: DestinationWorker(self.store, d, self._destination(d), self.config.transmit,
                                  calling_ae="FLUXBOX",
@@ -241,9 +245,9 @@ class StoreModel(RuleBasedStateMachine):
                               now=datetime.fromtimestamp(self.now))
 
     def gate(self, study: StudyRecord, dest_id: str, now: float) -> str | None:
-        """Box.gate with no route known (the link is not judged)."""
-        return delivery_block(study, dest_id, self.config, current_site=self.current_site(),
-                              link=None, now=datetime.fromtimestamp(now))
+        """The box's gate (`routing.Policy`, as app.Box builds it) with no route known:
+        the link is not judged."""
+        return self.policy.gate(study, dest_id, now)
 
     def teardown(self) -> None:
         self.store.close()

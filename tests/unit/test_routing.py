@@ -8,12 +8,14 @@ from appliance.config import (
     SiteConfig,
 )
 from appliance.routing import (
+    ANOTHER_SITE,
     ISOLATED,
     NO_DESTINATION,
     POLICY_BUDGET,
     POLICY_LINK,
     POLICY_WINDOW,
     SITE_UNKNOWN,
+    Policy,
     block_reason,
     in_windows,
     link_for,
@@ -155,3 +157,29 @@ def test_link_for_a_destination_follows_the_route():
     assert link_for("127.0.0.1", snap).link_class == "wired"
     assert link_for("10.9.9.9", snap, (("tun0", "cellular"),)).link_class == "cellular"
     assert link_for("192.0.2.1", snap) is None
+
+
+def _policy(config: Config, *, here: str | None = "a", routes: dict | None = None,
+            links: tuple = (), cellular_used: tuple[int, int] = (0, 0)) -> Policy:
+    snapshot = Snapshot(taken_at=0.0, links=links, routes=routes or {})
+    return Policy(config, current_site=lambda: here, snapshot=lambda: snapshot,
+                  cellular_used=lambda now: cellular_used)
+
+
+def test_the_gate_refuses_a_destination_of_another_site_before_anything_else():
+    policy = _policy(_config())
+    assert policy.gate(_study("a"), "b/pacs", NOON.timestamp()) == ANOTHER_SITE
+    assert policy.gate(_study("a"), "nowhere/pacs", NOON.timestamp()) == ANOTHER_SITE
+    assert policy.gate(_study("a"), "a/pacs", NOON.timestamp()) is None
+
+
+def test_the_gate_judges_the_link_the_snapshot_routes_the_destination_over():
+    config = _config(links=("wired", "wifi"))
+    over_cell = _policy(config, links=(CELL,), routes={"127.0.0.1": "wwan0"})
+    assert over_cell.link_class("a/pacs") == "cellular"
+    assert over_cell.gate(_study("a"), "a/pacs", NOON.timestamp()) == POLICY_LINK
+    wired = _policy(config, links=(WIRED_LINK,), routes={"127.0.0.1": "eth0"})
+    assert wired.gate(_study("a"), "a/pacs", NOON.timestamp()) is None
+    away = _policy(config, here="b", links=(WIRED_LINK,), routes={"127.0.0.1": "eth0"})
+    assert away.gate(_study("a"), "a/pacs", NOON.timestamp()) == ISOLATED
+    assert away.study_block(_study("a", destinations=("a/pacs",)), NOON.timestamp()) == ISOLATED

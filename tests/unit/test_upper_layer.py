@@ -121,8 +121,8 @@ def test_pynetdicom_is_the_version_the_limits_were_written_for():
         "check it against this pynetdicom before moving the pin")
 
 
-def test_the_limits_are_in_place_once_dimse_is_imported():
-    assert dimse  # imported for its settings
+def test_the_limits_are_in_place_once_dimse_is_configured():
+    dimse.configure()
     assert DULServiceProvider._read_pdu_data is upper_layer.read_pdu
     assert getattr(DULServiceProvider, "fluxbox_upper_layer", False)
     assert "guarded_receive_primitive" in DIMSEServiceProvider.receive_primitive.__qualname__
