@@ -19,7 +19,7 @@ class Backoff:
 
     def failed(self, now: float) -> float:
         self.failures += 1
-        delay = min(self.cap_s, self.initial_s * 2 ** (self.failures - 1))
+        delay = min(self.cap_s, self.initial_s * 2.0 ** (self.failures - 1))
         delay *= 0.75 + self.rng.random() * 0.5
         self.next_at = now + delay
         return delay

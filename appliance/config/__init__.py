@@ -31,7 +31,7 @@ from appliance.config.model import (
     TransmitConfig,
 )
 from appliance.config.problems import ConfigError, ConfigProblem
-from appliance.config.values import LINK_CLASSES
+from appliance.signals import LINK_CLASSES
 from appliance.worklist.config import CodeMapping, CorrectionsConfig, WorklistConfig
 
 __all__ = [

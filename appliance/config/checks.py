@@ -66,7 +66,7 @@ def max_pdu(value: Any) -> int:
     if value == 0 and isinstance(value, int) and not isinstance(value, bool):
         raise bad(f"0 (unlimited) is not allowed: the box bounds its memory; use "
                   f"{MIN_MAX_PDU}-{MAX_MAX_PDU}, or leave it out for {DEFAULT_MAX_PDU}")
-    return integer_in(MIN_MAX_PDU, MAX_MAX_PDU)(value)
+    return int(integer_in(MIN_MAX_PDU, MAX_MAX_PDU)(value))
 
 
 _BOX: Spec = {
@@ -226,7 +226,8 @@ class Checker:
         self.check_callers(box)
         return Config(box, detect, transmit, sites, self.source, links)
 
-    def table(self, value: Any, key: str, allowed: Iterable[str], hint: str) -> dict | None:
+    def table(self, value: Any, key: str, allowed: Iterable[str],
+              hint: str) -> dict[str, Any] | None:
         """``value`` if it is a table (reporting unknown keys in it), else None."""
         if not isinstance(value, dict):
             self.report(key, f"must be a table such as {hint}, got {show(value)}")

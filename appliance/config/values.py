@@ -87,7 +87,7 @@ def integer_in(low: int, high: int | None = None, *, zero: bool = False) -> Conv
 
     def convert(value: Any) -> int:
         if _is_int(value) and ((zero and value == 0) or _within(value, low, high)):
-            return value
+            return int(value)
         raise bad(f"must be {wanted}, got {show(value)}{_unquote_hint(value)}")
 
     return convert
@@ -259,7 +259,7 @@ def window(value: Any) -> str:
         start_h, start_m, end_h, end_m = (int(part) for part in match.groups()[1:])
         start, end = start_h * 60 + start_m, end_h * 60 + end_m
         if start_h < 24 and start_m < 60 and end_m < 60 and end <= 24 * 60 and start != end:
-            return value
+            return str(value)
     raise bad(
         'must be a time window "HH:MM-HH:MM" (24-hour clock, start and end differ; '
         "it may wrap past midnight), optionally after days such as 'Mon-Fri' or 'Sat,Sun', "

@@ -110,13 +110,13 @@ def study_findings(instances: Iterable[InstanceFacts]) -> list[str]:
         series[facts.series_uid].append(facts)
     findings: list[str] = []
     for uid, label in _series_labels(series):
-        facts = series[uid]
-        counts = Counter(f.instance_number for f in facts if f.instance_number is not None)
+        members = series[uid]
+        counts = Counter(f.instance_number for f in members if f.instance_number is not None)
         candidates = [
             _gap_finding(label, set(counts)),
             _duplicate_finding(label, counts),
-            _acquisition_finding(label, facts),
+            _acquisition_finding(label, members),
         ]
         findings.extend(f for f in candidates if f is not None)
-        findings.extend(_frame_findings(label, facts))
+        findings.extend(_frame_findings(label, members))
     return findings + _remark_findings(instances)

@@ -180,7 +180,8 @@ class _Values:
         raw = self._raw.get(keyword)
         if raw is None or len(raw) != 2:
             return None
-        return struct.unpack(self._enc.fmt + "H", raw)[0]
+        value: int = struct.unpack(self._enc.fmt + "H", raw)[0]
+        return value
 
 
 def expected_pixel_length(
@@ -223,10 +224,9 @@ def _check_pixels(walk: Walk, values: _Values, frames: int | None, native: bool)
             values.remarks.append(f"{keyword} length not checked: {', '.join(unusable)} "
                                   "missing or invalid")
             continue
-        expected = expected_pixel_length(
-            image["Rows"], image["Columns"], image["SamplesPerPixel"], image["BitsAllocated"],
-            frames or 1, values.text("PhotometricInterpretation"),
-        )
+        rows, columns, samples, bits = (image[name] or 0 for name in _IMAGE_ATTRIBUTES)
+        expected = expected_pixel_length(rows, columns, samples, bits, frames or 1,
+                                         values.text("PhotometricInterpretation"))
         if length != expected and not (expected % 2 == 1 and length == expected + 1):
             raise mismatch(f"{keyword} length does not match the image attributes")
 
