@@ -33,7 +33,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_role
+from pynetdicom import build_role
 from pynetdicom.dimse_primitives import N_EVENT_REPORT
 from pynetdicom.dsutils import encode
 
@@ -252,9 +252,9 @@ class ModalityCommitment:
         if modality is None:
             return (f"{error} on the open association; " if error else "association closed; "
                     ) + "no [box.modalities] entry for this AE title"
-        ae = AE(ae_title=self.box.ae_title)
-        ae.acse_timeout = ae.connection_timeout = self.transmit.connect_timeout_s
-        ae.dimse_timeout = ae.network_timeout = self.transmit.dimse_timeout_s
+        ae = dimse.calling_ae(self.box.ae_title,
+                              connect_timeout_s=self.transmit.connect_timeout_s,
+                              dimse_timeout_s=self.transmit.dimse_timeout_s)
         ae.add_requested_context(StorageCommitmentPushModel,
                                  [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         # PS3.4 J.3.3: the SCP opening the association proposes the SCP role.

@@ -25,7 +25,7 @@ import pynetdicom.acse
 import pynetdicom.association
 import pynetdicom.dimse_messages
 from pydicom import config as pydicom_config
-from pynetdicom import _config
+from pynetdicom import AE, _config
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import A_RELEASE, P_DATA
 from pynetdicom.transport import AssociationSocket
@@ -74,6 +74,16 @@ def configure() -> None:
     AssociationSocket._create_socket = _create_socket
     AssociationSocket.__init__ = __init__
     AssociationSocket._fluxbox_nodelay = True
+
+
+def calling_ae(ae_title: str, *, connect_timeout_s: float, dimse_timeout_s: float) -> AE:
+    """An AE for an association the box opens (to a PACS, a RIS, a worklist server, a
+    modality): the connection and association request wait `connect_timeout_s`, every
+    answer `dimse_timeout_s`. The caller adds its presentation contexts."""
+    ae = AE(ae_title=ae_title)
+    ae.connection_timeout = ae.acse_timeout = connect_timeout_s
+    ae.dimse_timeout = ae.network_timeout = dimse_timeout_s
+    return ae
 
 
 def spool_to(directory: Path, keep_free_bytes: int = 0) -> None:

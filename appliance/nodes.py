@@ -11,10 +11,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from appliance import statuses
+from appliance import dimse, statuses
 from appliance.config import Config, DestinationConfig
 
 log = logging.getLogger("fluxbox.nodes")
@@ -25,9 +24,8 @@ MAX_BACKOFF_FACTOR = 16
 
 def echo(calling_ae: str, dest: DestinationConfig, timeout_s: float = ECHO_TIMEOUT_S) -> bool:
     """One C-ECHO; True only for a success answer. Never raises."""
-    ae = AE(ae_title=calling_ae)
+    ae = dimse.calling_ae(calling_ae, connect_timeout_s=timeout_s, dimse_timeout_s=timeout_s)
     ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout_s
     try:
         assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
         if not assoc.is_established:

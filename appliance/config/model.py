@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.signals import LINK_CLASSES
 from appliance.upper_layer import DEFAULT_MAX_PDU
 from appliance.worklist.config import WorklistConfig
 
@@ -102,13 +103,13 @@ class Geofence:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    links: tuple[str, ...] = ("wired", "wifi", "cellular")
+    links: tuple[str, ...] = LINK_CLASSES
     windows: tuple[str, ...] = ()  # "HH:MM-HH:MM", optionally after days: "Mon-Fri 19:00-23:00"
     docked_ssids: tuple[str, ...] = ()  # if set, Wi-Fi carries studies only on these SSIDs
     cellular_mb_per_day: int = 0  # cellular budget; 0: unlimited
     cellular_mb_per_month: int = 0
     urgent_match: tuple[tuple[str, str], ...] = ()  # e.g. { StudyDescription = "*STAT*" }
-    urgent_links: tuple[str, ...] = ("wired", "wifi", "cellular")  # urgent studies may use these
+    urgent_links: tuple[str, ...] = LINK_CLASSES  # urgent studies may use these
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.sop_class import Verification
 
 from appliance import commitment, dimse, encoding, mpps, statuses
@@ -336,11 +336,8 @@ class DestinationWorker:
 
     def _associate(self, wanted: list[tuple[str, list[str]]], handlers: list | None = None):
         t = self.transmit
-        ae = AE(ae_title=self.calling_ae)
-        ae.acse_timeout = t.connect_timeout_s
-        ae.connection_timeout = t.connect_timeout_s
-        ae.dimse_timeout = t.dimse_timeout_s
-        ae.network_timeout = t.dimse_timeout_s
+        ae = dimse.calling_ae(self.calling_ae, connect_timeout_s=t.connect_timeout_s,
+                              dimse_timeout_s=t.dimse_timeout_s)
         for sop_class, syntaxes in wanted:
             ae.add_requested_context(sop_class, syntaxes)
         tls = tls_context(self.dest)

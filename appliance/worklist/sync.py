@@ -8,10 +8,9 @@ from datetime import date, timedelta
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from appliance import statuses
+from appliance import dimse, statuses
 from appliance.worklist.config import WorklistConfig
 
 OK = "ok"
@@ -95,10 +94,9 @@ Fetcher = Callable[[WorklistConfig, Dataset], Fetched]
 def fetch(cfg: WorklistConfig, query: Dataset, *, calling_ae: str, connect_timeout_s: float,
           dimse_timeout_s: float) -> Fetched:
     """One C-FIND to the worklist server; never raises for network trouble."""
-    ae = AE(ae_title=calling_ae)
+    ae = dimse.calling_ae(calling_ae, connect_timeout_s=connect_timeout_s,
+                          dimse_timeout_s=dimse_timeout_s)
     ae.add_requested_context(ModalityWorklistInformationFind)
-    ae.connection_timeout = ae.acse_timeout = connect_timeout_s
-    ae.dimse_timeout = ae.network_timeout = dimse_timeout_s
     assoc = ae.associate(cfg.host, cfg.port, ae_title=cfg.ae_title)
     if not assoc.is_established:  # pynetdicom marks a refused connection as aborted too
         return Fetched([], "rejected" if assoc.is_rejected else "unreachable")

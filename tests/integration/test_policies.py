@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,6 +114,7 @@ def test_without_adoption_a_held_study_waits_for_a_person(running, tmp_path, ct_
                       Hardware(FixedPosition.at(*HOSPITAL_A), StaticLinks(), StaticModem()))
         storescu("127.0.0.1", box.config.box.port, ct_study, called_aet="FLUXBOX")
         wait_for(lambda: box.current_site().id == "a", 20, "site a confirmed")
-        time.sleep(1.0)  # some delivery rounds
+        for worker, _ in box.workers.values():  # a delivery round of every worker, now
+            worker.deliver_once()
         assert _one_study(box)["held_reason"] == "site-unknown"
         assert scp.uids() == set()
