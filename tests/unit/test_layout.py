@@ -86,3 +86,14 @@ def test_data_flows_one_way_and_nothing_below_calls_back_up():
     wrong = {part: sorted(_imported_parts(part) & banned)
              for part, banned in MAY_NOT_IMPORT.items()}
     assert not {p: w for p, w in wrong.items() if w}, wrong
+
+
+def test_every_test_the_readme_names_is_there():
+    """The Guarantees name the tests that prove each promise: each must exist."""
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"`(test_[a-z0-9_]+)(?:\.py)?`", readme))
+    files = sorted((ROOT / "tests").rglob("*.py"))
+    stems = {p.stem for p in files}
+    source = "".join(p.read_text() for p in files)
+    gone = sorted(n for n in named if n not in stems and f"def {n}(" not in source)
+    assert not gone, f"README.md names tests that do not exist: {gone}"
