@@ -402,7 +402,7 @@ class Box:
             listening={lst.service: lst.view() for lst in self.listening},
             destinations=[
                 {"id": dest_id, "last_success_at": w.last_success_at, "last_error": w.last_error,
-                 "retry_at": w.retry_at}
+                 "retry_at": w.retry_at, "last_round_at": w.last_round_at}
                 for dest_id, (w, _) in self.workers.items()
             ],
             signals=self.supervisor.health(),

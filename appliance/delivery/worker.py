@@ -89,6 +89,7 @@ class DestinationWorker:
         self.backoff = Backoff(transmit.retry_initial_s, transmit.retry_max_s)
         self.peer_aborts: dict[bytes, int] = {}  # pending key -> PACS aborts while it was sent
         self.last_error: str | None = None
+        self.last_round_at: float | None = None  # when the worker last looked at its queue
         # kept in the store (at most every LAST_SUCCESS_SAVE_S): a restart does not make the
         # front panel say "never"
         saved = store.get_setting(self._last_success_setting)
@@ -119,6 +120,7 @@ class DestinationWorker:
     def deliver_once(self, now: float | None = None) -> BatchResult:
         """Send the next batch, if back-off and policy allow; record every response."""
         now = self.clock() if now is None else now
+        self.last_round_at = now
         if not self.backoff.ready(now):
             return BatchResult()
         batch = self._next_batch(now)

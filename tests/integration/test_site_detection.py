@@ -34,6 +34,16 @@ def _site(box: BoxProcess) -> str | None:
 
 
 @pytest.mark.skipif(bool(MISSING), reason=MISSING or "")
+
+def _wait_for_a_round(box, dest_id: str) -> None:
+    """Until the destination's worker has looked at its queue once more from now."""
+    def round_at() -> float:
+        (dest,) = [d for d in box.status()["destinations"] if d["id"] == dest_id]
+        return dest["last_round_at"] or 0.0
+
+    since = time.time()
+    box.wait_for(lambda: round_at() > since, 30, f"a delivery round of {dest_id}")
+
 def test_site_follows_a_drive_from_a_to_b_with_hysteresis(tmp_path):
     with GpsFake(drive(period_s=0.5), period_s=0.5) as gps:
         text = box_toml(tmp_path / "data", free_port(), two_sites(9, 9, geofences=True),
@@ -87,7 +97,7 @@ def test_each_hospital_gets_exactly_its_own_studies(tmp_path):
 
         pacs_a.start()  # back at A: the held study is still not guessed
         box.wait_for(lambda: _site(box) == "a", 60, "site a again")
-        time.sleep(1.5)  # a few delivery rounds: nothing may move without an assignment
+        _wait_for_a_round(box, "a/pacs")  # nothing may move without an assignment
         assert len(pacs_a.uids()) == 3
         assert box.call("assign", study_uid=uid2, site_id="a")["site"] == "a"
         box.wait_for(lambda: len(pacs_a.uids()) == 6, 30, "study 2 at PACS A after assign")
@@ -130,7 +140,7 @@ def test_a_study_assigned_to_another_site_never_reaches_the_first_sites_pacs(tmp
         assert len(row["destinations"]) == 1, "only B's PACS is the study's destination now"
         box.wait_for(lambda: row_state(box, uid) == "complete", 30, "study complete at B")
         box.call("retry")  # every worker gets another round: A's must find nothing to send
-        time.sleep(2)
+        _wait_for_a_round(box, "a/pacs")
         assert pacs_a.uids() == set(), "a study assigned to B reached hospital A"
     finally:
         box.kill9()
