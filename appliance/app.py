@@ -388,7 +388,8 @@ class Box:
     def _status_parts(self) -> status.Parts:
         errors = [e for e in (w.last_error for w, _ in self.workers.values()) if e]
         errors += [e for e in (self.receiver.last_error, self.commitment.last_error) if e]
-        errors += [problem for lst in self.listening for problem in lst.problems()]
+        unbound = [problem for lst in self.listening for problem in lst.problems()]
+        errors += unbound
         errors += mpps_failures(self.store)
         return status.Parts(
             site=self.current_site().as_json(),
@@ -400,6 +401,7 @@ class Box:
             receiving={"associations": self.receiver.associations.count(),
                        **self.receiver.counters},
             listening={lst.service: lst.view() for lst in self.listening},
+            listen_problems=len(unbound),
             destinations=[
                 {"id": dest_id, "last_success_at": w.last_success_at, "last_error": w.last_error,
                  "retry_at": w.retry_at, "last_round_at": w.last_round_at}

@@ -88,6 +88,7 @@ class Parts:
     receiver_running: bool
     receiving: dict
     listening: dict
+    listen_problems: int  # interfaces waited for, addresses that cannot be listened on
     destinations: list[dict]
     signals: dict
     worklist: dict
@@ -111,7 +112,7 @@ def status_view(store: Store, config: Config, rows: list[dict], parts: Parts,
         held_studies=sum(r["state"] == "held" for r in rows),
         pending_instances=pending,
         overdue_studies=sum(r["overdue"] for r in rows),
-        listen_waiting=sum(len(v.get("waiting", [])) for v in parts.listening.values()),
+        listen_waiting=parts.listen_problems,
     )
     if facts.overdue_studies:
         errors.append(f"{facts.overdue_studies} studies waiting longer than "
