@@ -22,20 +22,22 @@ from appliance.store import Store, StudyRecord
 
 LATENCY_RECENT = 50  # complete studies the median delivery latency is taken over
 
+View = dict[str, Any]  # a view as JSON: what `status --json` and `studies --json` print
 
-def median_latency(rows: list[dict], recent: int = LATENCY_RECENT) -> float | None:
+
+def median_latency(rows: list[View], recent: int = LATENCY_RECENT) -> float | None:
     """Median seconds from arrival to complete over the most recent complete studies."""
     done = sorted((r["completed_at"], r["completed_at"] - r["received_at"]) for r in rows
                   if r["completed_at"])[-recent:]
     if not done:
         return None
-    spans = sorted(span for _, span in done)
+    spans = sorted(float(span) for _, span in done)
     return spans[len(spans) // 2]
 
 
 def studies_view(store: Store, studies: Iterable[StudyRecord],
                  block: Callable[[StudyRecord, float], str | None], *, ttl_h: float,
-                 now: float) -> list[dict]:
+                 now: float) -> list[View]:
     """Every study; `overdue` marks one waiting past `transmit.ttl_h`. Nothing is ever
     deleted for being old and undelivered: it keeps trying, and health asks for a look."""
     rows = []
@@ -48,7 +50,7 @@ def studies_view(store: Store, studies: Iterable[StudyRecord],
     return rows
 
 
-def link_view(link: Link | None, modem: ModemState | None) -> dict:
+def link_view(link: Link | None, modem: ModemState | None) -> View:
     """The link to the current site's first destination, and the modem."""
     return {
         "class": link.link_class if link else OFFLINE,
@@ -62,7 +64,7 @@ def link_view(link: Link | None, modem: ModemState | None) -> dict:
     }
 
 
-def held_view(rows: list[dict], config: Config, now: float) -> dict:
+def held_view(rows: list[View], config: Config, now: float) -> View:
     """Held studies by reason, and when a window-held study may next move."""
     reasons: dict[str, int] = {}
     for row in rows:
@@ -81,23 +83,23 @@ def held_view(rows: list[dict], config: Config, now: float) -> dict:
 class Parts:
     """What the status view reads from the running box, each part as it is now."""
 
-    site: dict  # the current site decision, as JSON
-    detect: dict
-    link: dict
+    site: View  # the current site decision, as JSON
+    detect: View
+    link: View
     errors: list[str]  # from the workers, the receiver, commitment, listening, ...
     receiver_running: bool
-    receiving: dict
-    listening: dict
+    receiving: View
+    listening: View
     listen_problems: int  # interfaces waited for, addresses that cannot be listened on
-    destinations: list[dict]
-    signals: dict
-    worklist: dict
-    commitment: dict
-    versions: dict
+    destinations: list[View]
+    signals: View
+    worklist: View
+    commitment: View
+    versions: View
 
 
-def status_view(store: Store, config: Config, rows: list[dict], parts: Parts,
-                now: float) -> dict[str, Any]:
+def status_view(store: Store, config: Config, rows: list[View], parts: Parts,
+                now: float) -> View:
     """`fluxbox status --json`: health and everything it is decided from."""
     waiting = [r for r in rows if r["state"] != "complete"]
     pending = sum(d["pending"] for r in rows for d in r["destinations"])
