@@ -46,11 +46,12 @@ fuzz: apt $(STAMP)
 	$(PY) -m tests.fuzz.run --seconds $(FUZZ_S)
 
 # Modules held to mypy --strict: the store, validation, the config, the decisions (studies,
-# routing, sites, health), the views and commands. Not yet: delivery and receiving, whose
-# pynetdicom objects are untyped.
+# routing, sites, health), delivery, the views and commands. Not yet: receiving and the
+# services it answers (pynetdicom handlers take untyped events).
 TYPED := appliance/store appliance/validation appliance/config appliance/inflight.py \
 	appliance/statuses.py appliance/routing.py appliance/sites.py appliance/studies.py \
-	appliance/health.py appliance/backoff.py appliance/status.py appliance/commands.py
+	appliance/health.py appliance/backoff.py appliance/status.py appliance/commands.py \
+	appliance/delivery appliance/commitment.py
 lint: $(STAMP)
 	$(VENV)/bin/ruff check appliance hw tests
 	$(PY) -m mypy --strict $(TYPED)

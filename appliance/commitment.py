@@ -11,7 +11,10 @@ import time
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom.sop_class import StorageCommitmentPushModel  # noqa: F401  (re-exported)
+from pynetdicom.events import Event
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import
+    StorageCommitmentPushModel as StorageCommitmentPushModel,  # re-exported
+)
 
 from appliance import statuses
 from appliance.store import InstanceRecord, Store
@@ -37,7 +40,7 @@ def request_dataset(records: list[InstanceRecord]) -> Dataset:
     return ds
 
 
-def handle_report(store: Store, event) -> tuple[int, None]:
+def handle_report(store: Store, event: Event) -> tuple[int, None]:
     """An EVT_N_EVENT_REPORT handler: record which instances the PACS committed."""
     info = event.event_information
     failed = {str(item.ReferencedSOPInstanceUID) for item in info.get("FailedSOPSequence", [])}

@@ -8,6 +8,7 @@ import contextlib
 import socket
 import ssl
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
@@ -19,9 +20,11 @@ from appliance.config import DestinationConfig
 from appliance.config.tls import tls_client_problems
 from appliance.crypto import BlobCorrupt
 from appliance.delivery.outcomes import Answer, LinkDown, PeerAborted, Unsendable
-from appliance.store import Queued
+from appliance.store import InstanceRecord, Queued
 
 if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
     from appliance.delivery.worker import DestinationWorker
 
 
@@ -40,7 +43,8 @@ class AssociationSender:
     """`Sender` over a pynetdicom association: C-STORE for instances, N-CREATE and N-SET
     for MPPS messages."""
 
-    def __init__(self, worker: DestinationWorker, assoc, link_class: str | None) -> None:
+    def __init__(self, worker: DestinationWorker, assoc: Association,
+                 link_class: str | None) -> None:
         self.worker = worker
         self.store = worker.store
         self.assoc = assoc
@@ -76,7 +80,7 @@ class AssociationSender:
         except ValueError as exc:  # pynetdicom cannot encode or send it: trying again won't help
             raise Unsendable(f"the box cannot send this instance: {exc}") from exc
 
-    def _candidates(self, record) -> list[str]:
+    def _candidates(self, record: InstanceRecord) -> list[str]:
         """The syntaxes this instance may travel in on this association, best first."""
         accepted = {cx.transfer_syntax[0] for cx in self.assoc.accepted_contexts
                     if cx.abstract_syntax == record.sop_class_uid}
@@ -132,20 +136,20 @@ class AssociationSender:
     def _n_create(self, step_uid: str, dataset: Dataset) -> Dataset:
         if not self.assoc.is_established:
             raise LinkDown("association lost")
-        status, _ = self.assoc.send_n_create(dataset, mpps.MPPS_CLASS, step_uid)
+        status: Dataset = self.assoc.send_n_create(dataset, mpps.MPPS_CLASS, step_uid)[0]
         return status
 
     def _n_set(self, step_uid: str, dataset: Dataset) -> Dataset:
         if not self.assoc.is_established:
             raise LinkDown("association lost")
-        status, _ = self.assoc.send_n_set(dataset, mpps.MPPS_CLASS, step_uid)
+        status: Dataset = self.assoc.send_n_set(dataset, mpps.MPPS_CLASS, step_uid)[0]
         return status
 
 
 class AssociationAsker:
     """`CommitmentAsker` over a pynetdicom association."""
 
-    def __init__(self, assoc) -> None:
+    def __init__(self, assoc: Association) -> None:
         self.assoc = assoc
 
     def supports_commitment(self) -> bool:
@@ -155,16 +159,16 @@ class AssociationAsker:
                    for cx in self.assoc.accepted_contexts)
 
     def ask(self, request: Dataset) -> Dataset:
-        status, _ = self.assoc.send_n_action(
+        status: Dataset = self.assoc.send_n_action(
             request, commitment.ACTION_REQUEST_COMMIT, commitment.StorageCommitmentPushModel,
-            commitment.PUSH_MODEL_INSTANCE)
+            commitment.PUSH_MODEL_INSTANCE)[0]
         return status
 
 
-def hard_abort(assoc) -> None:
+def hard_abort(assoc: Association) -> None:
     """Abort, first shutting the socket so a send blocked on a dead link returns."""
     with contextlib.suppress(Exception):
-        assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+        assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
     with contextlib.suppress(Exception):
         assoc.abort()
 
@@ -197,7 +201,7 @@ def tls_problem(dest: DestinationConfig, context: ssl.SSLContext, timeout_s: flo
         return None
 
 
-def _prepared(path, stored: str, candidates: list[str]):
+def _prepared(path: Path, stored: str, candidates: list[str]) -> Path:
     """The first candidate syntax the instance can be put in (the stored one always can)."""
     problems = []
     for target in candidates:
@@ -208,6 +212,6 @@ def _prepared(path, stored: str, candidates: list[str]):
     raise encoding.CannotEncode("cannot encode for this PACS: " + "; ".join(problems))
 
 
-def sop_name(record) -> str:
+def sop_name(record: InstanceRecord) -> str:
     name = UID(record.sop_class_uid).name
     return name if name != record.sop_class_uid else record.sop_class_uid

@@ -13,8 +13,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from pydicom.dataset import Dataset
 from pynetdicom import evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from appliance import commitment, dimse, encoding, mpps, statuses
 from appliance.backoff import Backoff
@@ -336,7 +339,8 @@ class DestinationWorker:
                 f"PACS refused the commitment request: status 0x{int(status.Status):04X}",
                 self.clock())
 
-    def _associate(self, wanted: list[tuple[str, list[str]]], handlers: list | None = None):
+    def _associate(self, wanted: list[tuple[str, list[str]]],
+                   handlers: list[EventHandlerType] | None = None) -> Association:
         t = self.transmit
         ae = dimse.calling_ae(self.calling_ae, connect_timeout_s=t.connect_timeout_s,
                               dimse_timeout_s=t.dimse_timeout_s)
@@ -355,8 +359,8 @@ class DestinationWorker:
         problem = tls_problem(self.dest, tls, t.connect_timeout_s) if tls else None
         raise LinkDown(problem or f"cannot reach {self.dest.host}:{self.dest.port}")
 
-    def _record_status(self, item: Queued, outcome: BatchResult, status, link_class,
-                       elapsed: float) -> None:
+    def _record_status(self, item: Queued, outcome: BatchResult, status: Dataset,
+                       link_class: str | None, elapsed: float) -> None:
         """Success or warning is recorded at once; a transient refusal retries the batch;
         anything else fails this item with its reason while the rest go on."""
         if "Status" not in status:
