@@ -57,6 +57,9 @@ log = logging.getLogger("fluxbox.commitment")
 
 MODES = ("box", "pacs")
 SAME_ASSOCIATION_TIMEOUT_S = 10.0  # for a modality that keeps it open yet never answers
+# A report on the asking association waits this long for a release the modality may
+# already have sent (a report crossing it would make the modality abort).
+RELEASE_GRACE_S = 1.0
 POLL_S = 2.0  # pacs mode: how often waiting requests are looked at again
 
 
@@ -312,6 +315,8 @@ class ModalityCommitment:
         if encoded is None:
             return "cannot send: the report does not encode"
         request.EventInformation = BytesIO(encoded)
+        if dimse.releasing_within(assoc, RELEASE_GRACE_S):
+            return "the modality released the association"
         try:
             response = dimse.request_unless_releasing(
                 assoc, request, contexts[0].context_id, SAME_ASSOCIATION_TIMEOUT_S)

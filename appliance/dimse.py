@@ -160,6 +160,18 @@ def release_requested(assoc) -> bool:
     return any(isinstance(p, A_RELEASE) and p.result is None for p in waiting)
 
 
+def releasing_within(assoc, seconds: float) -> bool:
+    """True if the peer asks to release `assoc` (or it ends) within `seconds`. A modality
+    that releases right after its request does so within milliseconds; a report sent in
+    that window crosses its A-RELEASE-RQ and makes it abort (it cannot answer in Sta7)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if release_requested(assoc) or not assoc.is_established:
+            return True
+        time.sleep(_WAIT_SLICE_S)
+    return release_requested(assoc) or not assoc.is_established
+
+
 def request_unless_releasing(assoc, request: Any, context_id: int, timeout_s: float) -> Any:
     """Send the DIMSE `request` on `assoc`, an association the peer opened; return the
     peer's response, or None if none came within `timeout_s` (the association is then
