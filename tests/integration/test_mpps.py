@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pydicom
 import pytest
@@ -185,51 +186,52 @@ def _step_created_then_forgotten(box: BoxProcess, ris: RecordingRis, assoc) -> s
     return step_uid
 
 
-def test_an_n_set_of_a_step_the_ris_lost_goes_again_after_its_n_create(tmp_path):
-    """Issue 8: the RIS answers an N-SET with 0x0112 (No such SOP Instance: it lost the
-    step, or the N-CREATE went to another RIS). The box sends the step's N-CREATE again,
-    then the N-SET, and the step reaches the RIS whole."""
+@contextmanager
+def _box_and_ris(tmp_path):
+    """A box relaying MPPS to a recording RIS (its PACS a counting SCP), studies kept open."""
     ris = RecordingRis(free_port())
     ris.start()
     try:
         with CountingSCP(ae_title="PACS") as pacs, BoxProcess(
                 _config(tmp_path, pacs.port, ris.port, "study_quiet_s = 600"), tmp_path) as box:
-            assoc = _modality(box.port)
-            step_uid = _step_created_then_forgotten(box, ris, assoc)
-            status, _ = assoc.send_n_set(_set_completed(), ModalityPerformedProcedureStep,
-                                         step_uid)
-            assert status.Status == 0
-            assoc.release()
-            box.wait_for(lambda: len(ris.messages) >= 4, 30, "the step sent again")
-            assert ris.messages == [("create", "IN PROGRESS"), ("refused set", "0x0112"),
-                                    ("create", "IN PROGRESS"), ("set", "COMPLETED")]
-            assert not [e for e in box.status()["errors"] if e.startswith("MPPS")]
+            yield box, ris
     finally:
         ris.stop()
+
+
+def test_an_n_set_of_a_step_the_ris_lost_goes_again_after_its_n_create(tmp_path):
+    """Issue 8: the RIS answers an N-SET with 0x0112 (No such SOP Instance: it lost the
+    step, or the N-CREATE went to another RIS). The box sends the step's N-CREATE again,
+    then the N-SET, and the step reaches the RIS whole."""
+    with _box_and_ris(tmp_path) as (box, ris):
+        assoc = _modality(box.port)
+        step_uid = _step_created_then_forgotten(box, ris, assoc)
+        status, _ = assoc.send_n_set(_set_completed(), ModalityPerformedProcedureStep,
+                                     step_uid)
+        assert status.Status == 0
+        assoc.release()
+        box.wait_for(lambda: len(ris.messages) >= 4, 30, "the step sent again")
+        assert ris.messages == [("create", "IN PROGRESS"), ("refused set", "0x0112"),
+                                ("create", "IN PROGRESS"), ("set", "COMPLETED")]
+        assert not [e for e in box.status()["errors"] if e.startswith("MPPS")]
 
 
 def test_an_n_set_the_ris_still_does_not_know_fails_with_a_reason_and_later_steps_go_on(
         tmp_path):
     """Issue 8: when the RIS refuses the N-CREATE sent again too, the N-SET fails once, with
     a reason `fluxbox status` shows, and the next procedure step still reaches the RIS."""
-    ris = RecordingRis(free_port())
-    ris.start()
-    try:
-        with CountingSCP(ae_title="PACS") as pacs, BoxProcess(
-                _config(tmp_path, pacs.port, ris.port, "study_quiet_s = 600"), tmp_path) as box:
-            assoc = _modality(box.port)
-            step_uid = _step_created_then_forgotten(box, ris, assoc)
-            ris.refuse_creates.add(step_uid)
-            assoc.send_n_set(_set_completed(), ModalityPerformedProcedureStep, step_uid)
-            reason = ("MPPS to a/ris failed: RIS does not know this procedure step (0x0112) "
-                      "and refused its N-CREATE sent again: status 0x0110")
-            box.wait_for(lambda: reason in box.status()["errors"], 30, "the reason shown")
-            status, _ = assoc.send_n_create(_create_request(generate_uid()),
-                                            ModalityPerformedProcedureStep, generate_uid())
-            assert status.Status == 0
-            assoc.release()
-            box.wait_for(lambda: len(ris.messages) >= 4, 30, "the next step at the RIS")
-            assert ris.messages == [("create", "IN PROGRESS"), ("refused set", "0x0112"),
-                                    ("refused create", "0x0110"), ("create", "IN PROGRESS")]
-    finally:
-        ris.stop()
+    with _box_and_ris(tmp_path) as (box, ris):
+        assoc = _modality(box.port)
+        step_uid = _step_created_then_forgotten(box, ris, assoc)
+        ris.refuse_creates.add(step_uid)
+        assoc.send_n_set(_set_completed(), ModalityPerformedProcedureStep, step_uid)
+        reason = ("MPPS to a/ris failed: RIS does not know this procedure step (0x0112) "
+                  "and refused its N-CREATE sent again: status 0x0110")
+        box.wait_for(lambda: reason in box.status()["errors"], 30, "the reason shown")
+        status, _ = assoc.send_n_create(_create_request(generate_uid()),
+                                        ModalityPerformedProcedureStep, generate_uid())
+        assert status.Status == 0
+        assoc.release()
+        box.wait_for(lambda: len(ris.messages) >= 4, 30, "the next step at the RIS")
+        assert ris.messages == [("create", "IN PROGRESS"), ("refused set", "0x0112"),
+                                ("refused create", "0x0110"), ("create", "IN PROGRESS")]
