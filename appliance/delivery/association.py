@@ -102,10 +102,11 @@ class AssociationSender:
         if not any(cx.abstract_syntax == mpps.MPPS_CLASS
                    for cx in self.assoc.accepted_contexts):
             raise Unsendable("RIS does not accept MPPS")
-        dataset = mpps.decode(self.store.message_payload(record))
-        if record.facts.get("kind") == "create":
-            return Answer(self._n_create(record.sop_instance_uid, dataset))
-        status = self._n_set(record.sop_instance_uid, dataset)
+        message = self.store.message(record)
+        dataset = mpps.decode(message.payload)
+        if message.kind == "create":
+            return Answer(self._n_create(message.step_uid, dataset))
+        status = self._n_set(message.step_uid, dataset)
         if status.get("Status") == statuses.NO_SUCH_SOP_INSTANCE:
             status = self._create_again_then_set(item, dataset)
         return Answer(status)
@@ -114,13 +115,13 @@ class AssociationSender:
         """The RIS does not know the step of an N-SET (0x0112: its N-CREATE was lost, or
         went to another RIS): the step's N-CREATE is sent again, then the N-SET, once.
         Raises Unsendable, with a reason for service staff, when that does not help."""
-        step_uid = item.instance.sop_instance_uid
-        create = next((r for r in self.store.study_instances(item.study.key)
-                       if r.facts.get("kind") == "create"), None)
+        step_uid = self.store.message(item.instance).step_uid
+        create = next((m for m in self.store.step_messages(item.study.key)
+                       if m.kind == "create"), None)
         if create is None:
             raise Unsendable("RIS does not know this procedure step (0x0112) and the box "
                              "holds no N-CREATE for it")
-        status = self._n_create(step_uid, mpps.decode(self.store.message_payload(create)))
+        status = self._n_create(step_uid, mpps.decode(create.payload))
         if "Status" not in status:
             return status  # the association is gone: the N-SET stays pending
         code = int(status.Status)

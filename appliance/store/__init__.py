@@ -33,7 +33,7 @@ from appliance.store.blobs import Blobs
 from appliance.store.commit_requests import CommitRequests
 from appliance.store.index import MAP_SIZE_BYTES, Index
 from appliance.store.journal import EVENTS_KEPT, Journal
-from appliance.store.messages import Messages, message_payload
+from appliance.store.messages import Messages, message
 from appliance.store.queue import Queue
 from appliance.store.records import (
     Commitment,
@@ -41,6 +41,7 @@ from appliance.store.records import (
     DeliveryCounts,
     InstanceCommit,
     InstanceRecord,
+    MppsMessage,
     Outcome,
     Queued,
     RepairReport,
@@ -55,7 +56,7 @@ from appliance.validation import InstanceHeader
 
 __all__ = [
     "EVENTS_KEPT", "MAP_SIZE_BYTES", "CommitRequest", "Commitment", "DeliveryCounts",
-    "InstanceCommit", "InstanceRecord", "Outcome", "Queued", "RepairReport", "Store",
+    "InstanceCommit", "InstanceRecord", "MppsMessage", "Outcome", "Queued", "RepairReport", "Store",
     "StoreFault", "StoreFull", "StudyRecord", "destination_site",
 ]
 
@@ -238,7 +239,10 @@ class Store:
             step_uid, kind, payload, site=site, dest=dest, now=now,
             sop_class_uid=sop_class_uid, performed_study_uid=performed_study_uid)
 
-    message_payload = staticmethod(message_payload)
+    def step_messages(self, step_key: str) -> list[MppsMessage]:
+        return self._messages.step_messages(step_key)
+
+    message = staticmethod(message)
 
     # -- journal ---------------------------------------------------------------------
 

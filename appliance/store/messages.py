@@ -1,9 +1,11 @@
 """MPPS messages, queued for the RIS like a study so they share the delivery worker.
 
-The messages of one procedure step are one StudyRecord of kind "mpps" (keyed by the hash of
-"mpps:" + step UID, closed from the start), each message one InstanceRecord with no blob
-whose `facts` hold the kind and the base64 payload. The format stays as it was written so
-far: the delivery worker, the closer and the reports read these records as they are.
+Outside the store a message is an `MppsMessage` (`message`, `step_messages`); only this
+module knows how one is kept. The messages of one procedure step are one StudyRecord of kind
+"mpps" (keyed by the hash of "mpps:" + step UID, closed from the start), so the queue's
+positions, acknowledgments, retries and purge treat a step like any study; each message is
+one queue item with no blob, its kind and data set sealed with the record. The layout is
+kept as boxes in the field wrote it, so messages queued before an update still go out.
 
 Invariants kept: *durable before success* and *resumable delivery*, in arrival order:
 each message is committed, with its pending position, before the N-CREATE or N-SET is
@@ -19,7 +21,7 @@ from dataclasses import replace
 from appliance.store.index import Index
 from appliance.store.journal import Journal
 from appliance.store.queue import Queue
-from appliance.store.records import SEQ, InstanceRecord, StudyRecord
+from appliance.store.records import SEQ, InstanceRecord, MppsMessage, StudyRecord
 
 _EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
@@ -66,6 +68,16 @@ class Messages:
             return step
 
 
-def message_payload(record: InstanceRecord) -> bytes:
-    """The DICOM data set of one MPPS message, as it was received."""
-    return base64.b64decode(record.facts["payload"])
+    def step_messages(self, step_key: str) -> list[MppsMessage]:
+        """The messages of one procedure step, in arrival order."""
+        prefix = bytes.fromhex(step_key)
+        with self.index.read() as txn:
+            records = [self.index.get(txn, "instances", inst_key, InstanceRecord)
+                       for _, inst_key in self.index.prefixed(txn, "members", prefix)]
+        return [message(r) for r in records if r is not None]
+
+
+def message(record: InstanceRecord) -> MppsMessage:
+    """The MPPS message a queue item of an "mpps" step carries."""
+    return MppsMessage(step_uid=record.sop_instance_uid, kind=record.facts["kind"],
+                       seq=record.seq, payload=base64.b64decode(record.facts["payload"]))

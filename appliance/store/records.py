@@ -84,6 +84,16 @@ class StudyRecord:
 
 
 @dataclass(frozen=True)
+class MppsMessage:
+    """One MPPS message of a procedure step, as the modality sent it (`messages.py`)."""
+
+    step_uid: str
+    kind: str  # "create" (N-CREATE) | "set" (N-SET)
+    seq: int  # arrival order within the step
+    payload: bytes  # the data set, encoded as received
+
+
+@dataclass(frozen=True)
 class Queued:
     """One instance waiting at one destination, as handed to a delivery worker."""
 

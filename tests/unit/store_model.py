@@ -17,6 +17,7 @@ rules are plain methods, so a shrunk failure replays as a plain test.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import shutil
@@ -141,10 +142,12 @@ _CONTENTS: Contents | None = None
 
 
 def contents() -> Contents:
-    """Made once per test run: the files never change."""
+    """Made once per test run (the files never change), removed when the run ends."""
     global _CONTENTS
     if _CONTENTS is None:
-        _CONTENTS = Contents(Path(tempfile.mkdtemp(prefix="fluxbox-model-files-")))
+        folder = Path(tempfile.mkdtemp(prefix="fluxbox-model-files-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _CONTENTS = Contents(folder)
     return _CONTENTS
 
 
