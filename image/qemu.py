@@ -71,10 +71,6 @@ def qemu_command(
         "qemu-system-x86_64",
         "-machine",
         "q35",
-        # KVM where the host offers it (a boot in seconds), else emulation: QEMU takes the
-        # first accelerator that works
-        "-accel",
-        "kvm",
         "-accel",
         "tcg",
         "-cpu",
