@@ -46,12 +46,13 @@ fuzz: apt $(STAMP)
 	$(PY) -m tests.fuzz.run --seconds $(FUZZ_S)
 
 # Modules held to mypy --strict: the store, validation, the config, the decisions (studies,
-# routing, sites, health), delivery, the views and commands. Not yet: receiving and the
-# services it answers (pynetdicom handlers take untyped events).
+# routing, sites, health), delivery, the views and commands, and the pynetdicom boundary
+# (dimse: the handlers' Event types; upper_layer). Not yet: receiving and the services
+# it answers.
 TYPED := appliance/store appliance/validation appliance/config appliance/inflight.py \
 	appliance/statuses.py appliance/routing.py appliance/sites.py appliance/studies.py \
 	appliance/health.py appliance/backoff.py appliance/status.py appliance/commands.py \
-	appliance/delivery appliance/commitment.py
+	appliance/delivery appliance/commitment.py appliance/upper_layer.py appliance/dimse.py
 lint: $(STAMP)
 	$(VENV)/bin/ruff check appliance hw tests
 	$(PY) -m mypy --strict $(TYPED)
