@@ -47,15 +47,15 @@ fuzz: apt $(STAMP)
 
 # Modules held to mypy --strict: the store, validation, the config, the decisions (studies,
 # routing, sites, health), delivery, the views and commands, receiving and the services it
-# answers (MPPS, Storage Commitment, callers' rights, listen addresses), and the
+# answers (worklist, MPPS, Storage Commitment, callers' rights, listen addresses), and the
 # pynetdicom boundary (dimse: the handlers' Event types; upper_layer). Not yet: the
-# worklist, the composition root, the CLI and console, the demo and the smaller helpers.
+# composition root, the CLI and console, the demo, metrics and the smaller helpers.
 TYPED := appliance/store appliance/validation appliance/config appliance/inflight.py \
 	appliance/statuses.py appliance/routing.py appliance/sites.py appliance/studies.py \
 	appliance/health.py appliance/backoff.py appliance/status.py appliance/commands.py \
 	appliance/delivery appliance/commitment.py appliance/receiving.py \
 	appliance/commitment_scp.py appliance/mpps.py appliance/callers.py \
-	appliance/listening.py appliance/upper_layer.py appliance/dimse.py
+	appliance/listening.py appliance/worklist appliance/upper_layer.py appliance/dimse.py
 lint: $(STAMP)
 	$(VENV)/bin/ruff check appliance hw tests
 	$(PY) -m mypy --strict $(TYPED)
