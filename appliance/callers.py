@@ -15,14 +15,15 @@ any modality may connect") every caller may use every service.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from pynetdicom import evt
+from pynetdicom.events import Event, EventType
 
 from appliance import statuses
 from appliance.config import Config
+from appliance.dimse import Answer, Handler, HandlerResult, calling_aet
 from appliance.logs import event
 
 log = logging.getLogger("fluxbox.callers")
@@ -33,7 +34,7 @@ ECHO, STORE, FIND, MPPS, COMMIT_REQUEST, COMMIT_REPORT = (
 REPORTER_SERVICES = frozenset({ECHO, COMMIT_REPORT})
 
 # The service each DIMSE event handler serves; other events (notifications) pass as they are.
-SERVICES = {
+SERVICES: dict[EventType, str] = {
     evt.EVT_C_ECHO: ECHO,
     evt.EVT_C_STORE: STORE,
     evt.EVT_C_FIND: FIND,
@@ -75,25 +76,25 @@ class Callers:
         return title in self.modalities or (
             title in self.reporters and service in REPORTER_SERVICES)
 
-    def guard(self, event_type: Any, handler: Callable) -> Callable:
+    def guard(self, event_type: EventType, handler: Handler) -> Handler:
         """`handler` for callers that may use its service; others get statuses.NOT_AUTHORIZED in
         the form that event's handler answers in, and the handler never runs."""
         service = SERVICES.get(event_type)
         if service is None:
             return handler
 
-        def guarded(ev: Any) -> Any:
-            calling_aet = ev.assoc.requestor.ae_title
-            if self.may(calling_aet, service):
+        def guarded(ev: Event) -> HandlerResult:
+            caller = calling_aet(ev)
+            if self.may(caller, service):
                 return handler(ev)
-            event(log, "service refused", logging.WARNING, calling_ae=calling_aet,
+            event(log, "service refused", logging.WARNING, calling_ae=caller,
                   service=service, status=f"0x{statuses.NOT_AUTHORIZED:04X}")
             return _refusal(service)
 
         return guarded
 
 
-def _refusal(service: str) -> Any:
+def _refusal(service: str) -> HandlerResult:
     if service in (ECHO, STORE):
         return statuses.NOT_AUTHORIZED
     if service == FIND:
@@ -101,5 +102,5 @@ def _refusal(service: str) -> Any:
     return statuses.NOT_AUTHORIZED, None
 
 
-def _no_entries() -> Iterator[tuple[int, None]]:
+def _no_entries() -> Iterator[Answer]:
     yield statuses.NOT_AUTHORIZED, None

@@ -29,13 +29,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_role
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import N_EVENT_REPORT
 from pynetdicom.dsutils import encode
+from pynetdicom.events import Event
 
 from appliance import dimse, statuses
 from appliance.backoff import Backoff
@@ -165,7 +167,7 @@ class ModalityCommitment:
         self.box = box
         self.transmit = transmit
         self.wake = threading.Event()
-        self._open: dict[str, Any] = {}  # Transaction UID -> the association that asked
+        self._open: dict[str, Association] = {}  # Transaction UID -> the one that asked
         self._lock = threading.Lock()
         self._backoff: dict[str, Backoff] = {}
         self._message_ids = itertools.count(1)
@@ -177,7 +179,7 @@ class ModalityCommitment:
 
     # -- the request ---------------------------------------------------------------
 
-    def on_n_action(self, ev) -> tuple[int, Dataset | None]:
+    def on_n_action(self, ev: Event) -> dimse.Answer:
         """Keep the request durably, then answer; the report follows from `run`."""
         if ev.action_type != ACTION_REQUEST_COMMIT:
             return statuses.NO_SUCH_ACTION_TYPE, None
@@ -187,12 +189,12 @@ class ModalityCommitment:
             parsed = None
         if parsed is None:
             event(log, "commitment request refused", logging.WARNING,
-                  calling_ae=ev.assoc.requestor.ae_title, reason="no transaction or references")
+                  calling_ae=dimse.calling_aet(ev), reason="no transaction or references")
             return statuses.INVALID_ARGUMENT_VALUE, None
         transaction_uid, references = parsed
         held = tuple(self.store.instance_commit(c, i, end_to_end=False)
                      is InstanceCommit.COMMITTED for c, i in references)
-        request = CommitRequest(transaction_uid, ev.assoc.requestor.ae_title, references, held,
+        request = CommitRequest(transaction_uid, dimse.calling_aet(ev), references, held,
                                 time.time())
         try:
             self.store.put_commit_request(request)
@@ -283,7 +285,8 @@ class ModalityCommitment:
         with self._lock:
             self._open.pop(transaction_uid, None)
 
-    def _send(self, assoc, report: Report, *, same_association: bool) -> str | None:
+    def _send(self, assoc: Association, report: Report, *,
+              same_association: bool) -> str | None:
         dataset = report.dataset(self.box.ae_title if not self.end_to_end else None)
         msg_id = next(self._message_ids) % 65536
         if same_association:
@@ -298,7 +301,8 @@ class ModalityCommitment:
             return "no answer"
         return _status_error(int(status.Status))
 
-    def _send_same(self, assoc, report: Report, dataset: Dataset, msg_id: int) -> str | None:
+    def _send_same(self, assoc: Association, report: Report, dataset: Dataset,
+                   msg_id: int) -> str | None:
         """The report on the asking association, unless the modality is releasing it."""
         contexts = [cx for cx in assoc.accepted_contexts
                     if cx.abstract_syntax == StorageCommitmentPushModel]
@@ -318,8 +322,9 @@ class ModalityCommitment:
         if dimse.releasing_within(assoc, RELEASE_GRACE_S):
             return "the modality released the association"
         try:
+            context_id = cast(int, contexts[0].context_id)  # an accepted context has one
             response = dimse.request_unless_releasing(
-                assoc, request, contexts[0].context_id, SAME_ASSOCIATION_TIMEOUT_S)
+                assoc, request, context_id, SAME_ASSOCIATION_TIMEOUT_S)
         except dimse.PeerReleasing:
             return "the modality released the association"
         status = getattr(response, "Status", None)
@@ -333,7 +338,7 @@ class ModalityCommitment:
               committed=len(report.committed), failed=len(report.failed),
               association=association)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """For `fluxbox status`: the mode, requests not yet reported, the last failure."""
         return {"mode": self.box.commitment_mode, "requests": len(self.store.commit_requests()),
                 "last_error": self.last_error}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from appliance.report import human_size
 
@@ -49,11 +50,12 @@ def _ago(when: float | None, now: float) -> str:
     return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
 
 
-def held_studies(studies: list[dict]) -> list[dict]:
+def held_studies(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [s for s in studies if s["state"] in ("held", "failed") or s.get("overdue")]
 
 
-def render(status: dict, studies: list[dict], now: float, prompt: str = "") -> list[str]:
+def render(status: dict[str, Any], studies: list[dict[str, Any]], now: float,
+           prompt: str = "") -> list[str]:
     site, link, queue = status["site"], status["link"], status["queue"]
     modem = link.get("modem") or {}
     radio = (f"  {modem.get('technology') or ''} {modem.get('signal_percent') or '?'}%"
@@ -85,14 +87,14 @@ def render(status: dict, studies: list[dict], now: float, prompt: str = "") -> l
 class Keys:
     """The key dialogue. `press(key)` returns False to quit; `call` talks to the box."""
 
-    call: Callable[..., object]
+    call: Callable[..., Any]  # control.call: decoded JSON
     sites: list[str]
     prompt: str = ""
     _mode: str = ""
     _study: str | None = None
     _choices: list[str] = field(default_factory=list)
 
-    def press(self, key: str, studies: list[dict]) -> bool:
+    def press(self, key: str, studies: list[dict[str, Any]]) -> bool:
         if key in ("\x1b", "\x7f"):
             self._reset("cancelled")
         elif self._mode:

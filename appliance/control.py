@@ -15,6 +15,7 @@ import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("fluxbox.control")
 
@@ -45,7 +46,7 @@ class CommandError(Exception):
     """Raised by a command handler: the message goes back to the client as is."""
 
 
-Handler = Callable[[dict], object]
+Handler = Callable[[dict[str, Any]], object]
 
 
 class ControlServer:
@@ -83,7 +84,7 @@ class ControlServer:
         self.path.unlink(missing_ok=True)
 
 
-def dispatch(handlers: dict[str, Handler], line: bytes) -> dict:
+def dispatch(handlers: dict[str, Handler], line: bytes) -> dict[str, Any]:
     try:
         request = json.loads(line)
         handler = handlers[request["command"]]
@@ -98,7 +99,7 @@ def dispatch(handlers: dict[str, Handler], line: bytes) -> dict:
         return {"ok": False, "error": f"internal error: {type(exc).__name__}"}
 
 
-def call(data_dir: Path, command: str, timeout_s: float = 30.0, **args) -> object:
+def call(data_dir: Path, command: str, timeout_s: float = 30.0, **args: object) -> object:
     """Send one command to the running appliance; raises ControlError."""
     path = Path(data_dir) / SOCKET_NAME
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import nacl.bindings as sodium
@@ -53,7 +53,8 @@ class Keys:
             raise BlobCorrupt("index value failed authentication") from exc
 
 
-def encrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *, feed=None) -> int:
+def encrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
+                   feed: Callable[[bytes], object] | None = None) -> int:
     """Encrypt all of `source` into `sink`; returns plaintext bytes.
 
     `feed`, when given, is called with every plaintext chunk (for digests).

@@ -7,6 +7,10 @@ TCP_NODELAY on every association socket (pynetdicom never sets it, and Nagle's a
 costs small instances a round trip each). Every pynetdicom internal patched here or in
 `upper_layer` is checked by a test that fails loudly when pynetdicom changes it
 (tests/unit/test_upper_layer.py, tests/unit/test_dimse.py).
+
+It is also where the box's event handlers meet pynetdicom's `Event`: `Handler` is the type
+they share, and the accessors below narrow what pynetdicom types loosely (`event.request`
+is any DIMSE request).
 """
 
 from __future__ import annotations
@@ -18,19 +22,26 @@ import tempfile
 import threading
 import time
 import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pynetdicom.acse
 import pynetdicom.association
 import pynetdicom.dimse_messages
 from pydicom import config as pydicom_config
+from pydicom.dataset import Dataset
 from pynetdicom import AE, _config
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_FIND, C_STORE, N_CREATE, N_SET, DimsePrimitiveType
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu_primitives import A_RELEASE, P_DATA
-from pynetdicom.transport import AssociationSocket
+from pynetdicom.events import Event, EventType
+from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT, A_RELEASE, P_DATA
+from pynetdicom.presentation import CXNegotiationReturn, ListCXType, RoleType
+from pynetdicom.transport import AddressInformation, AssociationSocket
 
-from appliance import upper_layer
+from appliance import tcp, upper_layer
+from appliance.upper_layer import patch
 
 # Outgoing P-DATA PDUs queued per association. pynetdicom's queue is unbounded: a
 # sender reading a 1 GB file faster than the link drains it would hold it all in memory.
@@ -39,11 +50,50 @@ MAX_QUEUED_PDUS = 32
 # round of latency per instance: measured 16 % of ingest and 30 % of delivery time. While an
 # association is open they poll at most this long; with none open nothing polls at all.
 POLL_S = 0.0002
+# Marks the box leaves on pynetdicom's objects (read back with getattr, default unset).
+_NODELAY_MARK = "_fluxbox_nodelay"  # on AssociationSocket: configure() has run
+_PREFERENCE_MARK = "_fluxbox_preference"  # on an AE: its storage syntax preference
+_WRAPPED_MARK = "_fluxbox_wrapped"  # on pynetdicom.acse: the negotiation is wrapped
+_THROTTLE_MARK, _STALL_MARK = "fluxbox_throttle", "fluxbox_stall_s"  # on a DUL
+_PduPrimitive = A_ASSOCIATE | A_RELEASE | A_ABORT | A_P_ABORT | P_DATA  # what a DUL sends
 
-def _nodelay(sock: socket.socket | None) -> None:
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+# -- the handlers' side --------------------------------------------------------------
+
+Answer = tuple[int, Dataset | None]
+"""A DIMSE-N handler's answer (status, data set), and each answer of a C-FIND."""
+HandlerResult = int | Answer | Iterator[Answer] | None
+Handler = Callable[[Event], HandlerResult]
+"""An event handler as the box writes them (statuses as ints; notifications return None)."""
+Handlers = list[tuple[EventType, Handler]]
+
+
+def calling_aet(ev: Event) -> str:
+    """The AE title of the peer that opened the event's association."""
+    return ev.assoc.requestor.ae_title
+
+
+def store_request(ev: Event) -> C_STORE:
+    """The request of an EVT_C_STORE."""
+    return cast(C_STORE, ev.request)
+
+
+def find_request(ev: Event) -> C_FIND:
+    """The request of an EVT_C_FIND."""
+    return cast(C_FIND, ev.request)
+
+
+def create_request(ev: Event) -> N_CREATE:
+    """The request of an EVT_N_CREATE."""
+    return cast(N_CREATE, ev.request)
+
+
+def set_request(ev: Event) -> N_SET:
+    """The request of an EVT_N_SET."""
+    return cast(N_SET, ev.request)
+
+
+# -- settings --------------------------------------------------------------------------
 
 def configure() -> None:
     """Apply the box's pynetdicom and pydicom settings (idempotent)."""
@@ -56,24 +106,25 @@ def configure() -> None:
     _config.LOG_HANDLER_LEVEL = "none"
     upper_layer.install()
     _prefer_syntaxes()
-    if getattr(AssociationSocket, "_fluxbox_nodelay", False):
+    if getattr(AssociationSocket, _NODELAY_MARK, False):
         return
     _bound_send_queue()
     _shorten_polling()
     create_socket, init = AssociationSocket._create_socket, AssociationSocket.__init__
 
-    def _create_socket(self, address):  # outgoing associations
+    def _create_socket(self: AssociationSocket,
+                       address: AddressInformation) -> socket.socket:  # outgoing associations
         sock = create_socket(self, address)
-        _nodelay(sock)
+        tcp.nodelay(sock)
         return sock
 
-    def __init__(self, *args, **kwargs):  # accepted associations arrive with a socket
-        init(self, *args, **kwargs)
-        _nodelay(getattr(self, "socket", None))
+    def __init__(self: AssociationSocket, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)  # accepted associations arrive with a socket
+        tcp.nodelay(getattr(self, "socket", None))
 
-    AssociationSocket._create_socket = _create_socket
-    AssociationSocket.__init__ = __init__
-    AssociationSocket._fluxbox_nodelay = True
+    patch(AssociationSocket, "_create_socket", _create_socket)
+    patch(AssociationSocket, "__init__", __init__)
+    patch(AssociationSocket, _NODELAY_MARK, True)
 
 
 def calling_ae(ae_title: str, *, connect_timeout_s: float, dimse_timeout_s: float) -> AE:
@@ -91,18 +142,18 @@ def spool_to(directory: Path, keep_free_bytes: int = 0) -> None:
     directory on the data partition, where start-up scrubs what a crash left behind (and
     nothing else of the process's temporary files goes there). A data set that would
     leave less than `keep_free_bytes` free there is aborted as it arrives."""
-    pynetdicom.dimse_messages.NamedTemporaryFile = functools.partial(
-        tempfile.NamedTemporaryFile, dir=str(directory))
+    patch(pynetdicom.dimse_messages, "NamedTemporaryFile",
+          functools.partial(tempfile.NamedTemporaryFile, dir=str(directory)))
     upper_layer.guard_spool(directory, keep_free_bytes)
 
 
-def accept_any_storage(ae, preference: list[str]) -> None:
+def accept_any_storage(ae: AE, preference: list[str]) -> None:
     """Make `ae` accept every storage SOP class a modality proposes, also private and
     unknown ones (PRODUCT.md: the box refuses only what it cannot keep faithfully; issue 11),
     in the first transfer syntax of `preference` the modality offers for that context; a
     context offering none of them is refused (transfer syntaxes not supported). The
     negotiation that does it is installed by `configure` (`_prefer_syntaxes`)."""
-    ae._fluxbox_preference = list(preference)
+    setattr(ae, _PREFERENCE_MARK, list(preference))
 
 
 def _prefer_syntaxes() -> None:
@@ -112,17 +163,20 @@ def _prefer_syntaxes() -> None:
     wrapped: an AE marked by `accept_any_storage` (the negotiation runs on the
     association's own thread) gets its preference; any other acceptor in the process
     negotiates as pynetdicom always does."""
-    if getattr(pynetdicom.acse, "_fluxbox_wrapped", False):
+    if getattr(pynetdicom.acse, _WRAPPED_MARK, False):
         return
     _config.UNRESTRICTED_STORAGE_SERVICE = True
-    unrestricted = pynetdicom.acse.negotiate_unrestricted
-    restricted = pynetdicom.acse.negotiate_as_acceptor
+    # Both are imported into pynetdicom.acse from pynetdicom.presentation, not re-exported.
+    unrestricted = pynetdicom.acse.negotiate_unrestricted  # type: ignore[attr-defined]
+    restricted = pynetdicom.acse.negotiate_as_acceptor  # type: ignore[attr-defined]
 
-    def negotiate(rq_contexts, ac_contexts, roles=None):
+    def negotiate(rq_contexts: ListCXType, ac_contexts: ListCXType,
+                  roles: RoleType = None) -> CXNegotiationReturn:
         acceptor = getattr(threading.current_thread(), "ae", None)
-        preference = getattr(acceptor, "_fluxbox_preference", None)
+        preference: list[str] | None = getattr(acceptor, _PREFERENCE_MARK, None)
         if preference is None:
             return restricted(rq_contexts, ac_contexts, roles)
+        result: ListCXType
         result, reply_roles = unrestricted(rq_contexts, ac_contexts, roles)
         order = {ts: n for n, ts in enumerate(preference)}
         proposed = {cx.context_id: cx.transfer_syntax for cx in rq_contexts}
@@ -136,8 +190,8 @@ def _prefer_syntaxes() -> None:
                 cx.result = 0x04  # transfer syntaxes not supported (PS3.8 9.3.3.2)
         return result, reply_roles
 
-    pynetdicom.acse.negotiate_unrestricted = negotiate
-    pynetdicom.acse._fluxbox_wrapped = True
+    patch(pynetdicom.acse, "negotiate_unrestricted", negotiate)
+    patch(pynetdicom.acse, _WRAPPED_MARK, True)
 
 
 class PeerReleasing(Exception):
@@ -150,7 +204,7 @@ RELEASE_REQUESTED_STATE = "Sta8"
 _WAIT_SLICE_S = 0.02
 
 
-def release_requested(assoc) -> bool:
+def release_requested(assoc: Association) -> bool:
     """True once the peer's A-RELEASE-RQ has arrived on `assoc`, answered or not."""
     dul = assoc.dul
     if dul.state_machine.current_state == RELEASE_REQUESTED_STATE:
@@ -160,7 +214,7 @@ def release_requested(assoc) -> bool:
     return any(isinstance(p, A_RELEASE) and p.result is None for p in waiting)
 
 
-def releasing_within(assoc, seconds: float) -> bool:
+def releasing_within(assoc: Association, seconds: float) -> bool:
     """True if the peer asks to release `assoc` (or it ends) within `seconds`. A modality
     that releases right after its request does so within milliseconds; a report sent in
     that window crosses its A-RELEASE-RQ and makes it abort (it cannot answer in Sta7)."""
@@ -172,7 +226,8 @@ def releasing_within(assoc, seconds: float) -> bool:
     return release_requested(assoc) or not assoc.is_established
 
 
-def request_unless_releasing(assoc, request: Any, context_id: int, timeout_s: float) -> Any:
+def request_unless_releasing(assoc: Association, request: DimsePrimitiveType, context_id: int,
+                             timeout_s: float) -> DimsePrimitiveType | None:
     """Send the DIMSE `request` on `assoc`, an association the peer opened; return the
     peer's response, or None if none came within `timeout_s` (the association is then
     aborted, as pynetdicom does) or the association ended.
@@ -197,7 +252,7 @@ def request_unless_releasing(assoc, request: Any, context_id: int, timeout_s: fl
         assoc._reactor_checkpoint.set()
 
 
-def _response(assoc, deadline: float) -> Any:
+def _response(assoc: Association, deadline: float) -> DimsePrimitiveType | None:
     """The next DIMSE message on `assoc` until `deadline`; PeerReleasing as above."""
     while True:
         try:
@@ -218,23 +273,24 @@ class Stalled(Exception):
     """No bytes left for the peer for `stall_s` seconds: the link is dead or hung."""
 
 
-def pace(assoc, *, throttle=None, stall_s: float | None = None) -> None:
+def pace(assoc: Association, *, throttle: Callable[[int], object] | None = None,
+         stall_s: float | None = None) -> None:
     """Attach a throttle (a callable taking a byte count, which blocks to keep the rate) and
     a stall limit to an outgoing association; both act on every P-DATA PDU it sends."""
-    assoc.dul.fluxbox_throttle = throttle
-    assoc.dul.fluxbox_stall_s = stall_s
+    setattr(assoc.dul, _THROTTLE_MARK, throttle)
+    setattr(assoc.dul, _STALL_MARK, stall_s)
 
 
 def _bound_send_queue() -> None:
     send_pdu = DULServiceProvider.send_pdu
 
-    def bounded_send_pdu(self, primitive):
+    def bounded_send_pdu(self: DULServiceProvider, primitive: _PduPrimitive) -> None:
         queue = self.to_provider_queue
         if isinstance(primitive, P_DATA):
-            throttle = getattr(self, "fluxbox_throttle", None)
+            throttle: Callable[[int], object] | None = getattr(self, _THROTTLE_MARK, None)
             if throttle is not None:
                 throttle(sum(len(data) for _, data in primitive.presentation_data_value_list))
-            stall_s = getattr(self, "fluxbox_stall_s", None)
+            stall_s: float | None = getattr(self, _STALL_MARK, None)
             waited_since = time.monotonic()
             with queue.not_full:  # every get() notifies, whatever the maxsize
                 while queue._qsize() >= MAX_QUEUED_PDUS and self.is_alive() and not (
@@ -244,7 +300,7 @@ def _bound_send_queue() -> None:
                     queue.not_full.wait(0.5)
         send_pdu(self, primitive)
 
-    DULServiceProvider.send_pdu = bounded_send_pdu
+    patch(DULServiceProvider, "send_pdu", bounded_send_pdu)
 
 
 def _shorten_polling() -> None:
@@ -252,11 +308,11 @@ def _shorten_polling() -> None:
     shim = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time)
                                     if not name.startswith("__")})
     shim.sleep = lambda seconds: real_sleep(min(seconds, POLL_S))
-    pynetdicom.association.time = shim
+    patch(pynetdicom.association, "time", shim)
     init = DULServiceProvider.__init__
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self: DULServiceProvider, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
         self._run_loop_delay = POLL_S
 
-    DULServiceProvider.__init__ = __init__
+    patch(DULServiceProvider, "__init__", __init__)

@@ -17,6 +17,7 @@ import copy
 import threading
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom.uid
 from pydicom import dcmread
@@ -192,7 +193,7 @@ def _write_uncompressed(dataset: Dataset, out: Path, target: str) -> None:
             plain.unlink(missing_ok=True)
 
 
-def _write_data_set(raw, dataset: Dataset, *, implicit: bool, little: bool) -> None:
+def _write_data_set(raw: BinaryIO, dataset: Dataset, *, implicit: bool, little: bool) -> None:
     fp = DicomFileLike(raw)
     fp.is_implicit_VR, fp.is_little_endian = implicit, little
     write_dataset(fp, dataset)

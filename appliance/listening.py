@@ -112,5 +112,5 @@ class Listening:
                  for i in self.waiting]
                 + [f"{self.service}: cannot listen on {a}" for a in self.failed])
 
-    def view(self) -> dict:
+    def view(self) -> dict[str, list[str]]:
         return {"addresses": list(self.bound), "waiting": list(self.waiting)}

@@ -10,7 +10,7 @@ import logging
 import sys
 
 
-def event(logger: logging.Logger, phrase: str, level: int = logging.INFO, **fields) -> None:
+def event(logger: logging.Logger, phrase: str, level: int = logging.INFO, **fields: object) -> None:
     """Log `phrase key=value ...`; values are formatted with repr only when they contain spaces."""
     parts = [phrase]
     for key, value in fields.items():

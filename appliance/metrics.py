@@ -7,9 +7,12 @@ patient data and no UIDs are exported.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from appliance.health import ATTENTION, FAULT, HOLDING, OK, SENDING
@@ -18,10 +21,10 @@ HEALTH_STATES = (OK, SENDING, HOLDING, ATTENTION, FAULT)
 
 
 class BoxCollector(Collector):
-    def __init__(self, status: Callable[[], dict]) -> None:
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
         self.status = status
 
-    def collect(self) -> Iterator:
+    def collect(self) -> Iterator[Metric]:
         status = self.status()
         queue = status["queue"]
         yield _gauge("fluxbox_queue_studies", "Studies not yet complete", queue["studies"])
@@ -64,7 +67,7 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return metric
 
 
-def serve(status: Callable[[], dict], address: str, port: int):
+def serve(status: Callable[[], dict[str, Any]], address: str, port: int) -> WSGIServer:
     """Start the endpoint on its own thread; returns the server (call .shutdown() to stop)."""
     registry = CollectorRegistry()
     registry.register(BoxCollector(status))

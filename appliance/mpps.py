@@ -15,10 +15,13 @@ from collections.abc import Callable
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom.sop_class import ModalityPerformedProcedureStep
+from pydicom.uid import UID, ExplicitVRLittleEndian
+from pynetdicom.events import Event
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import
+    ModalityPerformedProcedureStep,
+)
 
-from appliance import statuses
+from appliance import dimse, statuses
 from appliance.config import Config
 from appliance.logs import event
 from appliance.sites import SiteDecision
@@ -34,8 +37,8 @@ def encode(ds: Dataset, step_uid: str) -> bytes:
     ds = Dataset(ds)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = MPPS_CLASS
-    ds.file_meta.MediaStorageSOPInstanceUID = step_uid
+    ds.file_meta.MediaStorageSOPClassUID = UID(MPPS_CLASS)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(step_uid)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -78,13 +81,13 @@ class MppsService:
         site = self.config.site(site_id) if site_id else None
         return f"{site.id}/ris" if site is not None and site.mpps is not None else None
 
-    def on_n_create(self, ev) -> tuple[int, Dataset | None]:
+    def on_n_create(self, ev: Event) -> dimse.Answer:
         return self._guarded(self._create, ev)
 
-    def on_n_set(self, ev) -> tuple[int, Dataset | None]:
+    def on_n_set(self, ev: Event) -> dimse.Answer:
         return self._guarded(self._set, ev)
 
-    def _guarded(self, handler, ev) -> tuple[int, Dataset | None]:
+    def _guarded(self, handler: Callable[[Event], dimse.Answer], ev: Event) -> dimse.Answer:
         """A failure answers 0x0110 (processing failure) and is logged without values."""
         try:
             return handler(ev)
@@ -92,9 +95,9 @@ class MppsService:
             event(log, "mpps not accepted", logging.ERROR, error=type(exc).__name__)
             return statuses.PROCESSING_FAILURE, None
 
-    def _create(self, ev) -> tuple[int, Dataset | None]:
+    def _create(self, ev: Event) -> dimse.Answer:
         ds = ev.attribute_list
-        step_uid = str(ev.request.AffectedSOPInstanceUID or "")
+        step_uid = str(dimse.create_request(ev).AffectedSOPInstanceUID or "")
         if not step_uid:
             return statuses.CANNOT_UNDERSTAND, None
         if self.store.study(self.store.uid_key("mpps:" + step_uid)) is not None:
@@ -107,9 +110,9 @@ class MppsService:
         self.on_queued()
         return statuses.SUCCESS, ds
 
-    def _set(self, ev) -> tuple[int, Dataset | None]:
+    def _set(self, ev: Event) -> dimse.Answer:
         ds = ev.modification_list
-        step_uid = str(ev.request.RequestedSOPInstanceUID or "")
+        step_uid = str(dimse.set_request(ev).RequestedSOPInstanceUID or "")
         step = self.store.study(self.store.uid_key("mpps:" + step_uid))
         if step is None:
             return statuses.NO_SUCH_SOP_INSTANCE, None

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import
 
 from appliance import dimse, statuses
 from appliance.config import Config, DestinationConfig

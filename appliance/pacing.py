@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from appliance.config import TransmitConfig
 
@@ -86,14 +87,15 @@ class LinkFigures:
     failures: int = 0
     associations: int = 1
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class Pacing:
     """Adaptive figures per (destination, link class); `adaptive = false` keeps the config."""
 
-    def __init__(self, transmit: TransmitConfig, saved: dict[str, dict] | None = None) -> None:
+    def __init__(self, transmit: TransmitConfig,
+                 saved: dict[str, dict[str, Any]] | None = None) -> None:
         self.transmit = transmit
         self.figures: dict[str, LinkFigures] = {
             key: LinkFigures(**value) for key, value in (saved or {}).items()}
@@ -143,6 +145,6 @@ class Pacing:
         rtt = self._get(dest_id, link_class).rtt_s or 0.0
         return base + size_bytes / PACS_WRITE_BPS + 4 * rtt
 
-    def snapshot(self) -> dict[str, dict]:
+    def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {key: fig.as_json() for key, fig in self.figures.items()}

@@ -12,15 +12,18 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import (
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
     StorageCommitmentPushModel,
     Verification,
 )
+from pynetdicom.transport import ThreadedAssociationServer
 
 from appliance import dimse, statuses, upper_layer
 from appliance.callers import NOBODY, Callers
@@ -104,7 +107,7 @@ class Receiver:
         self, box: BoxConfig, store: Store, site: Callable[[], SiteDecision],
         on_stored: Callable[[], None] = lambda: None,
         position: Callable[[], tuple[float, float] | None] = lambda: None,
-        extra_handlers: list | None = None,
+        extra_handlers: dimse.Handlers | None = None,
         callers: Callers | None = None,
     ) -> None:
         self.box = box
@@ -119,8 +122,8 @@ class Receiver:
         self.callers = callers or Callers(self.box.refuses_unknown,
                                           frozenset(self.box.allowed_calling_aets))
         self._ae: AE | None = None
-        self._handlers: list = []
-        self._servers: dict[str, object] = {}  # listening address -> pynetdicom's server
+        self._handlers: list[EventHandlerType] = []
+        self._servers: dict[str, ThreadedAssociationServer] = {}  # address -> its server
         self._listen_lock = threading.Lock()  # bind (the listen thread) against stop
         self._bind_errors: dict[str, str] = {}  # address -> last error, logged once
 
@@ -142,8 +145,8 @@ class Receiver:
         # Every storage SOP class, private and unknown ones too; these contexts only serve
         # the acceptance order (see dimse.accept_any_storage).
         dimse.accept_any_storage(ae, ACCEPTED_SYNTAXES)
-        for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ACCEPTED_SYNTAXES)
+        for cx in AllStoragePresentationContexts:  # each names its abstract syntax
+            ae.add_supported_context(cast(UID, cx.abstract_syntax), ACCEPTED_SYNTAXES)
         ae.add_supported_context(Verification, ACCEPTED_SYNTAXES)
         # Modality Worklist C-FIND: the EVT_C_FIND handler comes in `extra_handlers`
         # (worklist.cache.Worklist.on_c_find); without one pynetdicom answers a failure.
@@ -154,7 +157,7 @@ class Receiver:
         # as the SCP of the Push Model: accept that role.
         ae.add_supported_context(StorageCommitmentPushModel, ACCEPTED_SYNTAXES,
                                  scu_role=True, scp_role=True)
-        handlers = [
+        handlers: dimse.Handlers = [
             (evt.EVT_C_ECHO, lambda event: statuses.SUCCESS),
             (evt.EVT_C_STORE, self._on_c_store),
             (evt.EVT_N_EVENT_REPORT, lambda event: handle_report(self.store, event)),
@@ -185,9 +188,9 @@ class Receiver:
             event(log, "listening stopped", address=address, port=self.box.port)
         for address in [a for a in addresses if a not in self._servers]:
             try:
-                server = self._ae.start_server(
+                server = cast(ThreadedAssociationServer, self._ae.start_server(
                     (address, self.box.port), block=False, evt_handlers=self._handlers,
-                    ssl_context=self._tls())
+                    ssl_context=self._tls()))  # not blocking: the server, never None
                 upper_layer.limit_waiting(server)
                 self._servers[address] = server
             except OSError as exc:
@@ -258,24 +261,23 @@ class Receiver:
 
     # -- handlers ------------------------------------------------------------
 
-    def _on_accepted(self, ev) -> None:
+    def _on_accepted(self, ev: Event) -> None:
         self.associations.opened(id(ev.assoc))
 
-    def _on_ended(self, ev) -> None:
+    def _on_ended(self, ev: Event) -> None:
         self.associations.closed(id(ev.assoc))
         self.on_stored()
 
-    def _on_rejected(self, ev) -> None:
-        event(log, "association rejected", logging.WARNING,
-              calling_ae=ev.assoc.requestor.ae_title)
+    def _on_rejected(self, ev: Event) -> None:
+        event(log, "association rejected", logging.WARNING, calling_ae=dimse.calling_aet(ev))
 
-    def _on_c_store(self, ev) -> int:
-        request = ev.request
+    def _on_c_store(self, ev: Event) -> int:
+        request = dimse.store_request(ev)
         return self.handle_store(
             Path(ev.dataset_path), assoc_id=id(ev.assoc),
             sop_class=str(request.AffectedSOPClassUID),
             sop_instance=str(request.AffectedSOPInstanceUID),
-            calling_aet=ev.assoc.requestor.ae_title,
+            calling_aet=dimse.calling_aet(ev),
         )
 
     def handle_store(self, path: Path, *, assoc_id: int, sop_class: str, sop_instance: str,

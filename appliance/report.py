@@ -7,6 +7,7 @@ patient value), site, counts and reasons.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from appliance.store import Store, StudyRecord
 from appliance.studies import destination_state, study_state
@@ -25,7 +26,7 @@ def mpps_failures(store: Store) -> list[str]:
     return list(lines)
 
 
-def study_view(store: Store, study: StudyRecord, block: str | None) -> dict:
+def study_view(store: Store, study: StudyRecord, block: str | None) -> dict[str, Any]:
     destinations = []
     counts = {}
     for dest_id in study.destinations:
@@ -49,7 +50,7 @@ def study_view(store: Store, study: StudyRecord, block: str | None) -> dict:
     }
 
 
-def render_studies(rows: list[dict]) -> str:
+def render_studies(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no studies"
     lines = [f"{'STATE':<10} {'SITE':<12} {'INST':>5} {'SIZE':>9}  {'DELIVERY':<28} STUDY"]
@@ -68,7 +69,7 @@ def render_studies(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def render_status(status: dict) -> str:
+def render_status(status: dict[str, Any]) -> str:
     site = status["site"]
     link = status["link"]
     queue = status["queue"]

@@ -166,7 +166,7 @@ class Supervisor:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def health(self) -> dict[str, dict]:
+    def health(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {name: {"observed_at": w.observed_at or None, "failures": w.failures,
                            "restarts": w.restarts, "error": w.last_error}

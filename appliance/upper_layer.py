@@ -31,9 +31,22 @@ import queue
 import socket
 import struct
 import threading
+from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
+from appliance import tcp
 from appliance.logs import event
+
+if TYPE_CHECKING:  # pynetdicom is imported by `install`, once the box configures it
+    from pynetdicom.association import Association
+    from pynetdicom.dimse import DIMSEServiceProvider
+    from pynetdicom.dimse_messages import DIMSEMessage
+    from pynetdicom.dul import DULServiceProvider
+    from pynetdicom.fsm import StateMachine
+    from pynetdicom.pdu_primitives import P_DATA
+    from pynetdicom.transport import ThreadedAssociationServer
 
 log = logging.getLogger("fluxbox.upper_layer")
 
@@ -91,11 +104,26 @@ _USER_INFORMATION = 0x50
 LIMIT_REJECT = bytes([0x03, 0, 0, 0, 0, 4, 0, 0x02, 0x03, 0x02])
 
 
+# Marks the box leaves on pynetdicom's objects (read back with getattr, default unset).
+_INSTALLED_MARK = "fluxbox_upper_layer"  # on DULServiceProvider: `install` has run
+_REQUEST_SEEN_MARK = "fluxbox_request_seen"  # on a DUL: its A-ASSOCIATE-RQ reached the user
+_ANSWERED_MARK = "fluxbox_answered"  # on a DUL: its waiting slot is freed
+_REFUSED_MARK = "fluxbox_refused"  # on a DUL: a PDU was refused, later bytes are dropped
+_WAITING_MARK = "fluxbox_waiting"  # on a server: its WaitingConnections
+_SERVING_MARK = "fluxbox_serving"  # on an association: N-EVENT-REPORT threads not finished
+
+
+def patch(owner: object, name: str, replacement: object) -> None:
+    """Set pynetdicom's `owner.name` (a method, a global, a mark), which mypy rightly refuses;
+    tests/unit/test_upper_layer.py and test_dimse.py check each one is still there."""
+    setattr(owner, name, replacement)
+
+
 class PduRefused(Exception):
     """A PDU or DIMSE message longer than the box accepts."""
 
 
-def local_max_pdu(assoc) -> int:
+def local_max_pdu(assoc: Association) -> int:
     """The maximum P-DATA length this side announced on `assoc` (0: unlimited)."""
     own = assoc.acceptor if assoc.is_acceptor else assoc.requestor
     return int(own.maximum_length or 0)
@@ -117,10 +145,10 @@ def send_pdu_size(peer_max: int) -> int:
     return SEND_MAX_PDU if peer_max == 0 else min(peer_max, SEND_MAX_PDU)
 
 
-def _sub_items(body: bytes, start: int, end: int) -> list[int]:
+def _sub_items(body: bytes | bytearray, start: int, end: int) -> list[int]:
     """The item types found from `start` to `end` (a truncated item ends the walk: the
     decoder refuses it)."""
-    types = []
+    types: list[int] = []
     while start + _ITEM.size <= end:
         item_type, _, length = _ITEM.unpack_from(body, start)
         types.append(item_type)
@@ -128,7 +156,7 @@ def _sub_items(body: bytes, start: int, end: int) -> list[int]:
     return types
 
 
-def association_problem(body: bytes) -> str | None:
+def association_problem(body: bytes | bytearray) -> str | None:
     """Why an A-ASSOCIATE-RQ or -AC variable field holds more than the box decodes (too
     many presentation contexts, transfer syntaxes or items), or None. Reads only item
     headers: no object is made for the request."""
@@ -138,7 +166,7 @@ def association_problem(body: bytes) -> str | None:
     while at + _ITEM.size <= len(body):
         item_type, _, length = _ITEM.unpack_from(body, at)
         end = min(at + _ITEM.size + length, len(body))
-        sub = []
+        sub: list[int] = []
         if item_type in _CONTEXT_ITEMS:
             contexts += 1
             sub = _sub_items(body, at + _ITEM.size + 4, end)
@@ -166,14 +194,15 @@ def check_message(command_bytes: int, data_set_bytes: int) -> None:
 # --------------------------------------------------------------------------- pynetdicom
 
 
-def _release_waiting_acceptor(dul) -> None:
+def _release_waiting_acceptor(dul: DULServiceProvider) -> None:
     """The association ended before an A-ASSOCIATE-RQ arrived (anything else came first,
     the connection closed, the ARTIM timer ran out): wake the association thread waiting
     for the request, as its own time-out would 30 s later. Until then it counts against
     `maximum_associations`: sixteen such connections would lock every modality out."""
-    if dul.assoc.is_acceptor and not getattr(dul, "fluxbox_request_seen", False):
-        dul.fluxbox_request_seen = True  # once
-        dul.to_user_queue.put(None)  # receive_pdu() returns it as "timed out"
+    if dul.assoc.is_acceptor and not getattr(dul, _REQUEST_SEEN_MARK, False):
+        setattr(dul, _REQUEST_SEEN_MARK, True)  # once
+        # receive_pdu() returns it as "timed out" (its queue is typed without None)
+        cast("queue.Queue[object]", dul.to_user_queue).put(None)
 
 
 class WaitingConnections:
@@ -190,7 +219,7 @@ class WaitingConnections:
         self._waiting: set[socket.socket] = set()
         self._refusing = False  # logged once per run of refusals, not per connection
 
-    def admit(self, sock: socket.socket, _address=None) -> bool:
+    def admit(self, sock: socket.socket, _address: object = None) -> bool:
         with self._lock:
             self._waiting = {s for s in self._waiting if s.fileno() != -1}
             admitted = len(self._waiting) < self.limit
@@ -212,96 +241,61 @@ class WaitingConnections:
             self._waiting.discard(sock)
 
 
-def limit_waiting(server, limit: int = WAITING_MAX) -> WaitingConnections:
+def limit_waiting(server: ThreadedAssociationServer,
+                  limit: int = WAITING_MAX) -> WaitingConnections:
     """Make pynetdicom's association `server` admit at most `limit` connections waiting to
     associate (pynetdicom starts a thread for every connection and counts associations only
     once their request is decoded)."""
     waiting = WaitingConnections(limit)
-    server.fluxbox_waiting = waiting
-    server.verify_request = waiting.admit
+    setattr(server, _WAITING_MARK, waiting)
+    patch(server, "verify_request", waiting.admit)
     return waiting
 
 
-def _request_answered(dul) -> None:
+def _request_answered(dul: DULServiceProvider) -> None:
     """The association left the wait for its request (accepted, rejected, aborted, closed)."""
-    if getattr(dul, "fluxbox_answered", False):
+    if getattr(dul, _ANSWERED_MARK, False):
         return
-    dul.fluxbox_answered = True  # once: this runs for every event after
-    waiting = getattr(getattr(dul.assoc, "_server", None), "fluxbox_waiting", None)
+    setattr(dul, _ANSWERED_MARK, True)  # once: this runs for every event after
+    waiting: WaitingConnections | None = getattr(
+        getattr(dul.assoc, "_server", None), _WAITING_MARK, None)
     if waiting is not None:
         waiting.answered(getattr(dul.socket, "socket", None))
 
 
-def _closed(dul) -> None:
+def _closed(dul: DULServiceProvider) -> None:
     """Evt17: the connection closed."""
     dul.event_queue.put("Evt17")
 
 
-def _refuse(dul, reason: str, **fields) -> None:
+def _refuse(dul: DULServiceProvider, reason: str, **fields: object) -> None:
     """Evt19 (invalid PDU): the state machine sends A-ABORT; later bytes are dropped."""
     event(log, "pdu refused", logging.WARNING, reason=reason, **fields)
-    dul.fluxbox_refused = True
+    setattr(dul, _REFUSED_MARK, True)
     dul.event_queue.put("Evt19")
 
 
-def _discard(dul) -> None:
+def _discard(dul: DULServiceProvider) -> None:
     """After a refusal: read what is there (never more than _DISCARD_BYTES) and drop it."""
+    sock: socket.socket | None = getattr(dul.socket, "socket", None)
     try:
-        data = dul.socket.socket.recv(_DISCARD_BYTES)
-    except (OSError, AttributeError):
+        data = sock.recv(_DISCARD_BYTES) if sock is not None else b""
+    except OSError:
         data = b""
     if not data:
         _closed(dul)
 
 
-def _recv_exact(dul, length: int, prefix: bytes = b"") -> bytearray:
-    """`prefix` and then `length` bytes from the association's socket (fewer only if it
-    closes or fails), in one buffer.
-
-    Read straight into one buffer as the kernel has them (pynetdicom reads 4 KiB at a time,
-    64 calls and copies for a 256 KiB PDU), and after each read ask the kernel to acknowledge
-    at once (TCP_QUICKACK, which it forgets after use): a modality that leaves Nagle's
-    algorithm on otherwise holds each data set's last segment back until the box's delayed
-    acknowledgment, 40 ms, every instance (README, "Benchmarks")."""
-    start = len(prefix)
-    buffer = bytearray(start + length)
-    buffer[:start] = prefix
-    view = memoryview(buffer)
-    got = start
-    try:
-        sock = dul.socket.socket
-        while got < start + length:
-            n = sock.recv_into(view[got:])
-            if not n:
-                break
-            got += n
-            _quickack(sock)
-    except (OSError, AttributeError):
-        pass
-    view.release()
-    if got < start + length:
-        del buffer[got:]
-    return buffer
-
-
-def _quickack(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-
-
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
-
-
-def read_pdu(dul) -> None:
+def read_pdu(dul: DULServiceProvider) -> None:
     """pynetdicom's `DULServiceProvider._read_pdu_data`, with the length checked first.
 
     Same events as pynetdicom's: Evt17 when the connection closes mid-PDU, Evt19 for an
     unknown type, a PDU that does not decode or one longer than `pdu_limit` allows;
     otherwise the decoded PDU's event, with the PDU on `dul._recv_pdu`."""
-    if getattr(dul, "fluxbox_refused", False):
+    if getattr(dul, _REFUSED_MARK, False):
         _discard(dul)
         return
-    header = _recv_exact(dul, _HEADER.size)
+    header = tcp.recv_exact(dul.socket, _HEADER.size)
     if len(header) != _HEADER.size:
         _closed(dul)
         return
@@ -314,7 +308,7 @@ def read_pdu(dul) -> None:
         _refuse(dul, "PDU longer than allowed", pdu_type=f"0x{pdu_type:02X}",
                 length=length, limit=limit)
         return
-    pdu_bytes = _recv_exact(dul, length, prefix=header)
+    pdu_bytes = tcp.recv_exact(dul.socket, length, prefix=header)
     if len(pdu_bytes) != _HEADER.size + length:
         _closed(dul)
         return
@@ -332,13 +326,14 @@ def read_pdu(dul) -> None:
     dul._recv_pdu.put(pdu)
 
 
-def _held_bytes(message, primitive) -> tuple[int, int]:
+def _held_bytes(message: DIMSEMessage | None, primitive: P_DATA) -> tuple[int, int]:
     """Command and in-memory data set bytes `message` holds once `primitive` is added
     (a C-STORE data set going to its spool file counts nothing)."""
     command = data_set = 0
     if message is not None:
         command = message.encoded_command_set.tell()
-        data_set = message.data_set.tell() if message._data_set_file is None else 0
+        in_memory = cast(BytesIO, message.data_set)  # a received message's always is
+        data_set = in_memory.tell() if message._data_set_file is None else 0
     for _, data in primitive.presentation_data_value_list:
         if data and data[0] & 1:
             command += len(data) - 1
@@ -369,7 +364,7 @@ def _spool_full() -> bool:
     return fs.f_bavail * fs.f_frsize < keep_free
 
 
-def _drop(message) -> None:
+def _drop(message: DIMSEMessage | None) -> None:
     """Forget a half-received message, and its spool file if it has one."""
     spool = getattr(message, "_data_set_file", None)
     if spool is not None:
@@ -377,20 +372,21 @@ def _drop(message) -> None:
         Path(spool.name).unlink(missing_ok=True)
 
 
-def requests_waiting(provider) -> int:
+def requests_waiting(provider: DIMSEServiceProvider) -> int:
     """Requests `provider` (a DIMSEServiceProvider) decoded that are not served yet: those
     queued for the association's thread, and N-EVENT-REPORTs on threads of their own.
     Responses (to the box's own requests) are not counted."""
     with provider.msg_queue.mutex:
         queued = [p for _, p in provider.msg_queue.queue
                   if p is not None and getattr(p, "Status", None) is None]
-    return len(queued) + getattr(provider.assoc, "fluxbox_serving", 0)
+    serving: int = getattr(provider.assoc, _SERVING_MARK, 0)
+    return len(queued) + serving
 
 
-def _guard_messages(provider_class) -> None:
+def _guard_messages(provider_class: type[DIMSEServiceProvider]) -> None:
     receive_primitive = provider_class.receive_primitive
 
-    def guarded_receive_primitive(self, primitive) -> None:
+    def guarded_receive_primitive(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
         try:
             check_message(*_held_bytes(self.message, primitive))
         except PduRefused as exc:
@@ -414,7 +410,7 @@ def _guard_messages(provider_class) -> None:
             _refuse(self.dul, "requests sent without reading responses",
                     limit=REQUESTS_WAITING_MAX)
 
-    provider_class.receive_primitive = guarded_receive_primitive
+    patch(provider_class, "receive_primitive", guarded_receive_primitive)
 
 
 # Events that come from this side's own service user (PS3.8 9.2.1): a peer cannot send
@@ -422,10 +418,11 @@ def _guard_messages(provider_class) -> None:
 LOCAL_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
 
 
-def _guard_state_machine(machine_class, transitions: dict) -> None:
+def _guard_state_machine(machine_class: type[StateMachine],
+                         transitions: dict[tuple[str, str], str]) -> None:
     do_action = machine_class.do_action
 
-    def guarded_do_action(self, event: str) -> None:
+    def guarded_do_action(self: StateMachine, event: str) -> None:
         state = self.current_state
         if state == "Sta13" and event in LOCAL_EVENTS and (event, state) not in transitions:
             # Aborted already: drop the primitive that raised this event, so the
@@ -437,35 +434,36 @@ def _guard_state_machine(machine_class, transitions: dict) -> None:
         if self.current_state in ("Sta1", "Sta6", "Sta13"):
             _request_answered(self.dul)
         if event == "Evt6" and self.current_state == "Sta3":
-            self.dul.fluxbox_request_seen = True  # the association thread has the request
+            setattr(self.dul, _REQUEST_SEEN_MARK, True)  # the association thread has it
         elif self.current_state in ("Sta1", "Sta13"):  # any A-ABORT is on the wire by now
             _release_waiting_acceptor(self.dul)
 
-    machine_class.do_action = guarded_do_action
+    patch(machine_class, "do_action", guarded_do_action)
 
 
 _SERVING_LOCK = threading.Lock()
+Target = Callable[..., object]  # a thread's target, as pynetdicom's `make_target` takes one
 
 
-def _count_serving(make_target):
+def _count_serving(make_target: Callable[[Target], Target]) -> Callable[[Target], Target]:
     """pynetdicom's `make_target`, as the DIMSE provider uses it for an N-EVENT-REPORT
     request (a thread each, not queued): the association counts the threads not finished,
     from the moment one is made, so `requests_waiting` sees them."""
 
-    def counting(target_fn):
+    def counting(target_fn: Target) -> Target:
         run = make_target(target_fn)
         assoc = getattr(target_fn, "__self__", None)
         if assoc is None:
             return run
         with _SERVING_LOCK:
-            assoc.fluxbox_serving = getattr(assoc, "fluxbox_serving", 0) + 1
+            setattr(assoc, _SERVING_MARK, getattr(assoc, _SERVING_MARK, 0) + 1)
 
-        def counted(*args, **kwargs):
+        def counted(*args: object, **kwargs: object) -> None:
             try:
                 run(*args, **kwargs)
             finally:
                 with _SERVING_LOCK:
-                    assoc.fluxbox_serving -= 1
+                    setattr(assoc, _SERVING_MARK, getattr(assoc, _SERVING_MARK) - 1)
 
         return counted
 
@@ -479,14 +477,16 @@ def install() -> None:
     from pynetdicom.dul import DULServiceProvider
     from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 
-    if getattr(DULServiceProvider, "fluxbox_upper_layer", False):
+    if getattr(DULServiceProvider, _INSTALLED_MARK, False):
         return
-    DULServiceProvider._read_pdu_data = read_pdu
-    DIMSEServiceProvider.maximum_pdu_size = property(
+    patch(DULServiceProvider, "_read_pdu_data", read_pdu)
+    patch(DIMSEServiceProvider, "maximum_pdu_size", property(
         lambda self: send_pdu_size(int(
             (self.assoc.acceptor if self.assoc.is_requestor else self.assoc.requestor)
-            .maximum_length or 0)))
+            .maximum_length or 0))))
     _guard_messages(DIMSEServiceProvider)
-    pynetdicom.dimse.make_target = _count_serving(pynetdicom.dimse.make_target)
+    # imported into pynetdicom.dimse from pynetdicom.utils, not re-exported
+    make_target = pynetdicom.dimse.make_target  # type: ignore[attr-defined]
+    patch(pynetdicom.dimse, "make_target", _count_serving(make_target))
     _guard_state_machine(StateMachine, TRANSITION_TABLE)
-    DULServiceProvider.fluxbox_upper_layer = True
+    patch(DULServiceProvider, _INSTALLED_MARK, True)

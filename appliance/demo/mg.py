@@ -36,7 +36,8 @@ def _smooth_field(rng: np.random.Generator, rows: int, cols: int, cells: int) ->
     coarse = rng.standard_normal((h, w)).astype(np.float32)
     a = _blur_matrix(rows, h)
     b = _blur_matrix(cols, w)
-    return (a @ coarse @ b.T).astype(np.float32)
+    smooth: np.ndarray = (a @ coarse @ b.T).astype(np.float32)
+    return smooth
 
 
 def _blur_matrix(n: int, k: int) -> np.ndarray:
@@ -44,7 +45,8 @@ def _blur_matrix(n: int, k: int) -> np.ndarray:
     pos = (np.arange(n, dtype=np.float32) + 0.5) * k / n - 0.5
     d = pos[:, None] - np.arange(k, dtype=np.float32)[None, :]
     m = np.exp(-0.5 * (d / 0.8) ** 2)
-    return (m / m.sum(axis=1, keepdims=True)).astype(np.float32)
+    blur: np.ndarray = (m / m.sum(axis=1, keepdims=True)).astype(np.float32)
+    return blur
 
 
 def _mg_pixels(rows: int, cols: int, laterality: str, view: str, bits: int,

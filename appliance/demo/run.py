@@ -15,15 +15,23 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
+from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.events import Event
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]  # made at import
+from pynetdicom.transport import ThreadedAssociationServer
 
-from appliance import statuses
-from appliance.config import parse_config
+from appliance import dimse, statuses
+from appliance.config import Config, parse_config
 from appliance.demo.relay import FlakyRelay
 from appliance.demo.synthetic import write_ct_study
+
+if TYPE_CHECKING:
+    from appliance.app import Box
 
 DEMO_TIMEOUT_S = 120.0
 
@@ -35,15 +43,16 @@ class DemoPacs:
         self.received: Counter[str] = Counter()
         self._lock = threading.Lock()
         ae = AE(ae_title="DEMO_PACS")
-        for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        self._server = ae.start_server(("127.0.0.1", 0), block=False,
-                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
-        self.port = self._server.server_address[1]
+        for cx in AllStoragePresentationContexts:  # each names its abstract syntax
+            ae.add_supported_context(cast(UID, cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        self._server = cast(ThreadedAssociationServer, ae.start_server(
+            ("127.0.0.1", 0), block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store)]))  # not blocking: never None
+        self.port: int = self._server.server_address[1]
 
-    def _on_store(self, event) -> int:
+    def _on_store(self, event: Event) -> int:
         with self._lock:
-            self.received[str(event.request.AffectedSOPInstanceUID)] += 1
+            self.received[str(dimse.store_request(event).AffectedSOPInstanceUID)] += 1
         return statuses.SUCCESS
 
     def stop(self) -> None:
@@ -53,10 +62,11 @@ class DemoPacs:
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def _box_config(workdir: Path, relay_port: int):
+def _box_config(workdir: Path, relay_port: int) -> Config:
     text = f"""
 [box]
 ae_title = "FLUXBOX"
@@ -102,7 +112,8 @@ def _send_study(port: int, files: list[Path]) -> int:
     return acknowledged
 
 
-def run_demo(instances: int = 24, cuts: int = 3, out=print) -> int:
+def run_demo(instances: int = 24, cuts: int = 3,
+             out: Callable[[str], object] = print) -> int:
     from appliance.app import Box  # imported late: Box sets process-wide settings
     from appliance.routing import destination_id
 
@@ -154,7 +165,8 @@ def _show_box_log() -> None:
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 
 
-def _follow(box, pacs: DemoPacs, relay: FlakyRelay, total: int, out) -> str:
+def _follow(box: Box, pacs: DemoPacs, relay: FlakyRelay, total: int,
+            out: Callable[[str], object]) -> str:
     deadline = time.monotonic() + DEMO_TIMEOUT_S
     last = None
     state = "receiving"

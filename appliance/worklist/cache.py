@@ -25,11 +25,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import date
+from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom.sop_class import ModalityWorklistInformationFind
+from pynetdicom.events import Event
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import
+    ModalityWorklistInformationFind,
+)
 
-from appliance import statuses
+from appliance import dimse, statuses
 from appliance.config import Config, SiteConfig
 from appliance.logs import event
 from appliance.store import Store
@@ -128,7 +132,7 @@ class Worklist:
         self._note(site.id, now, result, entries=len(entries), corrections=corrections)
         return result
 
-    def _note(self, site_id: str, now: float, result: str, **fields) -> None:
+    def _note(self, site_id: str, now: float, result: str, **fields: object) -> None:
         good = result.startswith(OK)
         before = self._attempts.get(site_id)
         self._attempts[site_id] = (now, good)
@@ -164,10 +168,10 @@ class Worklist:
                 responses.append(response)
         return responses
 
-    def on_c_find(self, ev) -> Iterator[tuple[int, Dataset | None]]:
+    def on_c_find(self, ev: Event) -> Iterator[dimse.Answer]:
         """pynetdicom's EVT_C_FIND handler: pending answers, then success (sent by
         pynetdicom), or cancel when the modality asks."""
-        if ev.request.AffectedSOPClassUID != ModalityWorklistInformationFind:
+        if dimse.find_request(ev).AffectedSOPClassUID != ModalityWorklistInformationFind:
             yield statuses.SOP_CLASS_NOT_SUPPORTED, None
             return
         try:
@@ -185,14 +189,14 @@ class Worklist:
 
     # -- views ---------------------------------------------------------------------
 
-    def entries_view(self) -> list[dict]:
+    def entries_view(self) -> list[dict[str, Any]]:
         """`fluxbox worklist --json`: the current site's entries (patient data)."""
         site_id = self.site()
         if not site_id:
             return []
         return [entry_json(*decode_entry(raw)) for raw in self.store.worklist(site_id)]
 
-    def status(self, now: float) -> dict:
+    def status(self, now: float) -> dict[str, Any]:
         """The current site's cache for `status`: no patient data."""
         site_id = self.site()
         state = self.store.worklist_state(site_id) if site_id else {}

@@ -14,12 +14,12 @@ import functools
 import unicodedata
 from collections.abc import Callable
 
-from pydicom.charset import CUSTOMIZABLE_CHARSET_VR, python_encoding
+from pydicom.charset import python_encoding
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.valuerep import PersonName
+from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, PersonName
 
 UTF8 = "ISO_IR 192"
 LATIN1 = "ISO_IR 100"
@@ -42,7 +42,7 @@ def is_known(term: str) -> bool:
     return term in python_encoding
 
 
-def terms_of(value) -> tuple[str, ...]:
+def terms_of(value: object) -> tuple[str, ...]:
     """The defined terms of a Specific Character Set value ("" for the default)."""
     if value is None:
         return ("",)
@@ -117,7 +117,7 @@ def _copy_element(elem: DataElement, text_fn: TextFn) -> DataElement:
     return DataElement(elem.tag, elem.VR, text_fn(elem.VR, _text(elem.value)))
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     if isinstance(value, PersonName):
         return str(value)
     return value.decode("latin-1") if isinstance(value, bytes) else str(value)

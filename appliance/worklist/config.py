@@ -72,10 +72,19 @@ class WorklistConfig:
     corrections: CorrectionsConfig = field(default_factory=CorrectionsConfig)
 
 
+def keyword_tag(keyword: str) -> int:
+    """The tag of a DICOM keyword; KeyError for one pydicom does not know."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return tag
+
+
 def _charset(value: Any) -> str:
     terms = value.split("\\") if isinstance(value, str) else None
     if terms is not None and (value == "" or all(t.strip() in python_encoding for t in terms)):
-        return value
+        charset: str = value
+        return charset
     hint = did_you_mean(value, python_encoding) if isinstance(value, str) else ""
     raise bad(f"must be a Specific Character Set defined term such as 'ISO_IR 100' or "
               f"'ISO_IR 192', or \"\" for the default, got {show(value)}{hint}")
@@ -87,9 +96,10 @@ def _attribute_path(value: Any) -> str:
     parts = value.split(".") if isinstance(value, str) else []
     unknown = next((p for p in parts if tag_for_keyword(p) is None), None)
     if parts and unknown is None:
-        kinds = [dictionary_VR(tag_for_keyword(part)) == "SQ" for part in parts]
+        kinds = [dictionary_VR(keyword_tag(part)) == "SQ" for part in parts]
         if all(kinds[:-1]) and not kinds[-1]:
-            return value
+            path: str = value
+            return path
     hint = did_you_mean(unknown, keyword_dict) if unknown else ""
     raise bad("must be a DICOM keyword such as 'Modality', or a sequence keyword and a "
               "keyword such as 'ScheduledProcedureStepSequence.Modality', got "

@@ -19,13 +19,14 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterator
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from appliance.config import CodeMapping, CorrectionsConfig
+from appliance.worklist.config import keyword_tag
 
 SPS = "ScheduledProcedureStepSequence"
 SPS_KEYWORDS = frozenset({
@@ -209,7 +210,7 @@ def _holders(entry: Dataset, sequence: str | None, *, create: bool = False) -> l
         return [entry]
     items = entry.get(sequence)
     if not items and create:
-        entry.add_new(tag_for_keyword(sequence), "SQ", Sequence([Dataset()]))
+        entry.add_new(keyword_tag(sequence), "SQ", Sequence([Dataset()]))
         items = entry.get(sequence)
     return list(items or [])
 
@@ -218,12 +219,13 @@ def _is_empty(ds: Dataset, keyword: str) -> bool:
     return ds.get(keyword) in (None, "", [])
 
 
-def _set(ds: Dataset, keyword: str, value) -> None:
-    tag = tag_for_keyword(keyword)
+def _set(ds: Dataset, keyword: str, value: object) -> None:
+    tag = keyword_tag(keyword)
     ds.add(DataElement(tag, dictionary_VR(tag), value))
 
 
-def _source_value(entry: Dataset, holder: Dataset, target_seq: str | None, source: str):
+def _source_value(entry: Dataset, holder: Dataset, target_seq: str | None,
+                  source: str) -> tuple[object, Dataset | None]:
     """The source's value seen from `holder`: the same item when both live in the same
     sequence, else the first non-empty one found. Returns (value, dataset it is in)."""
     sequence, keyword = _place(source)
@@ -260,7 +262,7 @@ def _default(entry: Dataset, target: str, value: str) -> list[Note]:
     return notes
 
 
-def _plain(value):
+def _plain(value: object) -> str | list[str]:
     if isinstance(value, MultiValue | list):
         return [str(v) for v in value]
     return str(value)

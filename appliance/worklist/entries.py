@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from io import BytesIO
+from typing import Any, cast
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pynetdicom.dsutils import decode, encode
@@ -22,7 +24,9 @@ def encode_entry(entry: Dataset, notes: list[str]) -> bytes:
     stored.update(entry)
     block = stored.private_block(_NOTES_GROUP, _NOTES_CREATOR, create=True)
     block.add_new(_NOTES_ELEMENT, "LT", json.dumps(notes))
-    return encode(stored, False, True)
+    # pynetdicom answers None for a dataset it cannot write; the store refuses that entry
+    # (sealing raises) and the whole sync fails, keeping the last good list.
+    return cast(bytes, encode(stored, False, True))
 
 
 def decode_entry(raw: bytes) -> tuple[Dataset, list[str]]:
@@ -52,10 +56,10 @@ def prune(ds: Dataset) -> None:
             del ds[elem.tag]
 
 
-def entry_json(entry: Dataset, notes: list[str] | None = None) -> dict:
+def entry_json(entry: Dataset, notes: list[str] | None = None) -> dict[str, Any]:
     """An entry keyed by DICOM keywords (sequences as lists of objects), with its
     correction notes as "_corrections" when given."""
-    out: dict = {}
+    out: dict[str, Any] = {}
     for elem in entry:
         if elem.tag.group in (0x0000, 0x0002) or elem.tag.is_private or (
                 elem.keyword == "SpecificCharacterSet"):
@@ -66,7 +70,10 @@ def entry_json(entry: Dataset, notes: list[str] | None = None) -> dict:
     return out
 
 
-def _json_value(elem):
+JsonValue = str | int | float | list[Any]
+
+
+def _json_value(elem: DataElement) -> JsonValue:
     value = elem.value
     if elem.VR == "SQ":
         return [entry_json(item) for item in value or []]

@@ -145,7 +145,7 @@ def _returned(q_elem: DataElement, e_elem: DataElement | None) -> DataElement:
     return DataElement(q_elem.tag, e_elem.VR, e_elem.value)
 
 
-def _values(value) -> list[str]:
+def _values(value: object) -> list[str]:
     """A value as a list of strings, insignificant spaces gone; [] when empty."""
     if value is None:
         return []

@@ -8,7 +8,9 @@ from datetime import date, timedelta
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pynetdicom.sop_class import ModalityWorklistInformationFind
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import
+    ModalityWorklistInformationFind,
+)
 
 from appliance import dimse, statuses
 from appliance.worklist.config import WorklistConfig
