@@ -77,7 +77,7 @@ class Box:
         self.repair = self.store.repair()
         # A C-STORE that keeps coming is cut once it has eaten half the reserve: below the
         # reserve new instances are refused (0xA700), and the index still has room.
-        dimse.spool_to(self.store.spool_dir, keep_free_bytes=self.store.reserve_bytes // 2)
+        dimse.guard_disk(self.store.blob_dir, keep_free_bytes=self.store.reserve_bytes // 2)
         self.hardware = hardware or choose_hardware(config)
         self.stop_event = threading.Event()
         self.closer_wake = threading.Event()

@@ -99,3 +99,94 @@ def decrypt_stream(key: bytes, source: BinaryIO) -> Iterator[bytes]:
         yield chunk
         if tag == _TAG_FINAL:
             return
+
+
+class StreamEncryptor:
+    """`encrypt_stream` for data pushed piece by piece: the same blob format, written to
+    `sink` as the pieces come (a C-STORE data set as it arrives, never in clear on disk)."""
+
+    def __init__(self, key: bytes, sink: BinaryIO) -> None:
+        self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        header = sodium.crypto_secretstream_xchacha20poly1305_init_push(self._state, key)
+        self._sink = sink
+        self._sink.write(BLOB_MAGIC + header)
+        self._pending = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._pending += data
+        # A full chunk stays pending until more comes: the last chunk carries the final tag.
+        while len(self._pending) > CHUNK_BYTES:
+            chunk = bytes(self._pending[:CHUNK_BYTES])
+            del self._pending[:CHUNK_BYTES]
+            self._push(chunk, _TAG_MESSAGE)
+
+    def close(self) -> None:
+        """Push the final chunk (the sink stays open, for the caller to sync)."""
+        if not self.closed:
+            self._push(bytes(self._pending), _TAG_FINAL)
+            self._pending = bytearray()
+            self.closed = True
+
+    def _push(self, chunk: bytes, tag: int) -> None:
+        sealed = sodium.crypto_secretstream_xchacha20poly1305_push(self._state, chunk, tag=tag)
+        self._sink.write(_LEN.pack(len(sealed)) + sealed)
+
+
+class DecryptedReader:
+    """A blob's plaintext as a read-only file: `read`, `tell`, and `seek` forward (by
+    decrypting and dropping) or back within the last two chunks. Memory: two chunks."""
+
+    def __init__(self, key: bytes, source: BinaryIO) -> None:
+        self._source = source  # closed with the reader
+        self._chunks = decrypt_stream(key, source)
+        self._buffer = bytearray()
+        self._base = 0  # plaintext offset of _buffer[0]
+        self._pos = 0
+        self._done = False
+
+    def _more(self) -> bool:
+        if self._done:
+            return False
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            self._done = True
+            return False
+        keep_from = max(0, min(self._pos - self._base, len(self._buffer) - CHUNK_BYTES))
+        del self._buffer[:keep_from]
+        self._base += keep_from
+        self._buffer += chunk
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or self._pos + n > self._base + len(self._buffer):
+            if not self._more():
+                break
+        start = self._pos - self._base
+        data = bytes(self._buffer[start:] if n < 0 else self._buffer[start:start + n])
+        self._pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0:
+            raise ValueError("DecryptedReader seeks from the start only")
+        if offset < self._base:
+            raise ValueError("DecryptedReader cannot seek that far back")
+        self._pos = offset  # first, so that `_more` drops what is skipped
+        while offset > self._base + len(self._buffer) and self._more():
+            pass
+        self._pos = min(offset, self._base + len(self._buffer))
+        return self._pos
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> DecryptedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -15,7 +15,6 @@ is any DIMSE request).
 
 from __future__ import annotations
 
-import functools
 import queue
 import socket
 import tempfile
@@ -51,6 +50,7 @@ MAX_QUEUED_PDUS = 32
 # association is open they poll at most this long; with none open nothing polls at all.
 POLL_S = 0.0002
 # Marks the box leaves on pynetdicom's objects (read back with getattr, default unset).
+_INTAKE_MARK = "_fluxbox_intake"  # on an AE: where its C-STORE data sets go
 _NODELAY_MARK = "_fluxbox_nodelay"  # on AssociationSocket: configure() has run
 _PREFERENCE_MARK = "_fluxbox_preference"  # on an AE: its storage syntax preference
 _WRAPPED_MARK = "_fluxbox_wrapped"  # on pynetdicom.acse: the negotiation is wrapped
@@ -106,6 +106,7 @@ def configure() -> None:
     _config.LOG_HANDLER_LEVEL = "none"
     upper_layer.install()
     _prefer_syntaxes()
+    patch(pynetdicom.dimse_messages, "NamedTemporaryFile", _data_set_file)
     if getattr(AssociationSocket, _NODELAY_MARK, False):
         return
     _bound_send_queue()
@@ -137,14 +138,33 @@ def calling_ae(ae_title: str, *, connect_timeout_s: float, dimse_timeout_s: floa
     return ae
 
 
-def spool_to(directory: Path, keep_free_bytes: int = 0) -> None:
-    """Where pynetdicom spools a C-STORE data set while it arrives: the box's spool
-    directory on the data partition, where start-up scrubs what a crash left behind (and
-    nothing else of the process's temporary files goes there). A data set that would
-    leave less than `keep_free_bytes` free there is aborted as it arrives."""
-    patch(pynetdicom.dimse_messages, "NamedTemporaryFile",
-          functools.partial(tempfile.NamedTemporaryFile, dir=str(directory)))
+def receive_into(ae: AE, open_intake: Callable[[], object]) -> None:
+    """C-STORE data sets arriving on `ae`'s associations go to `open_intake()`, a file
+    object that encrypts them as they come (`store.Intake`), never to a plaintext file.
+    pynetdicom writes them from the association's DUL thread (`_data_set_file`); any other
+    acceptor in the process spools as pynetdicom always does."""
+    setattr(ae, _INTAKE_MARK, open_intake)
+
+
+def guard_disk(directory: Path, keep_free_bytes: int) -> None:
+    """A data set arriving while the file system of `directory` has less than
+    `keep_free_bytes` free is aborted as it arrives (an endless C-STORE, a disk filling)."""
     upper_layer.guard_spool(directory, keep_free_bytes)
+
+
+def received_file(ev: Event) -> object:
+    """The file object an EVT_C_STORE's data set was written to (an Intake on the box's
+    own associations)."""
+    return getattr(ev.request, "_dataset_file", None)
+
+
+def _data_set_file(**kwargs: Any) -> object:
+    """pynetdicom's NamedTemporaryFile for a C-STORE data set, per acceptor."""
+    assoc = getattr(threading.current_thread(), "assoc", None)
+    open_intake = getattr(getattr(assoc, "ae", None), _INTAKE_MARK, None)
+    if open_intake is None:
+        return tempfile.NamedTemporaryFile(**kwargs)  # noqa: SIM115 (pynetdicom closes it)
+    return open_intake()
 
 
 def accept_any_storage(ae: AE, preference: list[str]) -> None:

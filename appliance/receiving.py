@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
@@ -30,10 +30,16 @@ from appliance.callers import NOBODY, Callers
 from appliance.commitment import handle_report
 from appliance.config import BoxConfig
 from appliance.config.tls import tls_server_problems
+from appliance.crypto import BlobCorrupt
 from appliance.logs import event
 from appliance.sites import SiteDecision
-from appliance.store import Outcome, Store, StoreFault, StoreFull
-from appliance.validation import InvalidDataset, read_header
+from appliance.store import Intake, Outcome, Store, StoreFault, StoreFull
+from appliance.validation import (
+    InstanceHeader,
+    InvalidDataset,
+    read_header,
+    read_header_from,
+)
 
 log = logging.getLogger("fluxbox.receiving")
 
@@ -145,6 +151,7 @@ class Receiver:
         # Every storage SOP class, private and unknown ones too; these contexts only serve
         # the acceptance order (see dimse.accept_any_storage).
         dimse.accept_any_storage(ae, ACCEPTED_SYNTAXES)
+        dimse.receive_into(ae, self.store.open_intake)
         for cx in AllStoragePresentationContexts:  # each names its abstract syntax
             ae.add_supported_context(cast(UID, cx.abstract_syntax), ACCEPTED_SYNTAXES)
         ae.add_supported_context(Verification, ACCEPTED_SYNTAXES)
@@ -273,39 +280,73 @@ class Receiver:
 
     def _on_c_store(self, ev: Event) -> int:
         request = dimse.store_request(ev)
-        return self.handle_store(
-            Path(ev.dataset_path), assoc_id=id(ev.assoc),
-            sop_class=str(request.AffectedSOPClassUID),
-            sop_instance=str(request.AffectedSOPInstanceUID),
-            calling_aet=dimse.calling_aet(ev),
-        )
+        sop_class = str(request.AffectedSOPClassUID)
+        sop_instance = str(request.AffectedSOPInstanceUID)
+        intake = dimse.received_file(ev)
+        if isinstance(intake, Intake):
+            return self.handle_intake(intake, assoc_id=id(ev.assoc), sop_class=sop_class,
+                                      sop_instance=sop_instance,
+                                      calling_aet=dimse.calling_aet(ev))
+        return self.handle_store(Path(ev.dataset_path), assoc_id=id(ev.assoc),
+                                 sop_class=sop_class, sop_instance=sop_instance,
+                                 calling_aet=dimse.calling_aet(ev))
 
     def handle_store(self, path: Path, *, assoc_id: int, sop_class: str, sop_instance: str,
                      calling_aet: str) -> int:
-        """Validate and store one received instance; returns the DIMSE status to answer."""
+        """Validate and store one instance received as a plain Part 10 file (tests, tools);
+        returns the DIMSE status to answer."""
+        def header() -> InstanceHeader:
+            return read_header(path, command_sop_class=sop_class,
+                               command_sop_instance=sop_instance)
+
+        def put(found: InstanceHeader, **arrival: Any) -> Outcome:
+            return self.store.put_instance(path, found, **arrival)
+
+        return self._store(header, put, lambda: None, assoc_id=assoc_id,
+                           calling_aet=calling_aet)
+
+    def handle_intake(self, intake: Intake, *, assoc_id: int, sop_class: str,
+                      sop_instance: str, calling_aet: str) -> int:
+        """Validate and store one data set received into an `Intake` (encrypted as it
+        arrived); returns the DIMSE status to answer. A refused one leaves nothing."""
+        def header() -> InstanceHeader:
+            intake.end()
+            with intake.reader() as plain:
+                return read_header_from(plain, intake.size, command_sop_class=sop_class,
+                                        command_sop_instance=sop_instance)
+
+        def put(found: InstanceHeader, **arrival: Any) -> Outcome:
+            return self.store.put_intake(intake, found, **arrival)
+
+        return self._store(header, put, intake.discard, assoc_id=assoc_id,
+                           calling_aet=calling_aet)
+
+    def _store(self, header: Callable[[], InstanceHeader],
+               put: Callable[..., Outcome], discard: Callable[[], None], *,
+               assoc_id: int, calling_aet: str) -> int:
         try:
-            header = read_header(path, command_sop_class=sop_class,
-                                 command_sop_instance=sop_instance)
+            found = header()
         except InvalidDataset as exc:
+            discard()
             self.counters["refused"] += 1
             event(log, "instance refused", logging.WARNING, calling_ae=calling_aet,
                   status=f"0x{exc.status:04X}", reason=exc.reason)
             return exc.status
-        except OSError as exc:  # the spool file is unreadable: the box's fault, not the data's
+        except (OSError, BlobCorrupt) as exc:  # unreadable: the box's fault, not the data's
+            discard()
             return self._store_failed("spool", exc)
         decision = self.site()
         try:
-            outcome = self.store.put_instance(
-                path, header, calling_aet=calling_aet, site=decision.id,
-                site_source=decision.source, position=self.position(),
-            )
+            outcome = put(found, calling_aet=calling_aet, site=decision.id,
+                          site_source=decision.source, position=self.position())
         except (StoreFull, StoreFault) as exc:
             return self._store_failed(type(exc).__name__, exc)
         except Exception as exc:  # any fault: the modality keeps its copy and the box serves on
+            discard()
             log.exception("store error")
             return self._store_failed("internal", exc)
         self.counters[outcome.value] += 1
-        self.associations.touched(assoc_id, self.store.uid_key(header.study_uid))
+        self.associations.touched(assoc_id, self.store.uid_key(found.study_uid))
         if outcome is not Outcome.DUPLICATE:
             self.on_stored()
         return statuses.SUCCESS

@@ -344,7 +344,7 @@ def _held_bytes(message: DIMSEMessage | None, primitive: P_DATA) -> tuple[int, i
 
 # Where C-STORE data sets are spooled, and the free space they must leave on its file
 # system: a data set that would eat into it (an endless C-STORE, a disk filling up) is
-# aborted and its spool file removed. Set by `dimse.spool_to`.
+# aborted and its file removed. Set by `dimse.guard_disk`.
 _spool_floor: tuple[str, int] | None = None
 
 

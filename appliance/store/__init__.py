@@ -32,6 +32,7 @@ from appliance.crypto import Keys
 from appliance.store.blobs import Blobs
 from appliance.store.commit_requests import CommitRequests
 from appliance.store.index import MAP_SIZE_BYTES, Index
+from appliance.store.intake import Intake
 from appliance.store.journal import EVENTS_KEPT, Journal
 from appliance.store.messages import Messages, message
 from appliance.store.queue import Queue
@@ -56,8 +57,8 @@ from appliance.validation import InstanceHeader
 
 __all__ = [
     "EVENTS_KEPT", "MAP_SIZE_BYTES", "CommitRequest", "Commitment", "DeliveryCounts",
-    "InstanceCommit", "InstanceRecord", "MppsMessage", "Outcome", "Queued", "RepairReport", "Store",
-    "StoreFault", "StoreFull", "StudyRecord", "destination_site",
+    "InstanceCommit", "InstanceRecord", "Intake", "MppsMessage", "Outcome", "Queued",
+    "RepairReport", "Store", "StoreFault", "StoreFull", "StudyRecord", "destination_site",
 ]
 
 
@@ -136,6 +137,18 @@ class Store:
     ) -> Outcome:
         return self._studies.put_instance(
             path, header, calling_aet=calling_aet, site=site, site_source=site_source,
+            now=now, position=position, commit=self._commit_instance)
+
+    def open_intake(self) -> Intake:
+        return self._blobs.open_intake()
+
+    def put_intake(
+        self, intake: Intake, header: InstanceHeader, *, calling_aet: str, site: str | None,
+        site_source: str | None, now: float | None = None,
+        position: tuple[float, float] | None = None,
+    ) -> Outcome:
+        return self._studies.put_intake(
+            intake, header, calling_aet=calling_aet, site=site, site_source=site_source,
             now=now, position=position, commit=self._commit_instance)
 
     def _commit_instance(self, *args: Any) -> tuple[Outcome, str | None]:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from appliance.crypto import BlobCorrupt, decrypt_stream, encrypt_stream
 from appliance.store.index import DAMAGED, Index, Txn
+from appliance.store.intake import Intake, new_blob_name
 from appliance.store.records import InstanceRecord, RepairReport, StoreFault, StoreFull
 from appliance.validation import InstanceHeader
 
@@ -78,6 +79,11 @@ class Blobs:
             raise StoreFull("free space below reserve")
 
     # -- writing -------------------------------------------------------------------
+
+    def open_intake(self) -> Intake:
+        """A new blob for a data set about to arrive, written encrypted as it comes."""
+        name = new_blob_name()
+        return Intake(name, self.path(name), self.index.keys.blob_key, fsync_dir)
 
     def encrypt_to_temp(self, path: Path, header: InstanceHeader) -> tuple[Path, str, int]:
         """Encrypt the received file into tmp/, fsynced; digest covers syntax + dataset bytes.

@@ -36,6 +36,7 @@ import lmdb
 
 from appliance.store.blobs import Blobs
 from appliance.store.index import Index, Txn
+from appliance.store.intake import Intake
 from appliance.store.journal import Journal
 from appliance.store.queue import Queue
 from appliance.store.records import (
@@ -81,17 +82,68 @@ class Studies:
         self.blobs.check_space()
         temp, digest, size = self.blobs.encrypt_to_temp(path, header)
         inst_key = self.index.hash(header.sop_instance_uid)
-        with self.index.read() as txn:
-            existing = self.index.get(txn, "instances", inst_key, InstanceRecord)
-        if existing is not None and existing.digest == digest:
+        if self._is_duplicate(inst_key, digest):
             temp.unlink(missing_ok=True)
             return Outcome.DUPLICATE
         blob = self.blobs.instance_blob(header.sop_instance_uid, digest)
         final = self.blobs.path(blob)
         try:
             self.blobs.place(temp, final)
-            outcome, old_blob = commit(inst_key, header, blob, digest, size, calling_aet, site,
-                                       site_source, now, position)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+            raise (StoreFull if exc.errno == errno.ENOSPC else StoreFault)(str(exc)) from exc
+        return self._index_blob(
+            commit, inst_key, header, blob, digest, size,
+            (calling_aet, site, site_source, now, position))
+
+    def put_intake(
+        self, intake: Intake, header: InstanceHeader, *, calling_aet: str, site: str | None,
+        site_source: str | None, now: float | None = None,
+        position: tuple[float, float] | None = None, commit: CommitInstance | None = None,
+    ) -> Outcome:
+        """`put_instance` of a data set received into an `Intake` (already encrypted in its
+        blob): one sync of the blob, then the index commit. Same outcomes and errors; the
+        blob is removed unless the index names it."""
+        now = time.time() if now is None else now
+        commit = commit or self.commit_instance
+        inst_key = self.index.hash(header.sop_instance_uid)
+        try:
+            self.blobs.check_space()
+            if self._is_duplicate(inst_key, intake.digest):
+                intake.discard()
+                return Outcome.DUPLICATE
+            intake.seal()
+        except OSError as exc:
+            intake.discard()
+            raise (StoreFull if exc.errno == errno.ENOSPC else StoreFault)(str(exc)) from exc
+        except StoreFull:
+            intake.discard()
+            raise
+        outcome = self._index_blob(
+            commit, inst_key, header, intake.blob, intake.digest, intake.size,
+            (calling_aet, site, site_source, now, position))
+        if outcome is Outcome.DUPLICATE:
+            intake.discard()
+        else:
+            intake.kept()
+        return outcome
+
+    def _is_duplicate(self, inst_key: bytes, digest: str) -> bool:
+        with self.index.read() as txn:
+            existing = self.index.get(txn, "instances", inst_key, InstanceRecord)
+        return existing is not None and existing.digest == digest
+
+    def _index_blob(
+        self, commit: CommitInstance, inst_key: bytes, header: InstanceHeader, blob: str,
+        digest: str, size: int,
+        arrival: tuple[str, str | None, str | None, float, tuple[float, float] | None],
+    ) -> Outcome:
+        """The index commit naming a durable `blob`; on failure the blob goes (nothing
+        half-stored remains), on success the version it replaced goes."""
+        final = self.blobs.path(blob)
+        try:
+            outcome, old_blob = commit(inst_key, header, blob, digest, size, *arrival)
         except (lmdb.MapFullError, lmdb.DiskError) as exc:  # DiskError: ENOSPC at commit
             final.unlink(missing_ok=True)
             raise StoreFull(f"index full or disk full ({type(exc).__name__})") from exc
@@ -99,7 +151,6 @@ class Studies:
             final.unlink(missing_ok=True)
             raise StoreFault(f"index write failed ({type(exc).__name__})") from exc
         except OSError as exc:
-            temp.unlink(missing_ok=True)
             final.unlink(missing_ok=True)
             raise (StoreFull if exc.errno == errno.ENOSPC else StoreFault)(str(exc)) from exc
         if old_blob and old_blob != blob:

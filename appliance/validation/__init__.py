@@ -12,10 +12,15 @@
 from appliance.validation.elements import is_valid_uid
 from appliance.validation.errors import InvalidDataset
 from appliance.validation.findings import InstanceFacts, study_findings
-from appliance.validation.header import InstanceHeader, expected_pixel_length, read_header
+from appliance.validation.header import (
+    InstanceHeader,
+    expected_pixel_length,
+    read_header,
+    read_header_from,
+)
 
 __all__ = [
     "InstanceFacts", "InstanceHeader",
-    "InvalidDataset", "expected_pixel_length", "is_valid_uid", "read_header",
+    "InvalidDataset", "expected_pixel_length", "is_valid_uid", "read_header", "read_header_from",
     "study_findings",
 ]

@@ -8,7 +8,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from appliance.validation.errors import unreadable
 
@@ -64,6 +64,14 @@ _SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM U
 _UNDEFINED_OK_VRS = frozenset({None, b"SQ", b"UN", b"OB", b"OW"})
 
 
+class Readable(Protocol):
+    """A file read from its start: a plain file, or a blob decrypted as it is read."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+    def tell(self) -> int: ...
+
+
 class Source(Protocol):
     def read(self, n: int) -> bytes: ...
     def skip(self, n: int) -> None: ...
@@ -74,7 +82,7 @@ class Source(Protocol):
 class FileSource:
     """Reads and seeks in a file that ends at `end`."""
 
-    def __init__(self, fp: BinaryIO, end: int) -> None:
+    def __init__(self, fp: Readable, end: int) -> None:
         self._fp = fp
         self._end = end
 
@@ -100,7 +108,7 @@ class FileSource:
 class InflateSource:
     """Inflates a deflated data set chunk by chunk; skipped bytes are discarded."""
 
-    def __init__(self, fp: BinaryIO) -> None:
+    def __init__(self, fp: Readable) -> None:
         self._fp = fp
         self._z = zlib.decompressobj(-zlib.MAX_WBITS)
         self._buf = bytearray()
@@ -245,7 +253,7 @@ def walk_elements(src: Source, enc: Enc) -> Walk:
     return found
 
 
-def read_meta(fp: BinaryIO, size: int) -> tuple[str, int]:
+def read_meta(fp: Readable, size: int) -> tuple[str, int]:
     """Check the preamble, read the file meta; return transfer syntax and data set offset."""
     head = fp.read(132)
     if len(head) < 132 or head[128:] != b"DICM":

@@ -40,6 +40,7 @@ from appliance.validation.elements import (
     Enc,
     FileSource,
     InflateSource,
+    Readable,
     Source,
     Walk,
     is_valid_uid,
@@ -305,15 +306,23 @@ def read_header(path: Path, *, command_sop_class: str, command_sop_instance: str
     with open(path, "rb") as fp:
         size = fp.seek(0, 2)
         fp.seek(0)
-        syntax, offset = read_meta(fp, size)
-        if offset >= size:
-            raise unreadable("empty data set")
-        enc = _encoding_of(syntax)
-        src: Source = InflateSource(fp) if syntax in _DEFLATED_SYNTAXES else FileSource(fp, size)
-        try:
-            walk = walk_elements(src, enc)
-        except zlib.error:
-            raise unreadable("deflated data set corrupt") from None
+        return read_header_from(fp, size, command_sop_class=command_sop_class,
+                                command_sop_instance=command_sop_instance)
+
+
+def read_header_from(fp: Readable, size: int, *, command_sop_class: str,
+                     command_sop_instance: str) -> InstanceHeader:
+    """`read_header` of a Part 10 file of `size` bytes read from `fp` at its start (a
+    plain file, or a blob decrypted as it is read: `crypto.DecryptedReader`)."""
+    syntax, offset = read_meta(fp, size)
+    if offset >= size:
+        raise unreadable("empty data set")
+    enc = _encoding_of(syntax)
+    src: Source = InflateSource(fp) if syntax in _DEFLATED_SYNTAXES else FileSource(fp, size)
+    try:
+        walk = walk_elements(src, enc)
+    except zlib.error:
+        raise unreadable("deflated data set corrupt") from None
     if syntax == DeflatedExplicitVRLittleEndian and (size - offset) % 2:
         walk.remarks.append("deflated data set of odd length (padded by one byte when sent)")
     header = _header(walk, enc, syntax, offset)

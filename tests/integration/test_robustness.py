@@ -247,10 +247,14 @@ def test_sigterm_during_a_c_store_lets_it_finish_and_keeps_it(make_box, tmp_path
     assert row["instances"] == 1
 
 
+def _blob_files(data_dir: Path) -> list[Path]:
+    return list((data_dir / "blobs").glob("*/*"))
+
+
 def test_a_c_store_that_never_ends_is_cut_at_the_reserve_and_leaves_no_spool(
         make_box, small_fs, ct40):
-    """A sender streams one data set for ever (issue 7): the box aborts it once the spool
-    has eaten half the disk reserve, removes the partial spool file, and stores the next
+    """A sender streams one data set for ever (issue 7): the box aborts it once it has eaten
+    half the disk reserve, removes the partial (encrypted) blob, and stores the next
     modality's instances as before."""
     box = make_box([dest("pacs", "PACS", 9)], box="reserve_mb = 8",
                    data_dir=small_fs / "data").start()
@@ -262,8 +266,8 @@ def test_a_c_store_that_never_ends_is_cut_at_the_reserve_and_leaves_no_spool(
         sock.sendall(rawpdu.p_data([(3, 0x03, rawpdu.store_command(generate_uid()))]))
         fragment = rawpdu.p_data([(3, 0x00, bytes(64 * 1024))])  # never the last fragment
         assert rawpdu.send_quietly(sock, fragment)
-        # spooled on the data partition, where start-up scrubs it (never the system's /tmp)
-        box.wait_for(lambda: any((box.data_dir / "spool").iterdir()), 10, "a spool file")
+        # written encrypted on the data partition as it arrives (never the system's /tmp)
+        box.wait_for(lambda: _blob_files(box.data_dir), 10, "a blob being written")
         sent, reply = len(fragment), None
         while sent < 64 * 1024 * 1024 and reply is None:  # the box answers, or drops
             if not rawpdu.send_quietly(sock, fragment):
@@ -273,6 +277,6 @@ def test_a_c_store_that_never_ends_is_cut_at_the_reserve_and_leaves_no_spool(
                 reply = rawpdu.read_reply(sock, 10)
     assert reply is not None and reply.pdu_type == rawpdu.ABORT, reply
     assert sent < 24 * 1024 * 1024, "the box took more than its file system holds"
-    box.wait_for(lambda: not any((box.data_dir / "spool").iterdir()), 10, "spool emptied")
+    box.wait_for(lambda: not _blob_files(box.data_dir), 10, "the partial blob removed")
     done = storescu("127.0.0.1", box.port, ct40[:2], called_aet="FLUXBOX")
     assert {a for _, a in store_responses(done)} == {"Success"}

@@ -11,6 +11,7 @@ import pynetdicom.acse
 import pynetdicom.association
 import pynetdicom.dimse_messages
 import pynetdicom.dul
+import pynetdicom.service_class
 import pynetdicom.transport
 from pynetdicom import _config
 from pynetdicom.transport import AssociationSocket
@@ -42,7 +43,17 @@ def test_the_pynetdicom_internals_the_settings_patch_are_still_there():
     assert "time.sleep(" in inspect.getsource(pynetdicom.association)
     assert "self._run_loop_delay" in dul
     # The spool of a received C-STORE data set is a NamedTemporaryFile of dimse_messages.
-    assert "NamedTemporaryFile(delete=False" in inspect.getsource(pynetdicom.dimse_messages)
+    # The file a received C-STORE data set goes to is a NamedTemporaryFile of dimse_messages,
+    # written with .write and .file.flush(), handed to the handler on the request as
+    # _dataset_file; after the handler pynetdicom closes it and unlinks its .name.
+    messages = inspect.getsource(pynetdicom.dimse_messages)
+    assert "NamedTemporaryFile(delete=False" in messages
+    assert "self._data_set_file.write(data[1:])" in messages
+    assert "self._data_set_file.file.flush()" in messages
+    assert "primitive._dataset_file = self._data_set_file" in messages
+    storage = inspect.getsource(pynetdicom.service_class.StorageServiceClass.SCP)
+    assert "req._dataset_file.close()" in storage
+    assert "os.unlink(req._dataset_file.name)" in storage
     # The storage preference wraps the two negotiations of the acceptor.
     acse = inspect.getsource(pynetdicom.acse)
     assert "negotiate_unrestricted(" in acse and "negotiate_as_acceptor(" in acse
