@@ -16,12 +16,15 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVarTuple
+from wsgiref.simple_server import WSGIServer
 
 from pynetdicom import evt
 
 from appliance import dimse, metrics, status, systemd
 from appliance.callers import Callers
-from appliance.commands import PIN_SETTING, Actions, Commands
+from appliance.commands import PIN_SETTING, Actions, Commands, Handler
 from appliance.commitment_scp import ModalityCommitment
 from appliance.config import Config
 from appliance.control import ControlError, ControlServer
@@ -41,9 +44,8 @@ from appliance.receiving import Receiver
 from appliance.release import versions
 from appliance.report import mpps_failures
 from appliance.routing import Policy, destination_config, destination_id
-from appliance.signals import CELLULAR, Snapshot
+from appliance.signals import CELLULAR, Link, Snapshot
 from appliance.sites import (
-    SiteChange,
     SiteDecision,
     SiteTracker,
     adoptable,
@@ -51,6 +53,7 @@ from appliance.sites import (
     decide_site,
     gather_evidence,
 )
+from appliance.status import View
 from appliance.store import Store, StudyRecord
 from appliance.studies import StudyCloser
 from appliance.supervisor import Supervisor, Watcher
@@ -59,6 +62,8 @@ from appliance.worklist.cache import Worklist
 __all__ = ["Box", "Hardware", "choose_hardware"]
 
 log = logging.getLogger("fluxbox.app")
+
+Args = TypeVarTuple("Args")
 
 PACING_SETTING = "pacing"
 HOUSEKEEPING_S = 60.0
@@ -104,7 +109,7 @@ class Box:
                                  callers=Callers.from_config(config))
         addresses = self.hardware.addresses or NoInterfaces()
         self.listening = [Listening("dicom", box.listen, addresses, self.receiver.bind)]
-        self._metrics: dict[str, object] = {}  # address -> the Prometheus endpoint's server
+        self._metrics: dict[str, WSGIServer] = {}  # address -> the Prometheus endpoint's server
         if box.metrics_listen:
             target = box.metrics_listen.rsplit(":", 1)[0]
             self.listening.append(Listening("metrics", (target,), addresses, self._bind_metrics))
@@ -137,7 +142,7 @@ class Box:
     def _watchers(self) -> list[Watcher]:
         hw, hosts = self.hardware, self._destination_hosts()
 
-        def read_links():
+        def read_links() -> tuple[tuple[Link, ...], dict[str, str | None]]:
             return (hw.links.links().links, {h: hw.links.route_interface(h) for h in hosts})
 
         watchers = [
@@ -154,12 +159,13 @@ class Box:
                                     timeout_s=timeout))
         return watchers
 
-    def on_snapshot(self, snap: Snapshot) -> SiteChange | None:
-        """Each supervisor tick: keep the snapshot, step the site decision."""
+    def on_snapshot(self, snap: Snapshot) -> None:
+        """Each supervisor tick: keep the snapshot, step the site decision. A change of
+        site is logged, recorded and acted on here; the supervisor wants nothing back."""
         self.snapshot = snap
         self._observe_worklist(snap)
         if self.config.detect.mode != "auto":
-            return None
+            return
         self.evidence = gather_evidence(self.config, snap)
         change = self.tracker.step(candidate_site(self.evidence), self.evidence, snap.taken_at)
         if change is not None:
@@ -172,7 +178,6 @@ class Box:
             if change.after.id:
                 self.adopt_held(change.after, snap.taken_at)
             self.wake_delivery()
-        return change
 
     def _observe_worklist(self, snap: Snapshot) -> None:
         """A new site, or a route to its worklist server again: the worklist syncs now."""
@@ -190,7 +195,9 @@ class Box:
 
     def adopt_held(self, decision: SiteDecision, now: float) -> int:
         """Held studies acquired shortly before a site was confirmed, at the same place,
-        take that site (`sites.adoptable`)."""
+        take that site (`sites.adoptable`). A decision without a site adopts nothing."""
+        if not decision.id:
+            return 0
         detect = self.config.detect
         studies = adoptable(self.store.studies(), self.current_position(), now,
                             within_s=detect.adopt_within_s, radius_m=detect.adopt_radius_m)
@@ -205,7 +212,7 @@ class Box:
     # -- workers ---------------------------------------------------------------
 
     def _build_workers(self) -> dict[str, tuple[DestinationWorker, threading.Event]]:
-        workers = {}
+        workers: dict[str, tuple[DestinationWorker, threading.Event]] = {}
         for site in self.config.sites:
             ids = [destination_id(site, d) for d in site.destinations]
             ids += [f"{site.id}/ris"] if site.mpps is not None else []
@@ -214,12 +221,17 @@ class Box:
                 worker = DestinationWorker(
                     self.store, dest_id, dest, self.config.transmit,
                     calling_ae=self.config.box.ae_title,
-                    gate=lambda study, now, d=dest_id: self.policy.gate(study, d, now),
-                    link_class=lambda d=dest_id: self.policy.link_class(d),
+                    gate=self._gate_for(dest_id), link_class=self._link_class_for(dest_id),
                     pacing=self.pacing, throttle=self.throttle, in_flight=self.in_flight,
                 )
                 workers[dest_id] = (worker, threading.Event())
         return workers
+
+    def _gate_for(self, dest_id: str) -> Callable[[StudyRecord, float], str | None]:
+        return lambda study, now: self.policy.gate(study, dest_id, now)
+
+    def _link_class_for(self, dest_id: str) -> Callable[[], str | None]:
+        return lambda: self.policy.link_class(dest_id)
 
     def wake_delivery(self) -> None:
         for _, wake in self.workers.values():
@@ -323,12 +335,13 @@ class Box:
         """For the LED: the health state, or no answer (ControlError) when it cannot be
         worked out; the LED then shows booting, and fault after a while."""
         try:
-            return self.status_view()["health"]
+            health: str = self.status_view()["health"]  # a state of appliance.health
+            return health
         except Exception as exc:
             log.exception("front panel error")
             raise ControlError("no health") from exc
 
-    def _spawn(self, name: str, target, *args) -> None:
+    def _spawn(self, name: str, target: Callable[[*Args], object], *args: *Args) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -376,11 +389,11 @@ class Box:
 
     # -- views and commands ------------------------------------------------------
 
-    def studies_view(self) -> list[dict]:
+    def studies_view(self) -> list[View]:
         return status.studies_view(self.store, self.store.studies(), self.policy.study_block,
                                    ttl_h=self.config.transmit.ttl_h, now=time.time())
 
-    def status_view(self) -> dict:
+    def status_view(self) -> View:
         now = time.time()
         return status.status_view(self.store, self.config, self.studies_view(),
                                   self._status_parts(), now)
@@ -413,7 +426,7 @@ class Box:
             versions=self.versions,
         )
 
-    def _shown_link(self):
+    def _shown_link(self) -> Link | None:
         """The link to the current site's first destination (else the first site's)."""
         site = self.config.site(self.current_site().id or "") or (
             self.config.sites[0] if self.config.sites else None)
@@ -421,10 +434,10 @@ class Box:
             return None
         return self.policy.link_to(destination_id(site, site.destinations[0]))
 
-    def _commands(self) -> dict:
+    def _commands(self) -> dict[str, Handler]:
         actions = Actions(assign=self._assign, retry_now=self._retry_now,
                           site_changed=self._site_changed, current_site=self.current_site)
-        views = {"status": lambda args: self.status_view(),
+        views: dict[str, Handler] = {"status": lambda args: self.status_view(),
                  "studies": lambda args: self.studies_view(),
                  "worklist": lambda args: self.worklist.entries_view()}
         return Commands(self.store, self.config, actions, views).table()

@@ -7,11 +7,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 from appliance.config import Config, ConfigError, load_config, resolve_config
-from appliance.control import ControlError, call
+from appliance.control import CALL_TIMEOUT_S, ControlError, call
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+View = dict[str, Any]  # an answer of the control socket, as JSON
+Answer = TypeVar("Answer", View, list[View])
 
 
 class UsageError(Exception):
@@ -19,12 +24,14 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse exits 2 too; keep its message short
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 too; keep its message short
         raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    # Only a parent (its options are copied, it never parses): a _Parser like the
+    # subcommands' parsers it is a parent of.
+    common = _Parser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="config file (default: $FLUXBOX_CONFIG, "
                              "/etc/fluxbox/fluxbox.toml, then the embedded default)")
@@ -33,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str) -> _Parser:
         return sub.add_parser(name, parents=[common], help=help_text)
 
     add("run", "run the appliance in the foreground")
@@ -85,19 +92,34 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def _config(args) -> Config:
+def _config(args: argparse.Namespace) -> Config:
     return resolve_config(getattr(args, "config", None))
 
 
-def _call(args, command: str, **kwargs):
-    return call(_config(args).box.data_dir, command, **kwargs)
+def _call(args: argparse.Namespace, command: str, **kwargs: object) -> object:
+    """`kwargs` are the command's arguments (the timeout is not one of them)."""
+    return call(_config(args).box.data_dir, command, timeout_s=CALL_TIMEOUT_S, **kwargs)
 
 
-def _print(result, as_json: bool, render) -> None:
+def _view(answer: object) -> View:
+    """An answer that is one JSON object (status, site, retry, assign)."""
+    if not isinstance(answer, dict):
+        raise ControlError("the appliance gave an unexpected answer")
+    return answer
+
+
+def _rows(answer: object) -> list[View]:
+    """An answer that is a list of JSON objects (studies, worklist)."""
+    if not isinstance(answer, list):
+        raise ControlError("the appliance gave an unexpected answer")
+    return answer
+
+
+def _print(result: Answer, as_json: bool, render: Callable[[Answer], str]) -> None:
     print(json.dumps(result, indent=2) if as_json else render(result))
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from appliance.app import Box
     from appliance.logs import configure
 
@@ -112,60 +134,60 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     from appliance.report import render_status
 
-    _print(_call(args, "status"), args.json, render_status)
+    _print(_view(_call(args, "status")), args.json, render_status)
     return EXIT_OK
 
 
-def cmd_studies(args) -> int:
+def cmd_studies(args: argparse.Namespace) -> int:
     from appliance.report import render_studies
 
-    _print(_call(args, "studies"), args.json, render_studies)
+    _print(_rows(_call(args, "studies")), args.json, render_studies)
     return EXIT_OK
 
 
-def cmd_site(args) -> int:
+def cmd_site(args: argparse.Namespace) -> int:
     if args.action == "set" and not args.id:
         raise UsageError("site set needs a site ID")
     if args.action != "set" and args.id:
         raise UsageError("usage: fluxbox site [auto | set ID]")
-    result = _call(args, "site", action=args.action or "show", id=args.id)
+    result = _view(_call(args, "site", action=args.action or "show", id=args.id))
     print(f"site: {result['id'] or 'unknown'} ({result['source'] or 'no evidence'})")
     return EXIT_OK
 
 
-def cmd_retry(args) -> int:
-    result = _call(args, "retry", study_uid=args.study_uid)
+def cmd_retry(args: argparse.Namespace) -> int:
+    result = _view(_call(args, "retry", study_uid=args.study_uid))
     print(f"retrying now; {result['requeued']} failed instances queued again")
     return EXIT_OK
 
 
-def cmd_assign(args) -> int:
-    result = _call(args, "assign", study_uid=args.study_uid, site_id=args.site_id)
+def cmd_assign(args: argparse.Namespace) -> int:
+    result = _view(_call(args, "assign", study_uid=args.study_uid, site_id=args.site_id))
     print(f"study assigned to site {result['site']}; it is delivered there")
     return EXIT_OK
 
 
-def cmd_worklist(args) -> int:
+def cmd_worklist(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("fluxbox: the worklist holds patient data; run as root", file=sys.stderr)
         return EXIT_ERROR
-    entries = _call(args, "worklist")
+    entries = _rows(_call(args, "worklist"))
     _print(entries, args.json, lambda rows: "\n".join(json.dumps(r) for r in rows)
            or "worklist empty")
     return EXIT_OK
 
 
-def cmd_console(args) -> int:
+def cmd_console(args: argparse.Namespace) -> int:
     """Full screen, refreshing every 2 s; single keys act (see appliance/console.py)."""
     from appliance.console import Keys, render
     from hw.console import Terminal
 
     config = _config(args)
 
-    def box(command: str, **kwargs):
+    def box(command: str, **kwargs: object) -> object:
         return call(config.box.data_dir, command, timeout_s=5, **kwargs)
 
     keys = Keys(box, [site.id for site in config.sites])
@@ -173,7 +195,7 @@ def cmd_console(args) -> int:
     with terminal.raw():
         while True:
             try:
-                status, studies = box("status"), box("studies")
+                status, studies = _view(box("status")), _rows(box("studies"))
                 screen = render(status, studies, time.time(), keys.prompt)
             except ControlError as exc:
                 studies, screen = [], ["FLUX BOX", "", "the appliance does not answer:", str(exc)]
@@ -188,7 +210,7 @@ def cmd_console(args) -> int:
                 keys.prompt = f"failed: {exc}"
 
 
-def cmd_led(args) -> int:
+def cmd_led(args: argparse.Namespace) -> int:
     """Until SIGTERM: the LED named by box.status_led shows the running appliance's health."""
     import signal
     import threading
@@ -205,7 +227,8 @@ def cmd_led(args) -> int:
         signal.signal(signum, lambda *_: stop.set())
 
     def health() -> str:
-        return call(config.box.data_dir, "status", timeout_s=5)["health"]
+        state: str = _view(call(config.box.data_dir, "status", timeout_s=5))["health"]
+        return state
 
     print(f"fluxbox: the status LED {config.box.status_led} follows the appliance's health",
           flush=True)
@@ -213,27 +236,27 @@ def cmd_led(args) -> int:
     return EXIT_OK
 
 
-def cmd_check_config(args) -> int:
+def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     sites = ", ".join(s.id for s in config.sites)
     print(f"{args.file}: ok ({len(config.sites)} sites: {sites})")
     return EXIT_OK
 
 
-def cmd_firewall(args) -> int:
+def cmd_firewall(args: argparse.Namespace) -> int:
     from appliance.firewall import ruleset
 
     sys.stdout.write(ruleset(_config(args)))
     return EXIT_OK
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from appliance.demo.run import run_demo
 
     return run_demo(instances=args.instances, cuts=args.cuts)
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "status": cmd_status, "studies": cmd_studies, "site": cmd_site,
     "retry": cmd_retry, "assign": cmd_assign, "worklist": cmd_worklist, "console": cmd_console,
     "led": cmd_led,

@@ -22,6 +22,7 @@ log = logging.getLogger("fluxbox.control")
 SOCKET_NAME = "control.sock"
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+CALL_TIMEOUT_S = 30.0  # how long a command waits for the appliance's answer
 
 
 @contextlib.contextmanager
@@ -99,7 +100,8 @@ def dispatch(handlers: dict[str, Handler], line: bytes) -> dict[str, Any]:
         return {"ok": False, "error": f"internal error: {type(exc).__name__}"}
 
 
-def call(data_dir: Path, command: str, timeout_s: float = 30.0, **args: object) -> object:
+def call(data_dir: Path, command: str, timeout_s: float = CALL_TIMEOUT_S,
+         **args: object) -> object:
     """Send one command to the running appliance; raises ControlError."""
     path = Path(data_dir) / SOCKET_NAME
     try:
