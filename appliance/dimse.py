@@ -158,6 +158,15 @@ def received_file(ev: Event) -> object:
     return getattr(ev.request, "_dataset_file", None)
 
 
+def drop_partial_message(assoc: Association) -> None:
+    """Forget the message `assoc` was receiving when it ended, and its data set's file."""
+    dimse = getattr(assoc, "dimse", None)
+    message = getattr(dimse, "message", None)
+    if message is not None and dimse is not None:
+        dimse.message = None
+        upper_layer.drop_message(message)
+
+
 def _data_set_file(**kwargs: Any) -> object:
     """pynetdicom's NamedTemporaryFile for a C-STORE data set, per acceptor."""
     assoc = getattr(threading.current_thread(), "assoc", None)

@@ -1,7 +1,7 @@
 """The DICOM listener: accepted callers, C-ECHO and C-STORE handlers, outcomes -> status codes.
 
-No success goes back before `Store.put_instance` returns: the instance is then
-encrypted on disk, fsynced and indexed (PRODUCT.md, Guarantees).
+No success goes back before `Store.put_intake` returns: the instance is then encrypted on
+disk (it was, as it arrived: `store.intake`), fsynced and indexed (PRODUCT.md, Guarantees).
 """
 
 from __future__ import annotations
@@ -272,6 +272,7 @@ class Receiver:
         self.associations.opened(id(ev.assoc))
 
     def _on_ended(self, ev: Event) -> None:
+        dimse.drop_partial_message(ev.assoc)  # a data set cut off by an abort: its blob goes
         self.associations.closed(id(ev.assoc))
         self.on_stored()
 
@@ -284,9 +285,12 @@ class Receiver:
         sop_instance = str(request.AffectedSOPInstanceUID)
         intake = dimse.received_file(ev)
         if isinstance(intake, Intake):
-            return self.handle_intake(intake, assoc_id=id(ev.assoc), sop_class=sop_class,
-                                      sop_instance=sop_instance,
-                                      calling_aet=dimse.calling_aet(ev))
+            try:
+                return self.handle_intake(intake, assoc_id=id(ev.assoc), sop_class=sop_class,
+                                          sop_instance=sop_instance,
+                                          calling_aet=dimse.calling_aet(ev))
+            finally:
+                intake.close()  # pynetdicom's own close is skipped when a handler raises
         return self.handle_store(Path(ev.dataset_path), assoc_id=id(ev.assoc),
                                  sop_class=sop_class, sop_instance=sop_instance,
                                  calling_aet=dimse.calling_aet(ev))

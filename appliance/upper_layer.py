@@ -364,12 +364,13 @@ def _spool_full() -> bool:
     return fs.f_bavail * fs.f_frsize < keep_free
 
 
-def _drop(message: DIMSEMessage | None) -> None:
-    """Forget a half-received message, and its spool file if it has one."""
+def drop_message(message: DIMSEMessage | None) -> None:
+    """Forget a half-received message, and the file of its data set if it has one."""
     spool = getattr(message, "_data_set_file", None)
     if spool is not None:
         spool.close()
-        Path(spool.name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(spool.name).unlink(missing_ok=True)
 
 
 def requests_waiting(provider: DIMSEServiceProvider) -> int:
@@ -390,19 +391,19 @@ def _guard_messages(provider_class: type[DIMSEServiceProvider]) -> None:
         try:
             check_message(*_held_bytes(self.message, primitive))
         except PduRefused as exc:
-            _drop(self.message)
+            drop_message(self.message)
             self.message = None
             _refuse(self.dul, str(exc))
             return
         try:
             receive_primitive(self, primitive)
         except Exception:  # pynetdicom's decoders raise many types for malformed messages
-            _drop(self.message)
+            drop_message(self.message)
             self.message = None
             _refuse(self.dul, "DIMSE message does not decode")
             return
         if getattr(self.message, "_data_set_file", None) is not None and _spool_full():
-            _drop(self.message)
+            drop_message(self.message)
             self.message = None
             _refuse(self.dul, "data set reached the disk reserve while it arrived")
             return

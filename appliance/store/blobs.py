@@ -2,13 +2,15 @@
 what start-up cleans.
 
 Owns the ``blobs/`` (256 fan-out folders of ``<name>.blob``), ``tmp/`` and ``spool/``
-directories and the ``variants`` database. A blob is written encrypted into ``tmp/``,
-fsynced, renamed into ``blobs/`` and the folder fsynced (`encrypt_to_temp`, `place`);
-only then may an index entry name it.
+directories and the ``variants`` database. A received data set is written encrypted as it
+arrives, as ``<name>.part`` in its folder (`open_intake`, `intake.py`), renamed and fsynced
+when kept; a file the box already has is encrypted into ``tmp/``, fsynced, renamed into
+``blobs/`` and the folder fsynced (`encrypt_to_temp`, `place`). Only then may an index entry
+name a blob.
 
 Invariants kept: *durable before success* (a blob is on disk before any record names it;
-`repair` scrubs temporary files, removes blobs no record names and counts records whose blob
-is missing), proved by `test_robustness.py`:
+`repair` scrubs temporary and ``.part`` files, removes blobs no record names and counts
+records whose blob is missing), proved by `test_robustness.py`:
 `test_kill_9_during_ingest_loses_no_acknowledged_instance`, and `test_store.py`:
 `test_repair_scrubs_leftovers_and_reports_missing_blobs`; *encrypted at rest* (secretstream;
 plaintext only in ``spool/`` while one instance is sent, removed at once), proved by
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import uuid
@@ -28,10 +31,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from appliance.crypto import BlobCorrupt, decrypt_stream, encrypt_stream
+from appliance.logs import event
 from appliance.store.index import DAMAGED, Index, Txn
-from appliance.store.intake import Intake, new_blob_name
+from appliance.store.intake import PART_SUFFIX, Intake, new_blob_name
 from appliance.store.records import InstanceRecord, RepairReport, StoreFault, StoreFull
 from appliance.validation import InstanceHeader
+
+log = logging.getLogger("fluxbox.store")
 
 
 class Blobs:
@@ -84,6 +90,14 @@ class Blobs:
         """A new blob for a data set about to arrive, written encrypted as it comes."""
         name = new_blob_name()
         return Intake(name, self.path(name), self.index.keys.blob_key, fsync_dir)
+
+    def unlink_replaced(self, name: str) -> None:
+        """Remove the blob of a version the index no longer names; a failure is logged and
+        left to start-up's repair (the new version is safe either way)."""
+        try:
+            self.unlink(name)
+        except OSError as exc:
+            event(log, "replaced blob not removed", logging.WARNING, error=exc.strerror)
 
     def encrypt_to_temp(self, path: Path, header: InstanceHeader) -> tuple[Path, str, int]:
         """Encrypt the received file into tmp/, fsynced; digest covers syntax + dataset bytes.
@@ -218,6 +232,9 @@ class Blobs:
                 else:
                     leftover.unlink(missing_ok=True)
                 report.temp_files_removed += 1
+        for partial in self.blob_dir.glob(f"*/*{PART_SUFFIX}"):  # data sets cut off mid-way
+            partial.unlink(missing_ok=True)
+            report.temp_files_removed += 1
         known = self._named_blobs(report)
         if report.damaged_records:
             return report

@@ -6,11 +6,14 @@ the queue's positions (`appliance/studies.py`).
 
 Invariants kept:
 
-- *durable before success*: `put_instance` encrypts to ``tmp/``, fsyncs, renames, fsyncs the
-  folder, then commits instance, study, members and positions in one LMDB transaction, and
-  only then returns; any failure raises StoreFull or StoreFault and leaves nothing
-  half-stored (`test_robustness.py`: `test_kill_9_during_ingest_loses_no_acknowledged_instance`,
-  `test_full_disk_refuses_new_instances_and_loses_nothing`; `test_store.py`:
+- *durable before success*: `put_intake` (a data set encrypted as it arrived, `intake.py`)
+  renames and syncs its blob, and `put_instance` (a plain file: tools, tests) encrypts to
+  ``tmp/``, fsyncs, renames, fsyncs the folder; then each commits instance, study, members
+  and positions in one LMDB transaction, and only then returns; any failure raises
+  StoreFull or StoreFault and leaves nothing half-stored (`test_robustness.py`:
+  `test_kill_9_during_ingest_loses_no_acknowledged_instance`,
+  `test_full_disk_refuses_new_instances_and_loses_nothing`; `test_write_path.py`:
+  `test_random_kills_of_the_write_path_lose_no_acknowledged_instance`; `test_store.py`:
   `test_an_index_write_error_is_a_clean_failure_and_leaves_no_blob`);
 - *once, unless corrected*: the same content again is a DUPLICATE, other content replaces
   and is queued again (`test_store.py`: `test_same_uid_new_content_replaces_and_is_delivered_again`,
@@ -93,9 +96,12 @@ class Studies:
             temp.unlink(missing_ok=True)
             final.unlink(missing_ok=True)
             raise (StoreFull if exc.errno == errno.ENOSPC else StoreFault)(str(exc)) from exc
-        return self._index_blob(
+        outcome, old_blob = self._index_blob(
             commit, inst_key, header, blob, digest, size,
             (calling_aet, site, site_source, now, position))
+        if old_blob and old_blob != blob:
+            self.blobs.unlink_replaced(old_blob)
+        return outcome
 
     def put_intake(
         self, intake: Intake, header: InstanceHeader, *, calling_aet: str, site: str | None,
@@ -108,6 +114,9 @@ class Studies:
         now = time.time() if now is None else now
         commit = commit or self.commit_instance
         inst_key = self.index.hash(header.sop_instance_uid)
+        if intake.transfer_syntax != header.transfer_syntax:  # the digest's premise
+            intake.discard()
+            raise StoreFault("the data set's file meta was not read as validation read it")
         try:
             self.blobs.check_space()
             if self._is_duplicate(inst_key, intake.digest):
@@ -120,13 +129,15 @@ class Studies:
         except StoreFull:
             intake.discard()
             raise
-        outcome = self._index_blob(
+        outcome, old_blob = self._index_blob(
             commit, inst_key, header, intake.blob, intake.digest, intake.size,
             (calling_aet, site, site_source, now, position))
         if outcome is Outcome.DUPLICATE:
             intake.discard()
-        else:
-            intake.kept()
+            return outcome
+        intake.kept()  # first: whatever happens next, the blob the index names stays
+        if old_blob:
+            self.blobs.unlink_replaced(old_blob)
         return outcome
 
     def _is_duplicate(self, inst_key: bytes, digest: str) -> bool:
@@ -138,9 +149,9 @@ class Studies:
         self, commit: CommitInstance, inst_key: bytes, header: InstanceHeader, blob: str,
         digest: str, size: int,
         arrival: tuple[str, str | None, str | None, float, tuple[float, float] | None],
-    ) -> Outcome:
+    ) -> tuple[Outcome, str | None]:
         """The index commit naming a durable `blob`; on failure the blob goes (nothing
-        half-stored remains), on success the version it replaced goes."""
+        half-stored remains). Returns the outcome and the blob of the version replaced."""
         final = self.blobs.path(blob)
         try:
             outcome, old_blob = commit(inst_key, header, blob, digest, size, *arrival)
@@ -153,9 +164,7 @@ class Studies:
         except OSError as exc:
             final.unlink(missing_ok=True)
             raise (StoreFull if exc.errno == errno.ENOSPC else StoreFault)(str(exc)) from exc
-        if old_blob and old_blob != blob:
-            self.blobs.unlink(old_blob)
-        return outcome
+        return outcome, old_blob
 
     def commit_instance(
         self, inst_key: bytes, header: InstanceHeader, blob: str, digest: str, size: int,
