@@ -437,8 +437,12 @@ def box_concurrent(sender: Sender, others: tuple[Sender, ...], workdir: Path,
         _, rows = wait_all(box, lambda rows: _closed(rows, first), deadline,
                            "the first study closed")
         previous = {row["study_uid"] for row in rows}
+        watch = _DeliveryWatch(box, previous)
         cpu = cpu_seconds(pid)
+        began = time.monotonic()
+        watch.start()
         seconds, errors = _send_together(others, box.port)
+        watch.stop()
         cpu = cpu_seconds(pid) - cpu
         rows = box.studies()
         rss = peak_rss_mb(pid)
@@ -456,7 +460,30 @@ def box_concurrent(sender: Sender, others: tuple[Sender, ...], workdir: Path,
         "senders": len(others), "peak_rss_mb": round(rss, 1), "cpu_s": round(cpu, 2),
         "cpu_s_per_gb": round(cpu / (size / 1e9), 1),
         "previous_studies_complete_at_end": f"{delivered}/{len(previous)}",
+        "delivery_share": round(min(seconds, watch.done_at - began) / seconds, 2),
         "storescp_files_at_end": received})
+
+
+class _DeliveryWatch(threading.Thread):
+    """Polls `studies` until every study in ``uids`` is complete; ``done_at`` is when
+    (time.monotonic()), or when stopped."""
+
+    def __init__(self, box: BoxProcess, uids: set[str]) -> None:
+        super().__init__(daemon=True)
+        self.box, self.uids = box, uids
+        self.done_at = float("inf")
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.1):
+            rows = [r for r in self.box.studies() if r["study_uid"] in self.uids]
+            if rows and all(r["state"] == "complete" for r in rows):
+                break
+        self.done_at = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(30)
 
 
 def _send_together(senders: tuple[Sender, ...], port: int) -> tuple[float, list[str]]:

@@ -67,6 +67,7 @@ class Rate:
     syncs_per_instance: float | None = None  # the box's sync calls while storescu ran
     write_amp: float | None = None  # bytes the box wrote (write_bytes) per study byte
     cpu_s_per_gb: float | None = None  # the box's CPU seconds per GB of study
+    delivery_share: float | None = None  # concurrent: the share of it delivery ran
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ def _rate(key: tuple[str, str, str], runs: list[Timing]) -> Rate:
                 images_s=first.files / seconds, peak_rss_mb=max(rss) if rss else None,
                 cpu_share=statistics.median(cpu) if cpu else None,
                 syncs_per_instance=_median(runs, "syncs_per_instance"),
-                write_amp=_median(runs, "write_amp"), cpu_s_per_gb=_median(runs, "cpu_s_per_gb"))
+                write_amp=_median(runs, "write_amp"), cpu_s_per_gb=_median(runs, "cpu_s_per_gb"),
+                delivery_share=_median(runs, "delivery_share"))
 
 
 def _median(runs: list[Timing], key: str) -> float | None:
@@ -155,7 +157,9 @@ def table(all_rates: list[Rate], all_verdicts: list[Verdict], header: str,
               "Nagle: storescu with DCMTK's defaults (no TCP_NODELAY); every other sender and "
               "every peer with TCP_NODELAY=1",
               "2 storescu -> box delivering: two twins of the study sent at once while the box "
-              "delivers the study to storescp",
+              "delivers the study to storescp"
+              + "".join(f"; {r.study.upper()}: delivery ran {r.delivery_share:.0%} of the time"
+                        for r in all_rates if r.delivery_share is not None),
               "", f"{'study':<6}{'ratio':<40}{'value':>9}{'target':>10}  result"]
     for v in all_verdicts:
         if v.kind == "rss":
