@@ -16,6 +16,7 @@ every wait has a deadline.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -170,6 +171,7 @@ def strace_binary() -> str | None:
     return shutil.which("strace")
 
 
+@functools.cache
 def perf_binary() -> str | None:
     """perf, if it can count syscall tracepoints here (it needs tracefs and the right)."""
     perf = shutil.which("perf")
