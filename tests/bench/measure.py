@@ -452,9 +452,14 @@ def box_concurrent(sender: Sender, others: tuple[Sender, ...], workdir: Path,
                         if row["study_uid"] in previous)
         stored = sum(row["instances"] for row in rows)
         received = len(scp.files())
+        files = sum(len(o.study.files) for o in others)
+        if not errors:  # let delivery finish (not timed): a clean stop, and every file checked
+            wait_all(box, lambda rows: _closed(rows, first + files) and _all_complete(rows),
+                     time.monotonic() + DELIVERY_TIMEOUT_S, "every study delivered", poll_s=0.2)
+            if len(scp.files()) != first + files:
+                raise BenchError(f"storescp got {len(scp.files())} of {first + files}")
     if errors:
         raise BenchError(errors[0])
-    files = sum(len(o.study.files) for o in others)
     if stored != first + files:
         raise BenchError(f"the box holds {stored} of {first + files} instances")
     size = sum(o.study.size_bytes for o in others)
