@@ -8,6 +8,8 @@ BUILD_PACKAGES := gcc python3-dev pkg-config libdbus-1-dev libglib2.0-dev
 # GDCM's gdcmscu and dicom3tools' dciodvfy for the interoperability matrix; nftables.
 APT_PACKAGES := $(BUILD_PACKAGES) dcmtk orthanc gpsd gpsd-clients dbus iproute2 tmux openssl \
 	nftables libgdcm-tools dicom3tools
+# The bench counts the box's sync calls with perf (strace if perf cannot).
+BENCH_PACKAGES := linux-perf strace
 STAMP := $(VENV)/.installed
 
 .PHONY: run test unit quick soak bench bench-air bench-pdu fuzz lint deps apt build-deps python-venv clean
@@ -30,6 +32,7 @@ soak: $(STAMP)
 	FLUXBOX_SOAK=1 $(PY) -m pytest -q -s tests/unit/test_store_model.py -k no_sequence
 
 bench: apt $(STAMP)
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(BENCH_PACKAGES)"
 	$(PY) -m tests.bench.run
 
 # Over the air: emulated LTE and Wi-Fi links in network namespaces (root).
