@@ -15,6 +15,7 @@ from appliance.demo.synthetic import write_ct_study, write_mg_study
 _STUDY_DATE = "20240101"
 _CT_UID = "1.2.826.0.1.3680043.8.498.1001"
 _MG_UID = "1.2.826.0.1.3680043.8.498.1002"
+_SMALL_UID = "1.2.826.0.1.3680043.8.498.1003"
 _MANIFEST = "manifest.json"
 
 
@@ -38,6 +39,9 @@ WRITERS: dict[str, tuple[Callable[..., list[Path]], dict[str, Any]]] = {
     "ct": (write_ct_study, {"slices": 300, "rows": 512, "cols": 512, "seed": 1,
                             "study_uid": _CT_UID, "study_date": _STUDY_DATE}),
     "mg": (write_mg_study, {"seed": 2, "study_uid": _MG_UID, "study_date": _STUDY_DATE}),
+    # Small instances (64x64, 8 KB of pixels): the cost per message, not per byte.
+    "small": (write_ct_study, {"slices": 500, "rows": 64, "cols": 64, "seed": 3,
+                               "study_uid": _SMALL_UID, "study_date": _STUDY_DATE}),
 }
 
 

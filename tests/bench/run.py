@@ -4,15 +4,16 @@ Runs on loopback, every DCMTK and Orthanc peer with TCP_NODELAY=1. Each round
 measures every path once per study, interleaved, so disk speed swings hit all
 of them alike; the table shows medians. Results go to build/bench-results.json.
 
-    python -m tests.bench.run [--repeat N] [--studies ct,mg] [--profile] [--strict]
-                              [--transmit "associations = 2"]
+    python -m tests.bench.run [--repeat N] [--studies ct,mg,small] [--only delivery]
+                              [--profile] [--strict] [--transmit "associations = 2"]
     python -m tests.bench.run --air [--air-profiles lte-good,lte-poor,wifi] [--strict]
 
-``--profile`` adds one extra, untimed box ingest and delivery per study under
-py-spy and prints where the box's threads spend their time (files in
-build/bench-profile/). ``--transmit`` tries [transmit] settings on the box.
-``--air`` runs the over-the-air bench instead (tests/bench/air.py: emulated LTE and
-Wi-Fi links between network namespaces; needs root; build/bench-air-results.json).
+``--only`` measures one kind of path (ingest or delivery). ``--profile`` adds one
+extra, untimed box ingest and delivery per study under py-spy and prints where the box's
+threads spend their time (files in build/bench-profile/). ``--transmit`` tries
+[transmit] settings on the box. ``--air`` runs the over-the-air bench instead
+(tests/bench/air.py: emulated LTE and Wi-Fi links between network namespaces; needs
+root; build/bench-air-results.json).
 Targets that are missed print MISS; only ``--strict`` turns them into exit 1.
 """
 
@@ -47,22 +48,27 @@ PROFILE_DIR = BUILD / "bench-profile"
 Step = Callable[[Sender, Path], Timing]
 
 
-def steps(transmit: str) -> tuple[tuple[str, Step], ...]:
-    """Every measured path of one round, in order; ``transmit`` goes to the box's config."""
-    return (
+def steps(transmit: str, only: str | None = None) -> tuple[tuple[str, Step], ...]:
+    """Every measured path of one round, in order (``only``: the ones of that kind);
+    ``transmit`` goes to the box's config."""
+    every = (
         ("box ingest", partial(measure.box_ingest, transmit=transmit)),
         ("storescp ingest", lambda s, _: measure.storescp_ingest(s)),
         ("Orthanc ingest", lambda s, _: measure.orthanc_ingest(s)),
         ("box delivery", partial(measure.box_delivery, transmit=transmit)),
         ("storescu delivery", lambda s, _: measure.storescu_delivery(s)),
     )
+    return tuple((name, step) for name, step in every if only is None or name.endswith(only))
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="rounds (default 5)")
-    parser.add_argument("--studies", default="ct,mg", help="comma-separated: ct, mg")
+    parser.add_argument("--studies", default="ct,mg,small",
+                        help="comma-separated: ct, mg, small")
+    parser.add_argument("--only", choices=("ingest", "delivery"),
+                        help="measure only this kind of path")
     parser.add_argument("--profile", action="store_true", help="also profile the box (py-spy)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--transmit", default="", metavar="TOML",
@@ -105,24 +111,27 @@ def _run_step(name: str, step: Step, sender: Sender, tmp: Path, tag: str) -> Tim
     return timing
 
 
-def _rounds(senders: list[Sender], tmp: Path, repeat: int, transmit: str) -> list[Timing]:
+def _rounds(senders: list[Sender], tmp: Path, repeat: int, transmit: str,
+            only: str | None) -> list[Timing]:
     timings = []
     for n in range(1, repeat + 1):
         _say(f"round {n}/{repeat}")
         for sender in senders:
-            for i, (name, step) in enumerate(steps(transmit)):
+            for i, (name, step) in enumerate(steps(transmit, only)):
                 timings.append(_run_step(name, step, sender, tmp, f"r{n}-{sender.study.name}-{i}"))
     return timings
 
 
-def _profiled(senders: list[Sender], tmp: Path,
-              transmit: str) -> tuple[list[Timing], list[str]]:
+def _profiled(senders: list[Sender], tmp: Path, transmit: str,
+              only: str | None) -> tuple[list[Timing], list[str]]:
     """One extra box ingest and delivery per study under py-spy; timings and summaries."""
     profiler = Profiler(PROFILE_DIR)
     _say(f"profiling the box with py-spy at {profiler.rate_hz} Hz (runs not counted)")
     timings = []
     for sender in senders:
         for kind, step in (("ingest", measure.box_ingest), ("delivery", measure.box_delivery)):
+            if only not in (None, kind):
+                continue
             timings.append(_run_step(
                 f"box {kind} (prof)", partial(step, profiler=profiler, transmit=transmit),
                 sender, tmp, f"prof-{sender.study.name}-{kind}"))
@@ -162,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fluxbox-bench-") as tmp_name:
         tmp = Path(tmp_name)
         senders = [Sender(s, tmp) for s in studies]
-        timings = _rounds(senders, tmp, args.repeat, args.transmit)
-        profiled, summaries = (_profiled(senders, tmp, args.transmit) if args.profile
+        timings = _rounds(senders, tmp, args.repeat, args.transmit, args.only)
+        profiled, summaries = (_profiled(senders, tmp, args.transmit, args.only) if args.profile
                                else ([], []))
     all_rates = report.rates(timings)
     all_verdicts = report.verdicts(all_rates)
