@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import array
 import copy
+import io
 import threading
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom.uid
 from pydicom import dcmread
@@ -109,16 +111,31 @@ def prepare(path: Path, stored: str, target: str) -> Path:
             except transcode.CannotTranscode as exc:
                 raise CannotEncode(f"{UID(target).name}: {exc}") from exc
         else:
-            with _LOADED:
-                _convert(path, converted, target)
+            with _LOADED, open(converted, "wb") as out:
+                _convert(path, out, target)
         converted.replace(path)
     finally:
         converted.unlink(missing_ok=True)
     return path
 
 
-def _convert(path: Path, out: Path, target: str) -> None:
-    dataset = dcmread(path)
+def loaded() -> threading.BoundedSemaphore:
+    """Held while one instance is loaded whole (converted, compressed, or its converted
+    bytes sent): one at a time in the process."""
+    return _LOADED
+
+
+def convert_in_memory(part10: bytes, target: str) -> bytes:
+    """The instance (a whole Part 10 file, at most IN_MEMORY_MAX_BYTES) converted or
+    compressed to `target`, as a Part 10 file, all in memory; the caller holds `loaded()`.
+    Raises CannotEncode."""
+    out = io.BytesIO()
+    _convert(io.BytesIO(part10), out, target)
+    return out.getvalue()
+
+
+def _convert(source: Path | BinaryIO, out: BinaryIO, target: str) -> None:
+    dataset = dcmread(source)
     if target in UNCOMPRESSED:
         _write_uncompressed(dataset, out, target)
         return
@@ -159,40 +176,33 @@ def _swap_words(dataset: Dataset, read_little: bool, target: str) -> None:
             del words
 
 
-def _write_uncompressed(dataset: Dataset, out: Path, target: str) -> None:
+def _write_uncompressed(dataset: Dataset, raw: BinaryIO, target: str) -> None:
     """`dataset` as a Part 10 file in the uncompressed `target`, its data set written as
     pynetdicom encodes one for sending (pydicom's `save_as` refuses to change the byte
-    order), word values swapped when the byte order changes, and deflated in pieces,
-    padded to even length (PS3.5 A.5)."""
+    order), word values swapped when the byte order changes, deflated in memory (no
+    plaintext file), padded to even length (PS3.5 A.5)."""
     read_little = dataset.original_encoding[1] is not False
     if read_little != (target != ExplicitVRBigEndian):
         _swap_words(dataset, read_little, target)
     meta = copy.deepcopy(dataset.file_meta)  # the data set's own says how it was read
     meta.TransferSyntaxUID = UID(target)
-    with open(out, "wb") as raw:
-        raw.write(bytes(128) + b"DICM")
-        write_file_meta_info(DicomFileLike(raw), meta, enforce_standard=True)
-        if target != DeflatedExplicitVRLittleEndian:
-            _write_data_set(raw, dataset, implicit=target == ImplicitVRLittleEndian,
-                            little=target != ExplicitVRBigEndian)
-            return
-        plain = out.with_name(out.name + ".plain")
-        try:
-            with open(plain, "w+b") as tmp:
-                _write_data_set(tmp, dataset, implicit=False, little=True)
-                tmp.seek(0)
-                deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-                written = 0
-                while chunk := tmp.read(1 << 20):
-                    written += raw.write(deflater.compress(chunk))
-                written += raw.write(deflater.flush())
-                if written % 2:
-                    raw.write(b"\0")
-        finally:
-            plain.unlink(missing_ok=True)
+    raw.write(bytes(128) + b"DICM")
+    write_file_meta_info(DicomFileLike(raw), meta, enforce_standard=True)
+    if target != DeflatedExplicitVRLittleEndian:
+        _write_data_set(raw, dataset, implicit=target == ImplicitVRLittleEndian,
+                        little=target != ExplicitVRBigEndian)
+        return
+    plain = io.BytesIO()  # at most IN_MEMORY_MAX_BYTES: the source was that small
+    _write_data_set(plain, dataset, implicit=False, little=True)
+    deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    written = raw.write(deflater.compress(plain.getbuffer()))
+    del plain
+    written += raw.write(deflater.flush())
+    if written % 2:
+        raw.write(b"\0")
 
 
-def _write_data_set(raw, dataset: Dataset, *, implicit: bool, little: bool) -> None:
+def _write_data_set(raw: BinaryIO, dataset: Dataset, *, implicit: bool, little: bool) -> None:
     fp = DicomFileLike(raw)
     fp.is_implicit_VR, fp.is_little_endian = implicit, little
     write_dataset(fp, dataset)
