@@ -4,7 +4,8 @@
 receive and send (large instances never sit in memory), the PDU limits of
 `appliance.upper_layer`, identifier logging off (no patient data in logs), and
 TCP_NODELAY on every association socket (pynetdicom never sets it, and Nagle's algorithm
-costs small instances a round trip each). Every pynetdicom internal patched here or in
+costs small instances a round trip each), and P-DATA-TF PDUs encoded and sent without
+pynetdicom's copies of each value. Every pynetdicom internal patched here or in
 `upper_layer` is checked by a test that fails loudly when pynetdicom changes it
 (tests/unit/test_upper_layer.py, tests/unit/test_dimse.py).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import queue
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -25,8 +27,9 @@ import pynetdicom.acse
 import pynetdicom.association
 import pynetdicom.dimse_messages
 from pydicom import config as pydicom_config
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_RELEASE, P_DATA
 from pynetdicom.transport import AssociationSocket
 
@@ -60,6 +63,7 @@ def configure() -> None:
         return
     _bound_send_queue()
     _shorten_polling()
+    _lean_data_path()
     create_socket, init = AssociationSocket._create_socket, AssociationSocket.__init__
 
     def _create_socket(self, address):  # outgoing associations
@@ -245,6 +249,38 @@ def _bound_send_queue() -> None:
         send_pdu(self, primitive)
 
     DULServiceProvider.send_pdu = bounded_send_pdu
+
+
+def encode_p_data_tf(pdu) -> bytes:
+    """A P-DATA-TF PDU (PS3.8 9.3.5) as pynetdicom encodes it, with one copy of each
+    value: pynetdicom adds its fields together (a 256 KiB value copied three times)."""
+    parts = []
+    for item in pdu.presentation_data_value_items:
+        value = item.presentation_data_value
+        parts.append(_PDV_HEAD.pack(len(value) + 1, item.presentation_context_id))
+        parts.append(value)
+    length = sum(len(p) for p in parts)
+    return b"".join([_PDU_HEAD.pack(0x04, 0x00, length), *parts])
+
+
+_PDV_HEAD, _PDU_HEAD = struct.Struct(">IB"), struct.Struct(">BBI")
+
+
+def send_all(self, bytestream: bytes) -> None:
+    """AssociationSocket.send without a copy of the rest after each partial send (it
+    slices `bytestream` each time); same events."""
+    view = memoryview(bytestream)
+    try:
+        while view:
+            view = view[self.socket.send(view):]
+        evt.trigger(self.assoc, evt.EVT_DATA_SENT, {"data": bytestream})
+    except Exception:
+        self.event_queue.put("Evt17")  # transport connection closed
+
+
+def _lean_data_path() -> None:
+    P_DATA_TF.encode = encode_p_data_tf
+    AssociationSocket.send = send_all
 
 
 def _shorten_polling() -> None:

@@ -46,3 +46,15 @@ def test_the_pynetdicom_internals_the_settings_patch_are_still_there():
     # The storage preference wraps the two negotiations of the acceptor.
     acse = inspect.getsource(pynetdicom.acse)
     assert "negotiate_unrestricted(" in acse and "negotiate_as_acceptor(" in acse
+
+
+def test_p_data_tf_is_encoded_as_pynetdicom_encodes_it():
+    from pynetdicom.pdu import PDU, P_DATA_TF
+    from pynetdicom.pdu_primitives import P_DATA
+
+    primitive = P_DATA()
+    primitive.presentation_data_value_list.extend([(1, b"\x03" + b"x" * 99), (3, b"\x00abc")])
+    pdu = P_DATA_TF(primitive)
+    assert dimse.encode_p_data_tf(pdu) == PDU.encode(pdu)  # pynetdicom's generic encoder
+    assert "def send(self, bytestream" in inspect.getsource(pynetdicom.transport)
+    assert 'event_queue.put("Evt17")' in inspect.getsource(pynetdicom.transport)
