@@ -5,7 +5,8 @@ association's work ends (`flush`, also when it breaks), then committed in one tr
 (`Store.record_delivered_group`). A crash loses at most the answers of the group not yet
 committed (besides the instance in flight): those instances reach the PACS again, as an
 instance in flight at a crash always could. A study completes when the group that holds
-its last answer is committed.
+its last answer is committed. Until then its answers count as unsettled in `InFlight`,
+so `assign` waits for the commit and sees the delivery (a study is never split).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from appliance.inflight import InFlight
 from appliance.store import Queued
 
 ACK_GROUP_MAX = 64  # answers per commit at most
@@ -23,10 +25,11 @@ class AckGroup:
     """Answers of one association not yet committed. `commit` records a group and returns
     the studies it completed; `add` and `flush` return them too."""
 
-    def __init__(self, commit: Callable[[list[Queued]], list[str]], *,
+    def __init__(self, commit: Callable[[list[Queued]], list[str]], in_flight: InFlight, *,
                  max_items: int = ACK_GROUP_MAX, max_s: float = ACK_GROUP_S,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._commit = commit
+        self._in_flight = in_flight
         self._max_items = max_items
         self._max_s = max_s
         self._monotonic = monotonic
@@ -37,6 +40,7 @@ class AckGroup:
         """Hold one answer; commits the group if it is now full or old."""
         if not self._items:
             self._since = self._monotonic()
+        self._in_flight.unsettled(item.study.key, 1)
         self._items.append(item)
         return self.flush_if_due()
 
@@ -52,4 +56,8 @@ class AckGroup:
         if not self._items:
             return []
         items, self._items = self._items, []
-        return self._commit(items)
+        try:
+            return self._commit(items)
+        finally:
+            for item in items:
+                self._in_flight.unsettled(item.study.key, -1)

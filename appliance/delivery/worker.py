@@ -250,7 +250,7 @@ class DestinationWorker:
         LinkDown, TransientRefusal and dimse.Stalled end the batch (the caller aborts the
         association); what was not answered stays pending."""
         acks = AckGroup(lambda items: self.store.record_delivered_group(
-            self.dest_id, items, self.clock(), link_class))
+            self.dest_id, items, self.clock(), link_class), self.in_flight)
         try:
             item = _take(work)
             while item is not None:
@@ -263,7 +263,10 @@ class DestinationWorker:
 
     def _send_one(self, item: Queued, following: Queued | None, sender: Sender,
                   outcome: BatchResult, link_class: str | None, acks: AckGroup) -> None:
-        with self.in_flight.sending(item.study.key):
+        def commit_held() -> None:  # an assign waits for them: commit before waiting on it
+            outcome.completed.extend(acks.flush())
+
+        with self.in_flight.sending(item.study.key, commit_held):
             if not self.may_send(item, self.clock()):
                 return
             try:

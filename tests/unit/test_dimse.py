@@ -49,7 +49,7 @@ def test_the_pynetdicom_internals_the_settings_patch_are_still_there():
 
 
 def test_p_data_tf_is_encoded_as_pynetdicom_encodes_it():
-    from pynetdicom.pdu import PDU, P_DATA_TF
+    from pynetdicom.pdu import P_DATA_TF, PDU
     from pynetdicom.pdu_primitives import P_DATA
 
     primitive = P_DATA()
