@@ -12,6 +12,7 @@ byte on the way (PS3.5 A.5).
 from __future__ import annotations
 
 import contextlib
+import io
 import struct
 from collections.abc import Callable, Iterable, Iterator
 
@@ -52,12 +53,12 @@ class ChunkReader:
         return b"".join(out)
 
 
-def data_set(part10: Iterable[bytes]) -> Iterator[Piece]:
+def data_set(part10: Iterable[Piece]) -> Iterator[Piece]:
     """The data set of a Part 10 file given as chunks: the preamble and every group 0002
     element skipped, the rest as it comes. Raises encoding.CannotEncode when the file
     meta cannot be walked."""
     chunks = iter(part10)
-    head = b""
+    head: Piece = b""
     offset = PREAMBLE
 
     def need(count: int) -> bool:
@@ -66,13 +67,13 @@ def data_set(part10: Iterable[bytes]) -> Iterator[Piece]:
             chunk = next(chunks, None)
             if chunk is None:
                 return False
-            head = head + chunk if head else chunk
+            head = bytes(head) + bytes(chunk) if head else chunk
         return True
 
-    if not need(PREAMBLE) or head[128:132] != b"DICM":
+    if not need(PREAMBLE) or bytes(head[128:132]) != b"DICM":
         raise encoding.CannotEncode("the stored copy is not a Part 10 file")
-    while need(offset + 8) and head[offset:offset + 2] == b"\x02\x00":
-        if head[offset + 4:offset + 6] in _LONG_VRS:
+    while need(offset + 8) and bytes(head[offset:offset + 2]) == b"\x02\x00":
+        if bytes(head[offset + 4:offset + 6]) in _LONG_VRS:
             if not need(offset + 12):
                 break
             offset += 12 + struct.unpack_from("<L", head, offset + 8)[0]
@@ -144,7 +145,7 @@ def outgoing(source: Source, candidates: list[str]) -> Iterator[tuple[str, Itera
             continue
         with encoding.loaded():  # held until sent: one loaded instance in the process
             try:
-                converted = encoding.convert_in_memory(_whole(source.take()), target)
+                converted = encoding.convert_in_memory(lambda: _whole(source.take()), target)
             except encoding.CannotEncode as exc:
                 problems.append(str(exc))
                 continue
@@ -166,9 +167,6 @@ def _transcode_problem(stream: PlainStream) -> str | None:
     return None
 
 
-def _whole(stream: PlainStream) -> bytes:
+def _whole(stream: PlainStream) -> io.BytesIO:
     """An instance of at most IN_MEMORY_MAX_BYTES, read whole for a conversion."""
-    whole = bytearray()
-    for chunk in stream:
-        whole += chunk
-    return bytes(whole)
+    return io.BytesIO(b"".join(stream))  # shares the joined bytes
