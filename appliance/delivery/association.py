@@ -61,7 +61,7 @@ class AssociationSender:
         if record.sop_class_uid == mpps.MPPS_CLASS:
             return self._send_message(item)
         candidates = self._candidates(record)
-        if not self.assoc.is_established:
+        if cstore.ended(self.assoc):  # an abort before this send is not this instance's
             raise LinkDown("association lost")
         worker = self.worker
         self.assoc.dimse_timeout = worker.pacing.dimse_timeout_s(

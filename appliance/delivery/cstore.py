@@ -154,6 +154,12 @@ def _send_pdv(assoc: Association, context_id: int, pdv: bytearray) -> None:
     assoc.dul.send_pdu(primitive)
 
 
+def ended(assoc: Association) -> bool:
+    """Whether the association ended (A-ABORT, connection lost), also while its reactor is
+    parked and has not noticed yet."""
+    return not assoc.is_established or _gone(assoc)
+
+
 def _gone(assoc: Association) -> bool:
     """The association ended (A-ABORT, connection lost): nothing more goes out on it."""
     dul = assoc.dul
