@@ -252,15 +252,18 @@ def _bound_send_queue() -> None:
 
 
 def encode_p_data_tf(pdu) -> bytes:
-    """A P-DATA-TF PDU (PS3.8 9.3.5) as pynetdicom encodes it, with one copy of each
-    value: pynetdicom adds its fields together (a 256 KiB value copied three times)."""
+    """P-DATA-TF PDUs (PS3.8 9.3.5) as pynetdicom encodes them, one PDU per PDV, with one
+    copy of each value: pynetdicom adds its fields together (a 256 KiB value copied three
+    times). pynetdicom sends one PDV per P-DATA; the box's C-STORE (`delivery/cstore.py`)
+    hands over several at once, each of them at most the peer's maximum PDU, so each goes
+    as its own PDU (a PDU holding them all could exceed that maximum)."""
     parts = []
     for item in pdu.presentation_data_value_items:
         value = item.presentation_data_value
+        parts.append(_PDU_HEAD.pack(0x04, 0x00, len(value) + 5))
         parts.append(_PDV_HEAD.pack(len(value) + 1, item.presentation_context_id))
         parts.append(value)
-    length = sum(len(p) for p in parts)
-    return b"".join([_PDU_HEAD.pack(0x04, 0x00, length), *parts])
+    return b"".join(parts)
 
 
 _PDV_HEAD, _PDU_HEAD = struct.Struct(">IB"), struct.Struct(">BBI")

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 DATA, DATA_LAST, COMMAND, COMMAND_LAST = 0x00, 0x02, 0x01, 0x03
 PDV_OVERHEAD = 6  # item length (4), presentation context ID (1), control header (1)
 PRIORITY = 2  # pynetdicom's default for C-STORE (low)
+BATCH_BYTES = 256 * 1024  # data set fragments handed to the DUL thread at once
 _PAUSE_POLL_S = 0.01
 _HEADER, _US, _UL = struct.Struct("<HHL"), struct.Struct("<H"), struct.Struct("<L")
 
@@ -129,28 +130,38 @@ def _send_command(assoc: Association, context_id: int, command: bytes, size: int
     for start in range(0, len(command), size):
         last = start + size >= len(command)
         piece = bytearray((COMMAND_LAST if last else COMMAND,)) + command[start:start + size]
-        _send_pdv(assoc, context_id, piece)
+        _send_pdvs(assoc, context_id, [piece])
 
 
 def _send_data(assoc: Association, context_id: int, first: bytearray,
                rest: Iterator[bytearray]) -> None:
-    """Each fragment once the next is known (the last one is flagged); stops early when
-    the association ends (its response wait then returns at once)."""
+    """Each fragment once the next is known (the last one is flagged), handed over in
+    groups of about BATCH_BYTES (one PDU each on the wire: `dimse.encode_p_data_tf`), so
+    pynetdicom's per-PDU work is paid once per group to a PACS announcing small PDUs;
+    stops early when the association ends (its response wait then returns at once)."""
+    batch: list[bytearray] = []
+    size = 0
     current = first
     for following in rest:
-        if _gone(assoc):
-            return
         current[0] = DATA
-        _send_pdv(assoc, context_id, current)
+        batch.append(current)
+        size += len(current)
+        if size >= BATCH_BYTES:
+            if _gone(assoc):
+                return
+            _send_pdvs(assoc, context_id, batch)
+            batch, size = [], 0
         current = following
+    current[0] = DATA_LAST
+    batch.append(current)
     if not _gone(assoc):
-        current[0] = DATA_LAST
-        _send_pdv(assoc, context_id, current)
+        _send_pdvs(assoc, context_id, batch)
 
 
-def _send_pdv(assoc: Association, context_id: int, pdv: bytearray) -> None:
+def _send_pdvs(assoc: Association, context_id: int, pdvs: list[bytearray]) -> None:
     primitive = P_DATA()
-    primitive.presentation_data_value_list.append((context_id, pdv))  # type: ignore[arg-type]
+    for pdv in pdvs:
+        primitive.presentation_data_value_list.append((context_id, pdv))  # type: ignore[arg-type]
     assoc.dul.send_pdu(primitive)
 
 
