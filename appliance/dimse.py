@@ -4,7 +4,8 @@
 receive and send (large instances never sit in memory), the PDU limits of
 `appliance.upper_layer`, identifier logging off (no patient data in logs), and
 TCP_NODELAY on every association socket (pynetdicom never sets it, and Nagle's algorithm
-costs small instances a round trip each). Every pynetdicom internal patched here or in
+costs small instances a round trip each), and P-DATA-TF PDUs encoded and sent without
+pynetdicom's copies of each value. Every pynetdicom internal patched here or in
 `upper_layer` is checked by a test that fails loudly when pynetdicom changes it
 (tests/unit/test_upper_layer.py, tests/unit/test_dimse.py).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -30,11 +32,12 @@ import pynetdicom.association
 import pynetdicom.dimse_messages
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_STORE, N_CREATE, N_SET, DimsePrimitiveType
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.events import Event, EventType
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT, A_RELEASE, P_DATA
 from pynetdicom.presentation import CXNegotiationReturn, ListCXType, RoleType
 from pynetdicom.transport import AddressInformation, AssociationSocket
@@ -111,6 +114,7 @@ def configure() -> None:
         return
     _bound_send_queue()
     _shorten_polling()
+    _lean_data_path()
     create_socket, init = AssociationSocket._create_socket, AssociationSocket.__init__
 
     def _create_socket(self: AssociationSocket,
@@ -330,6 +334,44 @@ def _bound_send_queue() -> None:
         send_pdu(self, primitive)
 
     patch(DULServiceProvider, "send_pdu", bounded_send_pdu)
+
+
+def encode_p_data_tf(pdu: P_DATA_TF) -> bytes:
+    """P-DATA-TF PDUs (PS3.8 9.3.5) as pynetdicom encodes them, one PDU per PDV, with one
+    copy of each value: pynetdicom adds its fields together (a 256 KiB value copied three
+    times). pynetdicom sends one PDV per P-DATA; the box's C-STORE (`delivery/cstore.py`)
+    hands over several at once, each of them at most the peer's maximum PDU, so each goes
+    as its own PDU (a PDU holding them all could exceed that maximum)."""
+    parts: list[bytes] = []
+    for item in pdu.presentation_data_value_items:
+        value = item.presentation_data_value or b""
+        parts.append(_PDU_HEAD.pack(0x04, 0x00, len(value) + 5))
+        parts.append(_PDV_HEAD.pack(len(value) + 1, item.presentation_context_id))
+        parts.append(value)
+    return b"".join(parts)
+
+
+_PDV_HEAD, _PDU_HEAD = struct.Struct(">IB"), struct.Struct(">BBI")
+
+
+def send_all(self: AssociationSocket, bytestream: bytes) -> None:
+    """AssociationSocket.send without a copy of the rest after each partial send (it
+    slices `bytestream` each time); same events."""
+    view = memoryview(bytestream)
+    sock = self.socket
+    try:
+        if sock is None:
+            raise OSError("no socket")
+        while view:
+            view = view[sock.send(view):]
+        evt.trigger(self.assoc, evt.EVT_DATA_SENT, {"data": bytestream})
+    except Exception:
+        self.event_queue.put("Evt17")  # transport connection closed
+
+
+def _lean_data_path() -> None:
+    patch(P_DATA_TF, "encode", encode_p_data_tf)
+    patch(AssociationSocket, "send", send_all)
 
 
 def _shorten_polling() -> None:

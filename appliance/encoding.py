@@ -13,9 +13,14 @@ stays bounded whatever the instance's size (issue 11, part 2).
 from __future__ import annotations
 
 import array
+import contextlib
 import copy
+import ctypes
+import functools
+import io
 import threading
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +36,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import BUFFERABLE_VRS
 
 from appliance import transcode
 
@@ -47,6 +53,20 @@ COMPRESS_MAX_BYTES = IN_MEMORY_MAX_BYTES
 # One loaded instance at a time in the whole process, whatever the number of destinations,
 # associations and the compressor ahead of time (issue 7): each holds several copies.
 _LOADED = threading.BoundedSemaphore(1)
+_M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
+MMAP_THRESHOLD_BYTES = 1 << 20
+def _glibc() -> ctypes.CDLL | None:
+    """The C library, if it is glibc (malloc_trim, mallopt)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _glibc()
+BUFFERED_MIN_BYTES = 1 << 20
 
 
 class CannotEncode(Exception):
@@ -110,16 +130,55 @@ def prepare(path: Path, stored: str, target: str) -> Path:
             except transcode.CannotTranscode as exc:
                 raise CannotEncode(f"{UID(target).name}: {exc}") from exc
         else:
-            with _LOADED:
-                _convert(path, converted, target)
+            with _LOADED, open(converted, "wb") as out:
+                _convert(dcmread(path), out, target)
         converted.replace(path)
     finally:
         converted.unlink(missing_ok=True)
     return path
 
 
-def _convert(path: Path, out: Path, target: str) -> None:
-    dataset = dcmread(path)
+@contextlib.contextmanager
+def loaded() -> Iterator[None]:
+    """Held while one instance is loaded whole (converted, compressed, or its converted
+    bytes sent): one at a time in the process. On the way out the C allocator gives
+    freed memory back (glibc keeps a freed large block in the arena of the thread that
+    used it, so conversions on several associations' threads would add up)."""
+    _fix_mmap_threshold()
+    with _LOADED:
+        try:
+            yield
+        finally:
+            _give_back_memory()
+
+
+def _give_back_memory() -> None:
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+@functools.cache
+def _fix_mmap_threshold() -> None:
+    """Blocks of 1 MiB and more are mapped on their own and unmapped when freed. glibc
+    otherwise raises this threshold to the size of each large block freed (up to 32 MiB),
+    after which a loaded instance's values stay in the heap once freed."""
+    if _LIBC is not None:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+def convert_in_memory(read: Callable[[], BinaryIO], target: str) -> memoryview:
+    """The instance (`read()`: a whole Part 10 file in memory, at most
+    IN_MEMORY_MAX_BYTES) converted or compressed to `target`, as a Part 10 file, all in
+    memory; the caller holds `loaded()`. The file read is let go once parsed. Raises
+    CannotEncode."""
+    dataset = dcmread(read())
+    dataset.buffer = None  # pydicom keeps its source; the values are read
+    out = io.BytesIO()
+    _convert(dataset, out, target)
+    return out.getbuffer()
+
+
+def _convert(dataset: Dataset, out: BinaryIO, target: str) -> None:
     if target in UNCOMPRESSED:
         _write_uncompressed(dataset, out, target)
         return
@@ -160,40 +219,39 @@ def _swap_words(dataset: Dataset, read_little: bool, target: str) -> None:
             del words
 
 
-def _write_uncompressed(dataset: Dataset, out: Path, target: str) -> None:
+def _write_uncompressed(dataset: Dataset, raw: BinaryIO, target: str) -> None:
     """`dataset` as a Part 10 file in the uncompressed `target`, its data set written as
     pynetdicom encodes one for sending (pydicom's `save_as` refuses to change the byte
-    order), word values swapped when the byte order changes, and deflated in pieces,
-    padded to even length (PS3.5 A.5)."""
+    order), word values swapped when the byte order changes, deflated in memory (no
+    plaintext file), padded to even length (PS3.5 A.5)."""
     read_little = dataset.original_encoding[1] is not False
     if read_little != (target != ExplicitVRBigEndian):
         _swap_words(dataset, read_little, target)
     meta = copy.deepcopy(dataset.file_meta)  # the data set's own says how it was read
     meta.TransferSyntaxUID = UID(target)
-    with open(out, "wb") as raw:
-        raw.write(bytes(128) + b"DICM")
-        write_file_meta_info(DicomFileLike(raw), meta, enforce_standard=True)
-        if target != DeflatedExplicitVRLittleEndian:
-            _write_data_set(raw, dataset, implicit=target == ImplicitVRLittleEndian,
-                            little=target != ExplicitVRBigEndian)
-            return
-        plain = out.with_name(out.name + ".plain")
-        try:
-            with open(plain, "w+b") as tmp:
-                _write_data_set(tmp, dataset, implicit=False, little=True)
-                tmp.seek(0)
-                deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-                written = 0
-                while chunk := tmp.read(1 << 20):
-                    written += raw.write(deflater.compress(chunk))
-                written += raw.write(deflater.flush())
-                if written % 2:
-                    raw.write(b"\0")
-        finally:
-            plain.unlink(missing_ok=True)
+    raw.write(bytes(128) + b"DICM")
+    write_file_meta_info(DicomFileLike(raw), meta, enforce_standard=True)
+    if target != DeflatedExplicitVRLittleEndian:
+        _write_data_set(raw, dataset, implicit=target == ImplicitVRLittleEndian,
+                        little=target != ExplicitVRBigEndian)
+        return
+    plain = io.BytesIO()  # at most IN_MEMORY_MAX_BYTES: the source was that small
+    _write_data_set(plain, dataset, implicit=False, little=True)
+    deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    written = raw.write(deflater.compress(plain.getbuffer()))
+    del plain
+    written += raw.write(deflater.flush())
+    if written % 2:
+        raw.write(b"\0")
 
 
 def _write_data_set(raw: BinaryIO, dataset: Dataset, *, implicit: bool, little: bool) -> None:
+    """`dataset` written to `raw`; its large byte values (pixel data) as buffered values,
+    which pydicom copies straight into `raw` instead of through two copies of its own."""
+    for elem in dataset:
+        if (elem.VR in BUFFERABLE_VRS and isinstance(elem.value, bytes)
+                and len(elem.value) > BUFFERED_MIN_BYTES):
+            elem.value = io.BytesIO(elem.value)  # shares the bytes, no copy
     fp = DicomFileLike(raw)
     fp.is_implicit_VR, fp.is_little_endian = implicit, little
     write_dataset(fp, dataset)

@@ -1,4 +1,5 @@
-"""Explicit VR Little Endian to Implicit VR Little Endian, streamed file to file.
+"""Explicit VR Little Endian to Implicit VR Little Endian, streamed (file to file, or a data
+set read from any stream to pieces the caller sends on).
 
 Implicit VR Little Endian is the one transfer syntax every storage SCP must accept
 (PS3.5 10.1), so an uncompressed instance of any size can reach any PACS this way with
@@ -12,8 +13,9 @@ left out.
 from __future__ import annotations
 
 import struct
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from pydicom.filebase import DicomFileLike
 from pydicom.filereader import read_file_meta_info
@@ -28,34 +30,42 @@ UNDEFINED = 0xFFFF_FFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFE_E000, 0xFFFE_E00D, 0xFFFE_E0DD
 _TAG = struct.Struct("<HH")
 _IMPLICIT_HEADER = struct.Struct("<HHL")
+# Output pieces, and (as the generator's return value) the input bytes consumed.
+Pieces = Generator[bytes, None, int]
+
+
+class Readable(Protocol):
+    """Where the input comes from: a file, or any stream that reads like one."""
+
+    def read(self, count: int, /) -> bytes: ...
 
 
 class CannotTranscode(Exception):
     """The input is not well-formed Explicit VR Little Endian."""
 
 
-def _read(src: BinaryIO, count: int) -> bytes:
+def _read(src: Readable, count: int) -> bytes:
     data = src.read(count)
     if len(data) != count:
         raise CannotTranscode("truncated data set")
     return data
 
 
-def _header(dst: BinaryIO, tag: int, length: int) -> None:
-    dst.write(_IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, length))
+def _header(tag: int, length: int) -> bytes:
+    return _IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, length)
 
 
-def _copy(src: BinaryIO, dst: BinaryIO, length: int) -> None:
+def _copy(src: Readable, length: int) -> Iterator[bytes]:
     while length:
         piece = _read(src, min(length, CHUNK_BYTES))
-        dst.write(piece)
+        yield piece
         length -= len(piece)
 
 
-def _elements(src: BinaryIO, dst: BinaryIO, limit: int | None, top: bool = False) -> int:
+def _elements(src: Readable, limit: int | None, top: bool = False) -> Pieces:
     """Convert elements until `limit` bytes are consumed, an item delimiter (inside an
-    item of undefined length) or, at the top level, the end of the file. Returns the
-    bytes consumed."""
+    item of undefined length) or, at the top level, the end of the input. Yields the
+    output; returns the bytes consumed."""
     consumed = 0
     while limit is None or consumed < limit:
         head = src.read(8)
@@ -75,22 +85,23 @@ def _elements(src: BinaryIO, dst: BinaryIO, limit: int | None, top: bool = False
         else:
             (length,) = struct.unpack("<H", head[6:8])
         if vr == b"SQ":
-            _header(dst, tag, UNDEFINED)
-            consumed += _sequence(src, dst, None if length == UNDEFINED else length)
-            _header(dst, SEQUENCE_END, 0)
+            yield _header(tag, UNDEFINED)
+            consumed += yield from _sequence(src, None if length == UNDEFINED else length)
+            yield _header(SEQUENCE_END, 0)
             continue
         if length == UNDEFINED:  # encapsulated pixel data or UN of undefined length
             raise CannotTranscode("a value of undefined length that is not a sequence")
         if element == 0 and group != 0x0002:  # a group length: retired, wrong after this
-            src.seek(length, 1)
+            for _ in _copy(src, length):
+                pass
         else:
-            _header(dst, tag, length)
-            _copy(src, dst, length)
+            yield _header(tag, length)
+            yield from _copy(src, length)
         consumed += length
     return consumed
 
 
-def _sequence(src: BinaryIO, dst: BinaryIO, limit: int | None) -> int:
+def _sequence(src: Readable, limit: int | None) -> Pieces:
     consumed = 0
     while limit is None or consumed < limit:
         group, element, length = _IMPLICIT_HEADER.unpack(_read(src, 8))
@@ -100,10 +111,17 @@ def _sequence(src: BinaryIO, dst: BinaryIO, limit: int | None) -> int:
             return consumed
         if tag != ITEM:
             raise CannotTranscode("a sequence holds something other than items")
-        _header(dst, ITEM, UNDEFINED)
-        consumed += _elements(src, dst, None if length == UNDEFINED else length)
-        _header(dst, ITEM_END, 0)
+        yield _header(ITEM, UNDEFINED)
+        consumed += yield from _elements(src, None if length == UNDEFINED else length)
+        yield _header(ITEM_END, 0)
     return consumed
+
+
+def implicit_pieces(src: Readable) -> Iterator[bytes]:
+    """The data set read from `src` (Explicit VR Little Endian, from its first element to
+    the end) in Implicit VR Little Endian, as pieces of at most CHUNK_BYTES; raises
+    CannotTranscode, possibly after some pieces."""
+    yield from _elements(src, None, top=True)
 
 
 def dataset_offset(path: Path) -> int:
@@ -124,5 +142,6 @@ def explicit_to_implicit(src: Path, dst: Path) -> Path:
         meta_out = DicomFileLike(fout)
         meta_out.is_little_endian, meta_out.is_implicit_VR = True, False
         write_file_meta_info(meta_out, meta, enforce_standard=True)
-        _elements(fin, fout, None, top=True)
+        for piece in implicit_pieces(fin):
+            fout.write(piece)
     return dst

@@ -587,7 +587,11 @@ class CountingSCP:
     - ``abort_on``: SOP Instance UIDs on whose C-STORE the PACS's application sends
       A-ABORT, every time (a PACS that chokes on one particular instance);
     - ``drop_times``: on that many C-STOREs the connection is cut, with no A-ABORT (a link
-      that breaks, a PACS process that dies).
+      that breaks, a PACS process that dies);
+    - ``cut_after_pdus=N``: on an association, after N P-DATA-TF PDUs (mid-instance, while
+      the data set still arrives) the connection is cut, after an A-ABORT from the
+      service user with ``cut_abort``, for ``cut_times`` associations in all (counted in
+      ``cuts``).
     """
 
     def __init__(self, *, ae_title: str = "PACS", port: int = 0, host: str = LOOPBACK,
@@ -597,7 +601,9 @@ class CountingSCP:
                  status_override: Callable[[Any], int | None] | None = None,
                  reject_association: bool = False, delay_s: float = 0.0,
                  keep_data: bool = False, max_pdu: int = 131072,
-                 abort_on: Iterable[str] = (), drop_times: int = 0) -> None:
+                 abort_on: Iterable[str] = (), drop_times: int = 0,
+                 cut_after_pdus: int | None = None, cut_abort: bool = False,
+                 cut_times: int = 1) -> None:
         self.ae_title = ae_title
         self.host = host
         self.port = port
@@ -613,6 +619,11 @@ class CountingSCP:
         self.max_pdu = max_pdu
         self.abort_on = set(abort_on)
         self.drop_times = drop_times
+        self.cut_after_pdus = cut_after_pdus
+        self.cut_abort = cut_abort
+        self.cut_times = cut_times
+        self.cuts = 0
+        self._pdus: dict[int, int] = {}  # id(assoc) -> P-DATA-TF PDUs received
         self.associations = 0
         self.aborts = 0
         self.data: dict[str, bytes] = {}  # latest encoded dataset per UID, with keep_data
@@ -638,6 +649,7 @@ class CountingSCP:
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_CONN_CLOSE, self._on_close),
+            (evt.EVT_PDU_RECV, self._on_pdu),
         ]
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         self.port = self._server.server_address[1]
@@ -705,6 +717,23 @@ class CountingSCP:
     def _on_close(self, event: Any) -> None:
         with self._cond:
             self._per_assoc.pop(id(event.assoc), None)
+            self._pdus.pop(id(event.assoc), None)
+
+    def _on_pdu(self, event: Any) -> None:
+        if self.cut_after_pdus is None or type(event.pdu).__name__ != "P_DATA_TF":
+            return
+        with self._cond:
+            count = self._pdus.get(id(event.assoc), 0) + 1
+            self._pdus[id(event.assoc)] = count
+            cut = count == self.cut_after_pdus and self.cuts < self.cut_times
+            self.cuts += cut
+        if not cut:
+            return
+        sock = event.assoc.dul.socket.socket
+        with contextlib.suppress(OSError):
+            if self.cut_abort:  # A-ABORT, source 0: the PACS's application (PS3.8 9.3.8)
+                sock.sendall(bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0]))
+            sock.shutdown(socket.SHUT_RDWR)
 
     def _on_store(self, event: Any) -> int:
         req = event.request

@@ -1,14 +1,13 @@
 """One association to a destination, in pynetdicom: C-STORE of an instance in the best
-syntax both sides take, MPPS N-CREATE and N-SET, Storage Commitment N-ACTION, DICOM TLS,
-and the abort that frees a send blocked on a dead link."""
+syntax both sides take (its data set streamed from the decrypted blob, `cstore` and
+`wire`; the next instance read ahead while the PACS answers), MPPS N-CREATE and N-SET,
+Storage Commitment N-ACTION, DICOM TLS."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import ssl
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
@@ -19,8 +18,10 @@ from appliance import commitment, encoding, mpps, statuses
 from appliance.config import DestinationConfig
 from appliance.config.tls import tls_client_problems
 from appliance.crypto import BlobCorrupt
+from appliance.delivery import cstore, wire
+from appliance.delivery.cstore import hard_abort
 from appliance.delivery.outcomes import Answer, LinkDown, PeerAborted, Unsendable
-from appliance.store import InstanceRecord, Queued
+from appliance.store import InstanceRecord, PlainStream, Queued
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 # Set on an association when its peer's application sends A-ABORT (source 0, the service
 # user), as opposed to a connection lost or an abort by the peer's DICOM stack.
 PEER_ABORT_MARK = "fluxbox_peer_aborted"
+# What is decrypted of the next instance while the PACS answers one (per association).
+READ_AHEAD_BYTES = 2 * 1024 * 1024
+__all__ = ["AssociationAsker", "AssociationSender", "hard_abort", "note_peer_abort"]
 
 
 def note_peer_abort(event: Any) -> None:
@@ -49,36 +53,97 @@ class AssociationSender:
         self.store = worker.store
         self.assoc = assoc
         self.link_class = link_class
+        self._message_id = 0
+        self._ahead: tuple[bytes, str, PlainStream] | None = None  # position, blob, stream
 
-    def send(self, item: Queued) -> Answer:
+    def send(self, item: Queued, following: Queued | None = None) -> Answer:
         record = item.instance
         if record.sop_class_uid == mpps.MPPS_CLASS:
             return self._send_message(item)
         candidates = self._candidates(record)
-        if not self.assoc.is_established:
+        if cstore.ended(self.assoc):  # an abort before this send is not this instance's
             raise LinkDown("association lost")
         worker = self.worker
         self.assoc.dimse_timeout = worker.pacing.dimse_timeout_s(
             worker.dest_id, self.link_class, record.size_bytes)
-        variant = next((v for ts in candidates if ts != record.transfer_syntax
-                        and (v := self.store.variant(record, ts)) is not None), None)
         try:
-            with self.store.plaintext(variant or record) as path:
-                if not variant:
-                    encoding.pad_deflated(path, record.transfer_syntax)
-                dataset = path if variant else _prepared(path, record.transfer_syntax,
-                                                         candidates)
-                started = time.monotonic()
-                status = self.assoc.send_c_store(dataset)
-                if "Status" not in status and getattr(self.assoc, PEER_ABORT_MARK, False):
-                    raise PeerAborted("PACS aborted the association while taking an instance")
-                return Answer(status, time.monotonic() - started)
+            source, syntaxes = self._source(item, candidates)
+            try:
+                return self._store(record, source, syntaxes, following)
+            finally:
+                source.close()
         except BlobCorrupt as exc:
             raise Unsendable(f"the box's stored copy cannot be sent: {exc}") from exc
         except encoding.CannotEncode as exc:
             raise Unsendable(str(exc)) from exc
         except ValueError as exc:  # pynetdicom cannot encode or send it: trying again won't help
             raise Unsendable(f"the box cannot send this instance: {exc}") from exc
+
+    def _store(self, record: InstanceRecord, source: wire.Source, syntaxes: list[str],
+               following: Queued | None) -> Answer:
+        """The C-STORE of `record`, its data set streamed from `source`."""
+        with wire.outgoing(source, syntaxes) as (syntax, data_set):
+            started = time.monotonic()
+            status = cstore.send(
+                self.assoc, self._context_id(record, syntax), record.sop_class_uid,
+                record.sop_instance_uid, data_set, message_id=self._next_message_id(),
+                meanwhile=lambda: self._read_ahead(following))
+        if "Status" not in status and getattr(self.assoc, PEER_ABORT_MARK, False):
+            raise PeerAborted("PACS aborted the association while taking an instance")
+        return Answer(status, time.monotonic() - started)
+
+    def _source(self, item: Queued, candidates: list[str]) -> tuple[wire.Source, list[str]]:
+        """Where `item`'s bytes come from (a compressed variant made ahead, if the PACS
+        takes one, else the stored copy) and the syntaxes to try, best first."""
+        record = item.instance
+        variant = self._variant(record, candidates)
+        chosen = variant or record
+        ahead, self._ahead = self._ahead, None
+        stream = None
+        if ahead is not None and ahead[:2] == (item.pending_key, chosen.blob):
+            stream = ahead[2]
+        elif ahead is not None:
+            ahead[2].close()
+        source = wire.Source(chosen, self.store.open_plaintext, stream)
+        return source, [chosen.transfer_syntax] if variant else candidates
+
+    def _variant(self, record: InstanceRecord, candidates: list[str]) -> InstanceRecord | None:
+        return next((v for ts in candidates if ts != record.transfer_syntax
+                     and (v := self.store.variant(record, ts)) is not None), None)
+
+    def _read_ahead(self, following: Queued | None) -> None:
+        """Decrypt the first READ_AHEAD_BYTES of the next instance now. Any problem is left
+        for its own send to meet (and report)."""
+        if following is None or following.instance.sop_class_uid == mpps.MPPS_CLASS:
+            return
+        stream = None
+        try:
+            record = following.instance
+            chosen = self._variant(record, self._candidates(record)) or record
+            stream = self.store.open_plaintext(chosen)
+            stream.read_ahead(READ_AHEAD_BYTES)
+        except Exception:
+            if stream is not None:
+                stream.close()
+            return
+        self._ahead = (following.pending_key, chosen.blob, stream)
+
+    def close(self) -> None:
+        """Drop what was read ahead and not sent."""
+        if self._ahead is not None:
+            self._ahead[2].close()
+            self._ahead = None
+
+    def _next_message_id(self) -> int:
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    def _context_id(self, record: InstanceRecord, syntax: str) -> int:
+        for cx in self.assoc.accepted_contexts:
+            if cx.abstract_syntax == record.sop_class_uid and cx.transfer_syntax[0] == syntax:
+                return int(cx.context_id)  # type: ignore[arg-type]
+        raise Unsendable(f"PACS accepted no context for {sop_name(record)} in "
+                         f"{UID(syntax).name}")
 
     def _candidates(self, record: InstanceRecord) -> list[str]:
         """The syntaxes this instance may travel in on this association, best first."""
@@ -166,14 +231,6 @@ class AssociationAsker:
         return status
 
 
-def hard_abort(assoc: Association) -> None:
-    """Abort, first shutting the socket so a send blocked on a dead link returns."""
-    with contextlib.suppress(Exception):
-        assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
-    with contextlib.suppress(Exception):
-        assoc.abort()
-
-
 def tls_context(dest: DestinationConfig) -> ssl.SSLContext | None:
     """DICOM TLS (PS3.15 B.1) towards `dest`, when its config names a CA. A half-configured
     setting raises (check-config refuses it): it never means clear text."""
@@ -200,17 +257,6 @@ def tls_problem(dest: DestinationConfig, context: ssl.SSLContext, timeout_s: flo
         return f"TLS handshake with {dest.host} failed ({exc.reason or exc})"
     except OSError:
         return None
-
-
-def _prepared(path: Path, stored: str, candidates: list[str]) -> Path:
-    """The first candidate syntax the instance can be put in (the stored one always can)."""
-    problems = []
-    for target in candidates:
-        try:
-            return encoding.prepare(path, stored, target)
-        except encoding.CannotEncode as exc:
-            problems.append(str(exc))
-    raise encoding.CannotEncode("cannot encode for this PACS: " + "; ".join(problems))
 
 
 def sop_name(record: InstanceRecord) -> str:

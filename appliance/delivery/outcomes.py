@@ -49,9 +49,10 @@ class Answer:
 
 class Sender(Protocol):
     """One association to the destination, as the send steps see it. Raises Unsendable
-    for this instance alone, LinkDown (or TransientRefusal, dimse.Stalled) for the rest."""
+    for this instance alone, LinkDown (or TransientRefusal, dimse.Stalled) for the rest.
+    `following`, the instance sent next if it may still go, may be read ahead meanwhile."""
 
-    def send(self, item: Queued) -> Answer: ...
+    def send(self, item: Queued, following: Queued | None = None) -> Answer: ...
 
 
 class CommitmentAsker(Protocol):

@@ -1,9 +1,12 @@
 """Sending to one destination: batches, acknowledgments, back-off.
 
-Each destination has one worker. Its position lives in the store: every
-success or warning is committed the moment it arrives, so after a link drop
-or a restart only unacknowledged instances are sent again (at most those in
-flight at the drop can reach the PACS twice).
+Each destination has one worker. Its position lives in the store: successes and
+warnings are committed in groups (`acks.AckGroup`: one commit per 64 answers or 0.2 s,
+and whatever is held when an association's work ends, broken or not), so after a link
+drop only unacknowledged instances are sent again (at most those in flight at the drop
+can reach the PACS twice), and after a crash at most those and one uncommitted group.
+While the PACS answers one instance, the next one's first bytes are decrypted
+(`AssociationSender`), so the link does not wait for decryption.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from appliance import commitment, dimse, encoding, mpps, statuses
 from appliance.backoff import Backoff
 from appliance.config import DestinationConfig, TransmitConfig
+from appliance.delivery.acks import AckGroup
 from appliance.delivery.association import (
     AssociationAsker,
     AssociationSender,
@@ -221,9 +225,9 @@ class DestinationWorker:
             return
         dimse.pace(assoc, throttle=self.throttle.for_class(link_class),
                    stall_s=self.transmit.stall_s)
+        sender = AssociationSender(self, assoc, link_class)
         try:
-            self.send_each(work, AssociationSender(self, assoc, link_class), outcome,
-                           link_class)
+            self.send_each(work, sender, outcome, link_class)
         except (LinkDown, TransientRefusal, dimse.Stalled) as exc:
             outcome.error = str(exc)
             hard_abort(assoc)
@@ -231,6 +235,8 @@ class DestinationWorker:
         except Exception:
             hard_abort(assoc)
             raise
+        finally:
+            sender.close()
         assoc.release()
 
     def send_each(self, work: Iterator[Queued], sender: Sender, outcome: BatchResult,
@@ -239,22 +245,40 @@ class DestinationWorker:
 
         The gate is asked again of each instance just before its send, and the study's
         `in_flight` guard is held from that check to the answer, so `assign` never slips
-        between the two. LinkDown, TransientRefusal and dimse.Stalled end the batch (the
-        caller aborts the association); what was not answered stays pending."""
-        while (item := _take(work)) is not None:
-            with self.in_flight.sending(item.study.key):
-                if not self.may_send(item, self.clock()):
-                    continue
-                try:
-                    answer = sender.send(item)
-                except Unsendable as exc:
-                    self._fail(item, outcome, str(exc))
-                    continue
-                except PeerAborted:
-                    self._peer_aborted(item, outcome)
-                    raise
-                self._record_status(item, outcome, answer.status, link_class,
-                                    answer.elapsed_s)
+        between the two. The sender is told the instance that follows (to read it ahead).
+        Answers are committed in groups, the last one before this returns or raises.
+        LinkDown, TransientRefusal and dimse.Stalled end the batch (the caller aborts the
+        association); what was not answered stays pending."""
+        acks = AckGroup(lambda items: self.store.record_delivered_group(
+            self.dest_id, items, self.clock(), link_class), self.in_flight)
+        try:
+            item = _take(work)
+            while item is not None:
+                following = _take(work)
+                outcome.completed += acks.flush_if_due()
+                self._send_one(item, following, sender, outcome, link_class, acks)
+                item = following
+        finally:
+            outcome.completed += acks.flush()
+
+    def _send_one(self, item: Queued, following: Queued | None, sender: Sender,
+                  outcome: BatchResult, link_class: str | None, acks: AckGroup) -> None:
+        def commit_held() -> None:  # an assign waits for them: commit before waiting on it
+            outcome.completed.extend(acks.flush())
+
+        with self.in_flight.sending(item.study.key, commit_held):
+            if not self.may_send(item, self.clock()):
+                return
+            try:
+                answer = sender.send(item, following)
+            except Unsendable as exc:
+                self._fail(item, outcome, str(exc))
+                return
+            except PeerAborted:
+                self._peer_aborted(item, outcome)
+                raise
+            self._record_status(item, outcome, answer.status, link_class, answer.elapsed_s,
+                                acks)
 
     def _peer_aborted(self, item: Queued, outcome: BatchResult) -> None:
         """The PACS aborted while taking `item`: after PEER_ABORTS_MAX times the instance
@@ -360,9 +384,10 @@ class DestinationWorker:
         raise LinkDown(problem or f"cannot reach {self.dest.host}:{self.dest.port}")
 
     def _record_status(self, item: Queued, outcome: BatchResult, status: Dataset,
-                       link_class: str | None, elapsed: float) -> None:
-        """Success or warning is recorded at once; a transient refusal retries the batch;
-        anything else fails this item with its reason while the rest go on."""
+                       link_class: str | None, elapsed: float, acks: AckGroup) -> None:
+        """Success or warning joins the group of answers to commit; a transient refusal
+        retries the batch; anything else fails this item with its reason while the rest
+        go on."""
         if "Status" not in status:
             raise LinkDown("no response from PACS (association aborted or timed out)")
         code = int(status.Status)
@@ -370,8 +395,7 @@ class DestinationWorker:
             self.pacing.record_transfer(self.dest_id, link_class, item.instance.size_bytes,
                                         elapsed)
             self.peer_aborts.pop(item.pending_key, None)
-            if self.store.record_delivered(self.dest_id, item, self.clock(), link_class):
-                outcome.completed.append(item.study.key)
+            outcome.completed += acks.add(item)
             outcome.sent += 1
         elif statuses.is_transient(code):
             raise TransientRefusal(f"PACS answered 0x{code:04X} (out of resources)")

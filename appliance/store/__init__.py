@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.crypto import Keys
-from appliance.store.blobs import Blobs
+from appliance.store.blobs import Blobs, PlainStream
 from appliance.store.commit_requests import CommitRequests
 from appliance.store.index import MAP_SIZE_BYTES, Index
 from appliance.store.intake import Intake
@@ -57,8 +57,9 @@ from appliance.validation import InstanceHeader
 
 __all__ = [
     "EVENTS_KEPT", "MAP_SIZE_BYTES", "CommitRequest", "Commitment", "DeliveryCounts",
-    "InstanceCommit", "InstanceRecord", "Intake", "MppsMessage", "Outcome", "Queued",
-    "RepairReport", "Store", "StoreFault", "StoreFull", "StudyRecord", "destination_site",
+    "InstanceCommit", "InstanceRecord", "Intake", "MppsMessage", "Outcome", "PlainStream",
+    "Queued", "RepairReport", "Store", "StoreFault", "StoreFull", "StudyRecord",
+    "destination_site",
 ]
 
 
@@ -115,6 +116,9 @@ class Store:
 
     def plaintext(self, record: InstanceRecord) -> contextlib.AbstractContextManager[Path]:
         return self._blobs.plaintext(record)
+
+    def open_plaintext(self, record: InstanceRecord) -> PlainStream:
+        return self._blobs.open_plaintext(record)
 
     def put_variant(self, record: InstanceRecord, transfer_syntax: str, path: Path) -> None:
         self._blobs.put_variant(record, transfer_syntax, path)
@@ -193,6 +197,10 @@ class Store:
     ) -> list[Queued]:
         return self._queue.next_batch(dest, max_count=max_count, max_bytes=max_bytes,
                                       whole_study=whole_study, allowed=allowed)
+
+    def record_delivered_group(self, dest: str, items: list[Queued], now: float,
+                               link_class: str | None = None) -> list[str]:
+        return self._queue.record_delivered_group(dest, items, now, link_class)
 
     def record_delivered(self, dest: str, item: Queued, now: float,
                          link_class: str | None = None) -> bool:

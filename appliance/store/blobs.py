@@ -13,8 +13,10 @@ Invariants kept: *durable before success* (a blob is on disk before any record n
 records whose blob is missing), proved by `test_robustness.py`:
 `test_kill_9_during_ingest_loses_no_acknowledged_instance`, and `test_store.py`:
 `test_repair_scrubs_leftovers_and_reports_missing_blobs`; *encrypted at rest* (secretstream;
-plaintext only in ``spool/`` while one instance is sent, removed at once), proved by
-`test_store.py`: `test_nothing_in_clear_at_rest`.
+delivery reads a blob's plaintext as a stream in memory, `open_plaintext`; a file in
+``spool/`` only while the compressor ahead of time reads one instance, removed at once),
+proved by `test_store.py`: `test_nothing_in_clear_at_rest`, and
+`test_delivery_streams.py`: `test_delivery_writes_no_plaintext_anywhere`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ import logging
 import os
 import shutil
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
 
 from appliance.crypto import BlobCorrupt, decrypt_stream, encrypt_stream
 from appliance.logs import event
@@ -197,9 +202,19 @@ class Blobs:
                     raise BlobCorrupt(f"blob unreadable ({exc.strerror})") from exc
                 sink.write(chunk)
 
+    def open_plaintext(self, record: InstanceRecord) -> PlainStream:
+        """The instance's Part 10 bytes, decrypted as they are read (nothing on disk).
+        A blob that is missing or unreadable raises BlobCorrupt; close the stream after."""
+        try:
+            source = open(self.path(record.blob), "rb")  # noqa: SIM115 (the stream closes it)
+        except OSError as exc:
+            raise BlobCorrupt(f"blob missing or unreadable ({exc.strerror})") from exc
+        return PlainStream(source, self.index.keys.blob_key)
+
     @contextlib.contextmanager
     def plaintext(self, record: InstanceRecord) -> Iterator[Path]:
-        """A short-lived decrypted copy in the spool directory, removed on exit."""
+        """A short-lived decrypted copy in the spool directory, removed on exit (for the
+        compressor ahead of time, which pydicom reads from a file; delivery never)."""
         target = self.spool_dir / f"{uuid.uuid4().hex}.dcm"
         try:
             self.write_plaintext(record, target)
@@ -263,6 +278,61 @@ class Blobs:
                 except DAMAGED:
                     report.damaged_records += 1
         return known
+
+
+class PlainStream:
+    """Plaintext chunks of one blob (at most 256 KiB each), decrypted as they are taken;
+    `read_ahead` decrypts the first ones early (while the previous instance's answer is
+    awaited) and keeps them until taken. Raises BlobCorrupt on any defect."""
+
+    def __init__(self, source: BinaryIO, key: bytes) -> None:
+        self._source = source
+        self._chunks = decrypt_stream(key, source)
+        self._ahead: deque[bytes] = deque()
+        self._ahead_bytes = 0
+        self.closed = False
+
+    def read_ahead(self, max_bytes: int) -> None:
+        """Decrypt chunks now until `max_bytes` are held (or the blob ends)."""
+        while self._ahead_bytes < max_bytes:
+            chunk = self._pull()
+            if chunk is None:
+                return
+            self._ahead.append(chunk)
+            self._ahead_bytes += len(chunk)
+
+    def _pull(self) -> bytes | None:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            return None
+        except OSError as exc:
+            raise BlobCorrupt(f"blob unreadable ({exc.strerror})") from exc
+
+    def __iter__(self) -> PlainStream:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._ahead:
+            chunk = self._ahead.popleft()
+            self._ahead_bytes -= len(chunk)
+            return chunk
+        pulled = self._pull()
+        if pulled is None:
+            raise StopIteration
+        return pulled
+
+    def close(self) -> None:
+        self._ahead.clear()
+        self._source.close()
+        self.closed = True
+
+    def __enter__(self) -> PlainStream:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
 
 def fsync_dir(path: Path) -> None:

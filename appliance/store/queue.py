@@ -9,9 +9,11 @@ keys sort oldest study first, so a destination's queue is a cursor walk.
 
 Invariants kept:
 
-- *resumable delivery*: each acknowledgment moves one position in its own transaction, so a
-  drop resends at most what was in flight (`test_core_path.py`:
-  `test_pacs_aborting_mid_batch_resends_only_what_was_in_flight`);
+- *resumable delivery*: acknowledgments move positions in groups, one transaction each
+  (`record_delivered_group`; the worker commits a group before an association ends), so a
+  drop resends at most what was in flight, a crash at most that and one uncommitted group
+  (`test_core_path.py`: `test_pacs_aborting_mid_batch_resends_only_what_was_in_flight`;
+  `test_robustness.py`: `test_kill_9_during_delivery_resends_at_most_what_was_in_flight`);
 - *complete means delivered*: `complete_if_done` marks a study complete only with nothing
   pending or failed at any of its destinations and commitment confirmed where asked
   (`test_commitment.py`: `test_study_is_complete_only_after_orthanc_commits_it`;
@@ -201,22 +203,31 @@ class Queue:
 
     def record_delivered(self, dest: str, item: Queued, now: float,
                          link_class: str | None = None) -> bool:
-        """Record a success or warning from `dest`; committed before returning.
+        """Record one success or warning from `dest` (see `record_delivered_group`);
+        True when this completed the study at every destination it is routed to."""
+        return bool(self.record_delivered_group(dest, [item], now, link_class))
 
-        The bytes count against `link_class`'s traffic in the same transaction.
-        If the instance was replaced while in flight, the position stays
-        pending so the new version is sent. Returns True when this completed
-        the study at every destination it is routed to.
-        """
+    def record_delivered_group(self, dest: str, items: list[Queued], now: float,
+                               link_class: str | None = None) -> list[str]:
+        """Record successes and warnings from `dest` in one transaction, committed before
+        returning (a crash before it loses the group's answers: those instances are sent
+        again). The bytes count against `link_class`'s traffic in the same transaction.
+        An instance replaced while in flight keeps its position pending, so the new version
+        is sent; a position no longer pending (its study was assigned elsewhere meanwhile)
+        is left alone. Returns the studies this completed at every destination."""
         with self.index.write() as txn:
-            if link_class is not None:
-                self.journal.add_traffic(txn, link_class, item.instance.size_bytes, now)
-            current = self._current(txn, item)
-            if current is None or current.digest != item.instance.digest:
-                return False
-            txn.delete(item.pending_key, db=self.db["pending"])
-            txn.put(item.pending_key, self.index.ack_mark(current), db=self.db["acked"])
-            return self.complete_if_done(txn, item.study.key, now)
+            for item in items:
+                if link_class is not None:
+                    self.journal.add_traffic(txn, link_class, item.instance.size_bytes, now)
+                if txn.get(item.pending_key, db=self.db["pending"]) is None:
+                    continue
+                current = self._current(txn, item)
+                if current is None or current.digest != item.instance.digest:
+                    continue
+                txn.delete(item.pending_key, db=self.db["pending"])
+                txn.put(item.pending_key, self.index.ack_mark(current), db=self.db["acked"])
+            studies = dict.fromkeys(item.study.key for item in items)
+            return [key for key in studies if self.complete_if_done(txn, key, now)]
 
     def record_failed(self, dest: str, item: Queued, reason: str, now: float) -> None:
         """A permanent refusal: the position moves from pending to failed with its reason.

@@ -550,7 +550,10 @@ def wait_state(box: BoxProcess, states: frozenset[str] | set[str],
         rows = box.studies()
         now = time.time()
         row = rows[0] if len(rows) == 1 else None
-        if row is not None and row["state"] in states:
+        # "complete" from the counts may be read a moment before the study's own record
+        # says so (two reads): the record's completion time is awaited too.
+        if row is not None and row["state"] in states and (
+                row["state"] != "complete" or row["completed_at"] is not None):
             return now, row
         if row is not None and row["state"] in ("failed", "held"):
             raise BenchError(f"delivery ended {row['state']}: {row}")

@@ -14,14 +14,16 @@ concurrent step sends two copies of the study under other UIDs at once while
 the box delivers the study itself, against one sender alone.
 
     python -m tests.bench.run [--repeat N] [--studies ct,mg,small] [--small-count N]
+                              [--only ingest|delivery]
                               [--profile] [--strict] [--transmit "associations = 2"]
     python -m tests.bench.run --air [--air-profiles lte-good,lte-poor,wifi] [--strict]
 
-``--profile`` adds one extra, untimed box ingest and delivery per study under
-py-spy and prints where the box's threads spend their time (files in
-build/bench-profile/). ``--transmit`` tries [transmit] settings on the box.
-``--air`` runs the over-the-air bench instead (tests/bench/air.py: emulated LTE and
-Wi-Fi links between network namespaces; needs root; build/bench-air-results.json).
+``--only`` measures one kind of path (ingest or delivery). ``--profile`` adds one
+extra, untimed box ingest and delivery per study under py-spy and prints where the box's
+threads spend their time (files in build/bench-profile/). ``--transmit`` tries
+[transmit] settings on the box. ``--air`` runs the over-the-air bench instead
+(tests/bench/air.py: emulated LTE and Wi-Fi links between network namespaces; needs
+root; build/bench-air-results.json).
 Targets that are missed print MISS; only ``--strict`` turns them into exit 1.
 """
 
@@ -62,10 +64,11 @@ def delivery_step(study: str) -> Callable[..., Timing]:
     return measure.box_delivery_many if study == "small" else measure.box_delivery
 
 
-def steps(study: str, transmit: str,
-          twins: dict[str, tuple[Sender, ...]]) -> tuple[tuple[str, Step], ...]:
-    """Every measured path of one round for ``study``, in order; ``transmit`` goes to the
-    box's config; ``twins`` are the concurrent step's senders per study."""
+def steps(study: str, transmit: str, twins: dict[str, tuple[Sender, ...]],
+          only: str | None = None) -> tuple[tuple[str, Step], ...]:
+    """Every measured path of one round for ``study``, in order (``only``: those of that
+    kind, "ingest" or "delivery"); ``transmit`` goes to the box's config; ``twins`` are the
+    concurrent step's senders per study."""
     nagle: tuple[tuple[str, Step], ...] = (
         ("box ingest Nagle", partial(measure.box_ingest, transmit=transmit,
                                      kind="ingest-nagle", nodelay=False)),
@@ -74,7 +77,7 @@ def steps(study: str, transmit: str,
         ("Orthanc ingest Nagle", lambda s, _: measure.orthanc_ingest(
             s, kind="ingest-nagle", nodelay=False)),
     ) if study == "small" else ()
-    return (
+    every: tuple[tuple[str, Step], ...] = (
         ("box ingest", partial(measure.box_ingest, transmit=transmit)),
         ("storescp ingest", lambda s, _: measure.storescp_ingest(s)),
         ("Orthanc ingest", lambda s, _: measure.orthanc_ingest(s)),
@@ -84,6 +87,8 @@ def steps(study: str, transmit: str,
         ("box 2 senders", lambda s, w: measure.box_concurrent(s, twins[s.study.name], w,
                                                              transmit)),
     )
+    return tuple((name, step) for name, step in every if only is None or only in name
+                 or (only == "ingest" and "senders" in name))
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,6 +100,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--small-count", type=int, default=data.SMALL_COUNT, metavar="N",
                         help=f"instances in the small set, {data.SMALL_PER_STUDY} per study "
                         f"(default {data.SMALL_COUNT})")
+    parser.add_argument("--only", choices=("ingest", "delivery"),
+                        help="measure only this kind of path")
     parser.add_argument("--profile", action="store_true", help="also profile the box (py-spy)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--transmit", default="", metavar="TOML",
@@ -140,18 +147,18 @@ def _run_step(name: str, step: Step, sender: Sender, tmp: Path, tag: str) -> Tim
 
 
 def _rounds(senders: list[Sender], tmp: Path, repeat: int, transmit: str,
-            twins: dict[str, tuple[Sender, ...]]) -> list[Timing]:
+            twins: dict[str, tuple[Sender, ...]], only: str | None = None) -> list[Timing]:
     timings = []
     for n in range(1, repeat + 1):
         _say(f"round {n}/{repeat}")
         for sender in senders:
-            for i, (name, step) in enumerate(steps(sender.study.name, transmit, twins)):
+            for i, (name, step) in enumerate(steps(sender.study.name, transmit, twins, only)):
                 timings.append(_run_step(name, step, sender, tmp, f"r{n}-{sender.study.name}-{i}"))
     return timings
 
 
-def _profiled(senders: list[Sender], tmp: Path,
-              transmit: str) -> tuple[list[Timing], list[str]]:
+def _profiled(senders: list[Sender], tmp: Path, transmit: str,
+              only: str | None) -> tuple[list[Timing], list[str]]:
     """One extra box ingest and delivery per study under py-spy; timings and summaries."""
     profiler = Profiler(PROFILE_DIR)
     _say(f"profiling the box with py-spy at {profiler.rate_hz} Hz (runs not counted)")
@@ -159,6 +166,8 @@ def _profiled(senders: list[Sender], tmp: Path,
     for sender in senders:
         for kind, step in (("ingest", measure.box_ingest),
                            ("delivery", delivery_step(sender.study.name))):
+            if only not in (None, kind):
+                continue
             timings.append(_run_step(
                 f"box {kind} (prof)", partial(step, profiler=profiler, transmit=transmit),
                 sender, tmp, f"prof-{sender.study.name}-{kind}"))
@@ -207,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         senders = [Sender(s, tmp) for s in studies]
         twins = {name: tuple(Sender(t, tmp) for t in ts) for name, ts in twin_studies.items()}
-        timings = _rounds(senders, tmp, args.repeat, args.transmit, twins)
-        profiled, summaries = (_profiled(senders, tmp, args.transmit) if args.profile
+        timings = _rounds(senders, tmp, args.repeat, args.transmit, twins, args.only)
+        profiled, summaries = (_profiled(senders, tmp, args.transmit, args.only) if args.profile
                                else ([], []))
     all_rates = report.rates(timings)
     all_verdicts = report.verdicts(all_rates)

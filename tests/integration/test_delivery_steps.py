@@ -3,11 +3,15 @@ a real PACS on loopback: no sleeping, every outcome the step's own (issue 9: tes
 
 from __future__ import annotations
 
+import time
+
 import pydicom
+import pytest
 
 from appliance.delivery.worker import PEER_ABORTS_MAX
+from appliance.demo.synthetic import write_multiframe
 from appliance.store import Store
-from tests.peers import CountingSCP
+from tests.peers import CountingSCP, dataset_part
 from tests.support.parts import QUIET_S, Parts
 
 
@@ -93,5 +97,40 @@ def test_a_dropped_link_is_never_counted_against_an_instance(tmp_path, ct_study)
             assert parts.store.counts(parts.study, "a/pacs").pending == 1
             assert pacs.drop_times == 0, "every batch reached the PACS and was cut"
             assert parts.worker.deliver_once().sent == 1
+        finally:
+            parts.close()
+
+
+@pytest.fixture(scope="module")
+def multiframe_8mb(tmp_path_factory):
+    """An 8 MB Enhanced CT instance: 64 PDUs to a PACS announcing 128 KiB."""
+    return write_multiframe(tmp_path_factory.mktemp("mf") / "mf.dcm", size_bytes=8 << 20,
+                            rows=512, cols=512, seed=4)
+
+
+@pytest.mark.parametrize("abort", [True, False], ids=["pacs-aborts", "link-lost"])
+def test_an_instance_cut_mid_data_set_stays_pending_and_goes_whole_later(
+        tmp_path, multiframe_8mb, abort):
+    """The PACS aborts (A-ABORT, then it closes) or the connection breaks after 5 of the
+    instance's PDUs: the send stops at once (no time-out waited, the rest of the data
+    set never queued), the instance stays pending (a broken link is never counted
+    against it) and the next try delivers it whole."""
+    uid = pydicom.dcmread(multiframe_8mb, stop_before_pixels=True).SOPInstanceUID
+    with CountingSCP(ae_title="PACS", keep_data=True, cut_after_pdus=5,
+                     cut_abort=abort) as pacs:
+        parts = Parts(tmp_path, [multiframe_8mb], pacs.port)
+        try:
+            started = time.monotonic()
+            first = parts.worker.deliver_once()
+            assert time.monotonic() - started < 10, "no DIMSE time-out waited"
+            assert first.sent == 0 and first.error and pacs.cuts == 1, first
+            assert pacs.records == [], "the PACS never had the whole instance"
+            assert parts.store.counts(parts.study, "a/pacs").pending == 1
+            if not abort:
+                assert parts.worker.peer_aborts == {}, "a broken link is not the instance's"
+            parts.now = parts.worker.backoff.next_at
+            assert parts.worker.deliver_once().sent == 1
+            assert pacs.data[uid] == dataset_part(multiframe_8mb.read_bytes())
+            assert parts.store.study(parts.study.key).completed_at == parts.now
         finally:
             parts.close()

@@ -107,8 +107,6 @@ def test_no_plaintext_of_a_received_instance_on_disk(make_box, box_tmp, tmp_path
     assert _marker_hits(box.data_dir, box_tmp) == []
 
 
-@pytest.mark.xfail(strict=True, reason="delivery still decrypts to spool/ (its own send path is "
-                   "under way); strict: passing means the mark must go")
 def test_no_plaintext_of_a_sent_instance_on_disk(make_box, box_tmp, tmp_path):
     files = _marked_study(tmp_path / "study", slices=30)
     with CountingSCP(ae_title="PACS", delay_s=0.05) as scp:

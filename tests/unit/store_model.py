@@ -679,7 +679,7 @@ class ModelPacs:
         self.dest = dest
         self.answers = answers
 
-    def send(self, item: Queued) -> Answer:
+    def send(self, item: Queued, following: Queued | None = None) -> Answer:
         model = self.model
         why = model.may_reach(self.dest, study_index(item.study.study_uid))
         assert why is None, f"an instance was sent to {self.dest}: {why}"

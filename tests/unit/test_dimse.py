@@ -57,3 +57,19 @@ def test_the_pynetdicom_internals_the_settings_patch_are_still_there():
     # The storage preference wraps the two negotiations of the acceptor.
     acse = inspect.getsource(pynetdicom.acse)
     assert "negotiate_unrestricted(" in acse and "negotiate_as_acceptor(" in acse
+
+
+def test_p_data_tf_is_encoded_as_pynetdicom_encodes_it_one_pdu_per_pdv():
+    from pynetdicom.pdu import P_DATA_TF, PDU
+    from pynetdicom.pdu_primitives import P_DATA
+
+    def pdu(*pdvs):
+        primitive = P_DATA()
+        primitive.presentation_data_value_list.extend(pdvs)
+        return P_DATA_TF(primitive)
+
+    one, two = (1, b"\x03" + b"x" * 99), (3, b"\x00abc")
+    assert dimse.encode_p_data_tf(pdu(one)) == PDU.encode(pdu(one))  # pynetdicom's encoder
+    assert dimse.encode_p_data_tf(pdu(one, two)) == PDU.encode(pdu(one)) + PDU.encode(pdu(two))
+    assert "def send(self, bytestream" in inspect.getsource(pynetdicom.transport)
+    assert 'event_queue.put("Evt17")' in inspect.getsource(pynetdicom.transport)

@@ -111,6 +111,25 @@ def test_ack_of_a_replaced_version_keeps_the_position_pending(store, tmp_path):
     assert store.counts(store.study(study.key), "a/pacs").pending == 1
 
 
+def test_a_group_of_answers_is_one_commit_that_completes_its_studies(store):
+    """Acknowledgments committed in groups: the group's studies complete in the same
+    transaction; an answer for a position no longer pending (assigned elsewhere
+    meanwhile) changes nothing."""
+    _put(store, CT, now=1.0)
+    _put(store, MR, now=2.0)
+    first, second = store.studies()
+    for study in (first, second):
+        store.update_study(study.key, phase="closed")
+        store.enqueue(study.key, ("a/pacs",), 3.0)
+    batch = store.next_batch("a/pacs", max_count=10, max_bytes=1 << 30, whole_study=False,
+                             allowed=lambda s: True)
+    with store.env.begin(write=True) as txn:
+        txn.delete(batch[1].pending_key, db=store._db["pending"])
+    assert first.key in store.record_delivered_group("a/pacs", batch, 4.0)
+    assert store.study(first.key).completed_at == 4.0
+    assert store.counts(store.study(second.key), "a/pacs").delivered == 0, "no ack made up"
+
+
 def test_queue_order_batches_and_completion(store):
     _put(store, CT, now=1.0)
     _put(store, MR, now=2.0)
