@@ -361,12 +361,16 @@ class Box:
         self.supervisor.stop()
         for thread in self._threads:
             thread.join(timeout=30)
+        running = [thread.name for thread in self._threads if thread.is_alive()]
+        if running:
+            event(log, "threads still running at stop", logging.WARNING,
+                  threads=",".join(running))
         self.control.stop()
         for server in self._metrics.values():
             server.shutdown()
         self._metrics = {}
-        self._save_pacing()
-        if drained:  # never close the index under a handler that is still storing
+        if drained and not running:  # never close the index under a thread still using it
+            self._save_pacing()
             self.store.close()
 
     def _save_pacing(self) -> None:

@@ -97,6 +97,9 @@ class DestinationWorker:
         self.peer_aborts: dict[bytes, int] = {}  # pending key -> PACS aborts while it was sent
         self.last_error: str | None = None
         self.last_round_at: float | None = None  # when the worker last looked at its queue
+        # set when the box stops (`run` takes the box's event): a batch ends after the
+        # instance in flight, the rest stays pending
+        self.stopping = threading.Event()
         # kept in the store (at most every LAST_SUCCESS_SAVE_S): a restart does not make the
         # front panel say "never"
         saved = store.get_setting(self._last_success_setting)
@@ -248,12 +251,13 @@ class DestinationWorker:
         between the two. The sender is told the instance that follows (to read it ahead).
         Answers are committed in groups, the last one before this returns or raises.
         LinkDown, TransientRefusal and dimse.Stalled end the batch (the caller aborts the
-        association); what was not answered stays pending."""
+        association), and so does `stopping`, after the instance in flight; what was not
+        answered stays pending."""
         acks = AckGroup(lambda items: self.store.record_delivered_group(
             self.dest_id, items, self.clock(), link_class), self.in_flight)
         try:
             item = _take(work)
-            while item is not None:
+            while item is not None and not self.stopping.is_set():
                 following = _take(work)
                 outcome.completed += acks.flush_if_due()
                 self._send_one(item, following, sender, outcome, link_class, acks)
@@ -412,6 +416,7 @@ class DestinationWorker:
 
     def run(self, stop: threading.Event, wake: threading.Event, idle_s: float = 5.0) -> None:
         """Loop `deliver_once` until `stop`; sleeps on `wake` when idle or backing off."""
+        self.stopping = stop
         while not stop.is_set():
             try:
                 outcome = self.deliver_once()

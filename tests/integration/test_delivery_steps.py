@@ -59,6 +59,27 @@ def test_a_pacs_out_of_resources_is_tried_again_after_back_off_by_the_clock(tmp_
             parts.close()
 
 
+def test_a_stopping_box_ends_a_batch_after_the_instance_in_flight(tmp_path, ct_study):
+    """SIGTERM while a long batch goes out: the worker stops after the instance in flight
+    (the box closes its index only then); the rest goes, once, after the restart."""
+    with CountingSCP(ae_title="PACS") as pacs:
+        parts = Parts(tmp_path, ct_study[:8], pacs.port)
+        try:
+            def stop_once_two_arrived() -> None:  # runs as the third one is about to go
+                if len(pacs.uids()) == 2:
+                    parts.worker.stopping.set()
+
+            parts.pause = stop_once_two_arrived
+            assert parts.worker.deliver_once().sent == 3
+            assert len(pacs.uids()) == 3
+            parts.worker.stopping.clear()
+            parts.pause = lambda: None
+            assert parts.worker.deliver_once().sent == 5
+            assert pacs.uids() == _uids(parts.store) and pacs.resent() == {}
+        finally:
+            parts.close()
+
+
 def test_an_instance_the_pacs_aborts_on_fails_after_three_aborts_and_the_rest_go(tmp_path,
                                                                                ct_study):
     """The PACS's application aborts the association on one instance, every time (issue 7):
