@@ -9,10 +9,12 @@ priority, and does nothing while any modality association is open.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import BinaryIO
 
 from appliance import encoding
 from appliance.config import Config
@@ -66,14 +68,20 @@ class Precompressor:
 
     def _make(self, record: InstanceRecord, syntax: str) -> int:
         try:
-            with self.store.plaintext(record) as path:
-                self.store.put_variant(record, syntax,
-                                       encoding.prepare(path, record.transfer_syntax, syntax))
+            with encoding.loaded():
+                converted = encoding.convert_in_memory(lambda: self._read(record), syntax)
+                self.store.put_variant(record, syntax, io.BytesIO(converted))
             return 1
         except encoding.CannotEncode as exc:
             self._cannot.add((record.key, syntax))
             event(log, "not compressed ahead", reason=str(exc))
             return 0
+
+    def _read(self, record: InstanceRecord) -> BinaryIO:
+        """The instance decrypted into memory (at most COMPRESS_MAX_BYTES: `_wanted`);
+        nothing of it in clear on disk."""
+        with self.store.open_plaintext(record) as stream:
+            return io.BytesIO(b"".join(stream))
 
     def run(self, stop: threading.Event) -> None:
         if not self.targets:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from appliance.crypto import Keys
 from appliance.store.blobs import Blobs, PlainStream
@@ -120,7 +120,8 @@ class Store:
     def open_plaintext(self, record: InstanceRecord) -> PlainStream:
         return self._blobs.open_plaintext(record)
 
-    def put_variant(self, record: InstanceRecord, transfer_syntax: str, path: Path) -> None:
+    def put_variant(self, record: InstanceRecord, transfer_syntax: str,
+                    path: Path | BinaryIO) -> None:
         self._blobs.put_variant(record, transfer_syntax, path)
 
     def variant(self, record: InstanceRecord, transfer_syntax: str) -> InstanceRecord | None:

@@ -129,10 +129,13 @@ class Blobs:
     def _temp_path(self) -> Path:
         return self.temp_dir / f"{uuid.uuid4().hex}.part"
 
-    def _encrypt_into(self, path: Path, temp: Path,
+    def _encrypt_into(self, path: Path | BinaryIO, temp: Path,
                       feed: Callable[[bytes], None] | None = None) -> int:
-        """Encrypt `path` into `temp` and fsync it; returns the plaintext size."""
-        with open(path, "rb") as source, open(temp, "wb") as sink:
+        """Encrypt `path` (a file, or bytes being read) into `temp` and fsync it; returns the
+        plaintext size."""
+        with contextlib.ExitStack() as files:
+            source = files.enter_context(open(path, "rb")) if isinstance(path, Path) else path
+            sink = files.enter_context(open(temp, "wb"))
             size = encrypt_stream(self.index.keys.blob_key, source, sink, feed=feed)
             sink.flush()
             os.fsync(sink.fileno())
@@ -145,10 +148,11 @@ class Blobs:
 
     # -- compressed variants ---------------------------------------------------------
 
-    def put_variant(self, record: InstanceRecord, transfer_syntax: str, path: Path) -> None:
-        """Keep `path` (the instance compressed to `transfer_syntax`, made ahead of sending)
-        as an encrypted variant; durable on return. A variant of an older version is never
-        used (it is tied to the record's digest)."""
+    def put_variant(self, record: InstanceRecord, transfer_syntax: str,
+                    path: Path | BinaryIO) -> None:
+        """Keep `path` (the instance compressed to `transfer_syntax`, made ahead of sending;
+        a file, or bytes in memory being read) as an encrypted variant; durable on return.
+        A variant of an older version is never used (it is tied to the record's digest)."""
         temp = self._temp_path()
         size = self._encrypt_into(path, temp)
         blob = self.index.uid_key(
@@ -213,8 +217,8 @@ class Blobs:
 
     @contextlib.contextmanager
     def plaintext(self, record: InstanceRecord) -> Iterator[Path]:
-        """A short-lived decrypted copy in the spool directory, removed on exit (for the
-        compressor ahead of time, which pydicom reads from a file; delivery never)."""
+        """A short-lived decrypted copy in the spool directory, removed on exit: for tests
+        and tools that read an instance back as a file (the box itself never does)."""
         target = self.spool_dir / f"{uuid.uuid4().hex}.dcm"
         try:
             self.write_plaintext(record, target)

@@ -49,6 +49,19 @@ def test_a_lossless_variant_is_made_and_decodes_to_the_same_pixels(queued, tmp_p
     assert np.array_equal(compressed.pixel_array, original.pixel_array)
 
 
+def test_compression_ahead_writes_no_plaintext_copy(queued, monkeypatch):
+    """The instance is decrypted into memory, compressed there and encrypted again: no
+    copy in clear is written (it was, to spool/, before)."""
+    store, config, path, record = queued
+
+    def no_copy(*args: object) -> None:
+        raise AssertionError("a plaintext copy was written")
+
+    monkeypatch.setattr(store._blobs, "write_plaintext", no_copy)
+    assert Precompressor(store, config, receiving_busy=lambda: False).compress_once() == 1
+    assert not any(store.spool_dir.iterdir()) and not any(store.temp_dir.iterdir())
+
+
 def test_a_variant_of_an_older_version_is_not_used(queued, tmp_path):
     store, config, path, record = queued
     Precompressor(store, config, receiving_busy=lambda: False).compress_once()
