@@ -13,8 +13,8 @@ Invariants kept: *durable before success* (a blob is on disk before any record n
 records whose blob is missing), proved by `test_robustness.py`:
 `test_kill_9_during_ingest_loses_no_acknowledged_instance`, and `test_store.py`:
 `test_repair_scrubs_leftovers_and_reports_missing_blobs`; *encrypted at rest* (secretstream;
-delivery reads a blob's plaintext as a stream in memory, `open_plaintext`; a file in
-``spool/`` only while the compressor ahead of time reads one instance, removed at once),
+delivery and the compressor ahead of time read a blob's plaintext as a stream in memory,
+`open_plaintext`; `plaintext` writes a copy to ``spool/`` for tests and tools only),
 proved by `test_store.py`: `test_nothing_in_clear_at_rest`, and
 `test_delivery_streams.py`: `test_delivery_writes_no_plaintext_anywhere`.
 """
