@@ -369,8 +369,8 @@ class Box:
         for server in self._metrics.values():
             server.shutdown()
         self._metrics = {}
+        self._save_pacing()
         if drained and not running:  # never close the index under a thread still using it
-            self._save_pacing()
             self.store.close()
 
     def _save_pacing(self) -> None:

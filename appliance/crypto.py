@@ -59,22 +59,15 @@ def encrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
 
     `feed`, when given, is called with every plaintext chunk (for digests).
     """
-    state = sodium.crypto_secretstream_xchacha20poly1305_state()
-    header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, key)
-    sink.write(BLOB_MAGIC + header)
+    encryptor = StreamEncryptor(key, sink)
     total = 0
-    chunk = source.read(CHUNK_BYTES)
-    while True:
-        following = source.read(CHUNK_BYTES) if chunk else b""
-        tag = _TAG_FINAL if not following else _TAG_MESSAGE
-        if feed is not None and chunk:
+    while chunk := source.read(CHUNK_BYTES):
+        if feed is not None:
             feed(chunk)
-        sealed = sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, tag=tag)
-        sink.write(_LEN.pack(len(sealed)) + sealed)
+        encryptor.write(chunk)
         total += len(chunk)
-        if tag == _TAG_FINAL:
-            return total
-        chunk = following
+    encryptor.close()
+    return total
 
 
 def decrypt_stream(key: bytes, source: BinaryIO) -> Iterator[bytes]:
