@@ -77,8 +77,11 @@ class Index:
 
     def __init__(self, path: Path, keys: Keys) -> None:
         self.keys = keys
-        self.env = lmdb.open(
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)  # for the box's user alone, like the rest of the data directory
+        self.env = lmdb.open(  # mode: the files get 0600
             str(path), map_size=MAP_SIZE_BYTES, max_dbs=16, max_readers=256, subdir=True,
+            mode=0o700,
         )
         self.db = {name: self.env.open_db(name.encode()) for name in DATABASES}
 

@@ -48,6 +48,12 @@ def test_key_file_is_private_and_stable(tmp_path):
     assert FileKeystore(tmp_path / "key").load_or_create() == key
 
 
+def test_the_index_is_for_the_box_user_alone(store):
+    index = store.data_dir / "index"
+    assert stat.S_IMODE(index.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in index.iterdir()} == {0o600}
+
+
 def test_nothing_in_clear_at_rest(store, tmp_path):
     outcome, header = _put(store, CT)
     assert outcome is Outcome.STORED
