@@ -372,6 +372,7 @@ class Box:
         self._save_pacing()
         if drained and not running:  # never close the index under a thread still using it
             self.store.close()
+        event(log, "stopped", index_closed=drained and not running)
 
     def _save_pacing(self) -> None:
         """Link figures survive restarts: the next start knows the link it had."""
